@@ -1,0 +1,107 @@
+//! The config file: TOML read into plain serde structs ([`raw`]), then validated into the
+//! runtime [`Config`] by [`validate`], which reports every error with its key path.
+//! Secrets are written as `${ENV_VAR}` and resolved during validation ([`env`]).
+
+pub mod env;
+pub mod raw;
+mod validate;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::metering::PriceTable;
+use crate::metrics::MetricsOptions;
+use crate::providers::Provider;
+
+pub use validate::{KeyInfo, KeyStore, Route, Router, validate};
+
+/// One problem in a config file, with the key path it is about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// Key path such as `providers[1].api_key`; empty for whole-file errors.
+    pub path: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.path.is_empty() {
+            write!(f, "{}", self.message)
+        } else {
+            write!(f, "{}: {}", self.path, self.message)
+        }
+    }
+}
+
+/// Every error found in a config file.
+#[derive(Debug, thiserror::Error)]
+#[error("{}", .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n"))]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+/// The validated runtime config.
+pub struct Config {
+    /// Main listener and request handling.
+    pub server: ServerConfig,
+    /// Metrics exposition.
+    pub metrics: MetricsConfig,
+    /// Providers, in config order.
+    pub providers: Vec<Arc<dyn Provider>>,
+    /// Model name to provider.
+    pub router: Router,
+    /// Virtual keys.
+    pub keys: KeyStore,
+    /// Built-in prices with the config's overrides.
+    pub prices: PriceTable,
+}
+
+/// `[server]`
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Where the gateway listens.
+    pub listen: SocketAddr,
+    /// Largest accepted request body.
+    pub max_body_bytes: usize,
+    /// How long in-flight requests may take to finish on shutdown.
+    pub shutdown_grace: Duration,
+}
+
+/// `[metrics]`
+#[derive(Debug, Clone)]
+pub struct MetricsConfig {
+    /// A separate listener for `/metrics`; when set, the main listener does not serve metrics.
+    pub listen: Option<SocketAddr>,
+    /// Bearer token the scraper must send, if set.
+    pub bearer_token: Option<String>,
+    /// Labels and series cap.
+    pub options: MetricsOptions,
+}
+
+impl Config {
+    /// Reads and validates the file at `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigErrors(vec![ConfigError {
+                path: String::new(),
+                message: format!("cannot read {}: {e}", path.display()),
+            }])
+        })?;
+        Config::from_toml(&text, &env::ProcessEnv)
+    }
+
+    /// Parses and validates config text, resolving `${VAR}` from `vars`.
+    pub fn from_toml(text: &str, vars: &dyn env::Vars) -> Result<Config, ConfigErrors> {
+        let raw: raw::RawConfig = toml::from_str(text).map_err(|e| {
+            ConfigErrors(vec![ConfigError {
+                path: String::new(),
+                message: e.to_string().trim_end().to_string(),
+            }])
+        })?;
+        validate(raw, vars)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,141 @@
+//! The config file as written: serde structs, no validation beyond types.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+use crate::metering::pricing::PriceSpec;
+
+/// The whole file.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// `[server]`
+    #[serde(default)]
+    pub server: RawServer,
+    /// `[metrics]`
+    #[serde(default)]
+    pub metrics: RawMetrics,
+    /// `[[providers]]`
+    #[serde(default)]
+    pub providers: Vec<RawProvider>,
+    /// `[[models]]`: aliases, routing, price overrides.
+    #[serde(default)]
+    pub models: Vec<RawModel>,
+    /// `[[prices]]`: price overrides for models routed by prefix or list.
+    #[serde(default)]
+    pub prices: Vec<RawPrice>,
+    /// `[[keys]]`: virtual keys.
+    #[serde(default)]
+    pub keys: Vec<RawKey>,
+}
+
+/// `[server]`
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawServer {
+    /// Default `0.0.0.0:8080`.
+    pub listen: Option<String>,
+    /// Default 10 MiB.
+    pub max_body_bytes: Option<usize>,
+    /// Default 30 s.
+    pub shutdown_grace_secs: Option<u64>,
+}
+
+/// `[metrics]`
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawMetrics {
+    /// Separate listener for the metrics endpoints.
+    pub listen: Option<String>,
+    /// Bearer token required to scrape.
+    pub bearer_token: Option<String>,
+    /// Enabled labels (default: all).
+    pub labels: Option<Vec<String>>,
+    /// Series cap per family (default 10000).
+    pub max_series_per_family: Option<usize>,
+}
+
+/// `[[providers]]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawProvider {
+    /// Unique name, the `provider` label.
+    pub name: String,
+    /// `openai`, `anthropic` or `openai-compatible`.
+    pub kind: String,
+    /// Upstream base URL (required for `openai-compatible`).
+    pub base_url: Option<String>,
+    /// The provider's API key, usually `${ENV_VAR}`.
+    pub api_key: Option<String>,
+    /// Models this provider serves (exact ids; `"*"` serves any model not routed elsewhere).
+    #[serde(default)]
+    pub models: Vec<String>,
+    /// Model id prefixes this provider serves, e.g. `gpt-`, `claude-`.
+    #[serde(default)]
+    pub model_prefixes: Vec<String>,
+    /// Extra headers sent upstream (e.g. `OpenAI-Organization`).
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// Time to wait for the response headers (default 600 s).
+    pub timeout_secs: Option<u64>,
+    /// Add `stream_options.include_usage` to OpenAI-format streams (default true).
+    pub inject_stream_usage: Option<bool>,
+}
+
+/// `[[models]]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawModel {
+    /// The name clients send.
+    pub name: String,
+    /// The provider that serves it.
+    pub provider: String,
+    /// The model id sent upstream, when it differs from `name`.
+    pub upstream_model: Option<String>,
+    /// Price override for this model.
+    pub price: Option<PriceSpec>,
+}
+
+/// `[[prices]]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPrice {
+    /// Model id (as the provider reports it).
+    pub model: String,
+    /// Uncached input, USD per 1M tokens.
+    pub input: String,
+    /// Output, USD per 1M tokens.
+    pub output: String,
+    /// Cached input (default: `input`).
+    pub cached_input: Option<String>,
+    /// Cache write, 5 min TTL (default: `input`).
+    pub cache_write: Option<String>,
+    /// Cache write, 1 h TTL (default: `cache_write`).
+    pub cache_write_1h: Option<String>,
+}
+
+impl RawPrice {
+    /// The rates as a [`PriceSpec`].
+    pub fn spec(&self) -> PriceSpec {
+        PriceSpec {
+            input: self.input.clone(),
+            output: self.output.clone(),
+            cached_input: self.cached_input.clone(),
+            cache_write: self.cache_write.clone(),
+            cache_write_1h: self.cache_write_1h.clone(),
+        }
+    }
+}
+
+/// `[[keys]]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawKey {
+    /// Name, the `key` label.
+    pub name: String,
+    /// The secret clients send, usually `${ENV_VAR}`.
+    pub key: String,
+    /// Team for cost attribution.
+    pub team: String,
+}

@@ -1,0 +1,159 @@
+use std::collections::HashMap;
+
+use super::*;
+
+fn vars() -> HashMap<String, String> {
+    [
+        ("OPENAI_API_KEY".to_string(), "sk-real".to_string()),
+        ("APP_KEY".to_string(), "tg-app-secret".to_string()),
+    ]
+    .into()
+}
+
+const GOOD: &str = r#"
+[[providers]]
+name = "openai"
+kind = "openai"
+api_key = "${OPENAI_API_KEY}"
+model_prefixes = ["gpt-", "o"]
+
+[[providers]]
+name = "vllm"
+kind = "openai-compatible"
+base_url = "http://127.0.0.1:8000/v1"
+models = ["*"]
+
+[[models]]
+name = "fast"
+provider = "openai"
+upstream_model = "gpt-4o-mini"
+price = { input = "0.15", output = "0.60" }
+
+[[prices]]
+model = "llama3.2"
+input = "0.01"
+output = "0.02"
+
+[[keys]]
+name = "app"
+key = "${APP_KEY}"
+team = "search"
+"#;
+
+#[test]
+fn a_valid_config_routes_and_authenticates() {
+    let cfg = Config::from_toml(GOOD, &vars()).expect("valid");
+    assert_eq!(cfg.server.listen.to_string(), "0.0.0.0:8080");
+    assert_eq!(
+        cfg.router.route("gpt-4o").map(|r| r.provider.name()),
+        Some("openai")
+    );
+    assert_eq!(
+        cfg.router.route("o4-mini").map(|r| r.provider.name()),
+        Some("openai")
+    );
+    assert_eq!(
+        cfg.router.route("llama3.2").map(|r| r.provider.name()),
+        Some("vllm")
+    );
+    let fast = cfg.router.route("fast").expect("alias");
+    assert_eq!(fast.upstream_model.as_deref(), Some("gpt-4o-mini"));
+    assert!(cfg.prices.lookup("llama3.2").is_some());
+    let key = cfg
+        .keys
+        .authenticate(Some("tg-app-secret"))
+        .expect("known key");
+    assert_eq!((&*key.name, &*key.team), ("app", "search"));
+    assert!(cfg.keys.authenticate(Some("tg-wrong")).is_none());
+    assert!(cfg.keys.authenticate(None).is_none());
+    assert!(!cfg.keys.is_open());
+}
+
+#[test]
+fn without_keys_the_gateway_is_open_as_team_default() {
+    let text = "[[providers]]\nname = \"v\"\nkind = \"openai-compatible\"\nbase_url = \"http://127.0.0.1:1/v1\"\nmodels = [\"*\"]\n";
+    let cfg = Config::from_toml(text, &vars()).expect("valid");
+    assert!(cfg.keys.is_open());
+    assert_eq!(&*cfg.keys.authenticate(None).expect("open").team, "default");
+}
+
+#[test]
+fn every_error_is_reported_with_its_key_path() {
+    let bad = r#"
+[server]
+listen = "not-an-address"
+
+[metrics]
+labels = ["model", "colour"]
+
+[[providers]]
+name = "openai"
+kind = "openai"
+api_key = "${MISSING_KEY}"
+models = ["gpt-4o"]
+
+[[providers]]
+name = "x"
+kind = "gemini-ultra"
+models = ["a"]
+
+[[providers]]
+name = "compat"
+kind = "openai-compatible"
+models = ["b"]
+
+[[models]]
+name = "alias"
+provider = "nope"
+
+[[prices]]
+model = "m"
+input = "1.1234567"
+output = "1"
+
+[[keys]]
+name = "k"
+key = "short"
+team = ""
+"#;
+    let errs = Config::from_toml(bad, &vars()).err().expect("invalid").0;
+    let paths: Vec<&str> = errs.iter().map(|e| e.path.as_str()).collect();
+    for expected in [
+        "server.listen",
+        "metrics.labels[1]",
+        "providers[0].api_key",
+        "providers[1].kind",
+        "providers[2].base_url",
+        "models[0].provider",
+        "prices[0]",
+        "keys[0].team",
+        "keys[0].key",
+    ] {
+        assert!(
+            paths.contains(&expected),
+            "missing error for {expected}: {errs:?}"
+        );
+    }
+    let api = errs
+        .iter()
+        .find(|e| e.path == "providers[0].api_key")
+        .expect("api_key error");
+    assert!(api.message.contains("MISSING_KEY"), "{}", api.message);
+}
+
+#[test]
+fn unknown_fields_and_type_errors_are_rejected_with_location() {
+    let errs = Config::from_toml("[server]\nlisten = 5\n", &vars())
+        .err()
+        .expect("invalid")
+        .0;
+    assert!(
+        errs[0].message.contains("server") || errs[0].message.contains("listen"),
+        "{errs:?}"
+    );
+    let errs = Config::from_toml("[server]\nlistne = \"x\"\n", &vars())
+        .err()
+        .expect("invalid")
+        .0;
+    assert!(errs[0].message.contains("listne"), "{errs:?}");
+}

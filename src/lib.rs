@@ -1,0 +1,31 @@
+//! Tollgate: an LLM gateway that meters every token.
+//!
+//! Modules, each one concern:
+//! - [`config`]: the TOML file, `${ENV}` secrets, validation with key paths;
+//! - [`server`]: listeners, routing, graceful shutdown;
+//! - [`proxy`]: the request path (authenticate, read, route, forward, tap, settle);
+//! - [`providers`]: one file per provider, each implementing [`providers::Provider`];
+//! - [`metering`]: normalised [`metering::Usage`], the price table, token estimates;
+//! - [`metrics`]: every metric family and the Prometheus/OpenMetrics exposition;
+//! - [`sim`]: the simulated provider used by `tollgate demo`, the tests and the benchmark;
+//! - [`demo`]: the demo: simulated provider, gateway and a little synthetic traffic.
+//!
+//! The request path: the server routes `POST /v1/...` to [`proxy::Gateway::forward`], which
+//! authenticates the virtual key (hashed lookup), reads the body (bounded), parses only the
+//! fields it needs (`model`, `stream`, `stream_options`), picks the provider by model, splices
+//! `stream_options.include_usage` into OpenAI-format streams when the client did not ask for
+//! it, swaps the client's key for the provider's, and forwards. The response body is returned
+//! wrapped in a [`proxy::tap::TapBody`], which passes every frame on as it arrives and reads
+//! usage from the JSON body or the SSE events; when the body ends, breaks, or the client goes
+//! away, [`proxy::settle::PendingRequest`] settles usage, cost and metrics exactly once.
+
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod demo;
+pub mod metering;
+pub mod metrics;
+pub mod providers;
+pub mod proxy;
+pub mod server;
+pub mod sim;

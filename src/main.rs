@@ -1,0 +1,262 @@
+//! The `tollgate` command: `serve`, `check`, `demo` and `sim`.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use tokio::net::TcpListener;
+use tollgate::config::Config;
+use tollgate::metering::estimate;
+use tollgate::proxy::Gateway;
+use tollgate::{demo, server, sim};
+
+#[derive(Parser)]
+#[command(
+    name = "tollgate",
+    version,
+    about = "An LLM gateway that meters every token"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    /// Log filter (tracing env-filter syntax), e.g. `info` or `tollgate=debug`.
+    #[arg(long, global = true, env = "TOLLGATE_LOG", default_value = "info")]
+    log: String,
+    /// Log as JSON lines.
+    #[arg(long, global = true, env = "TOLLGATE_LOG_JSON")]
+    log_json: bool,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway.
+    Serve {
+        /// The config file.
+        #[arg(long, short, env = "TOLLGATE_CONFIG", default_value = "tollgate.toml")]
+        config: PathBuf,
+        /// Listen address, overriding `server.listen`.
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+    },
+    /// Validate a config file and print every error with its key path.
+    Check {
+        /// The config file.
+        #[arg(long, short, env = "TOLLGATE_CONFIG", default_value = "tollgate.toml")]
+        config: PathBuf,
+    },
+    /// Run the gateway in front of a simulated provider, with synthetic traffic from demo teams.
+    Demo {
+        /// Listen address of the gateway.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+        /// Synthetic requests per second (0 for none).
+        #[arg(long, default_value_t = 5)]
+        rate: u32,
+    },
+    /// Run only the simulated provider (OpenAI and Anthropic shapes), for tests and benchmarks.
+    Sim {
+        /// Listen address.
+        #[arg(long, default_value = "127.0.0.1:9000")]
+        listen: SocketAddr,
+        /// Delay before each response, in milliseconds.
+        #[arg(long, default_value_t = 0)]
+        delay_ms: u64,
+        /// Streaming cadence in tokens per second (0: as fast as possible).
+        #[arg(long, default_value_t = 0)]
+        tokens_per_second: u32,
+        /// Output tokens when a request sets no max_tokens.
+        #[arg(long, default_value_t = 16)]
+        output_tokens: u64,
+    },
+}
+
+fn init_logs(filter: &str, json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+    tracing::info!("shutting down: no new connections, finishing requests in flight");
+}
+
+fn announce(addr: SocketAddr) {
+    // Tests and scripts wait for this exact line on stdout.
+    println!("listening on http://{addr}");
+    let _ = std::io::stdout().flush();
+}
+
+async fn bind(addr: SocketAddr) -> Result<TcpListener, String> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| format!("cannot listen on {addr}: {e}"))
+}
+
+async fn serve(config: Config, listen: Option<SocketAddr>) -> Result<(), String> {
+    let addr = listen.unwrap_or(config.server.listen);
+    let grace = config.server.shutdown_grace;
+    if config.keys.is_open() {
+        tracing::warn!(
+            "no [[keys]] configured: the gateway is OPEN, every request is team \"default\""
+        );
+    }
+    tracing::info!(
+        providers = config.providers.len(),
+        keys = config.keys.len(),
+        prices = config.prices.len(),
+        prices_as_of = config.prices.as_of(),
+        "config loaded"
+    );
+    std::thread::spawn(estimate::warm_up);
+    let gateway = Gateway::new(config);
+    let listener = bind(addr).await?;
+    let local = listener.local_addr().map_err(|e| e.to_string())?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut tasks = Vec::new();
+    if let Some(maddr) = gateway.config.metrics.listen {
+        let ml = bind(maddr).await?;
+        tracing::info!(addr = %ml.local_addr().map_err(|e| e.to_string())?, "metrics listener");
+        let routes = server::metrics_routes(gateway.clone());
+        let mut rx = stop_rx.clone();
+        tasks.push(tokio::spawn(server::run(
+            ml,
+            routes,
+            async move {
+                let _ = rx.changed().await;
+            },
+            grace,
+        )));
+    }
+    announce(local);
+    tracing::info!(addr = %local, "gateway listening");
+    let routes = server::main_routes(gateway.clone());
+    let main = tokio::spawn(server::run(listener, routes, shutdown_signal(), grace));
+    let _ = main.await;
+    let _ = stop_tx.send(true);
+    for t in tasks {
+        let _ = t.await;
+    }
+    Ok(())
+}
+
+async fn run(cli: Cli) -> Result<(), String> {
+    match cli.command {
+        Command::Serve { config, listen } => {
+            let cfg = Config::load(&config)
+                .map_err(|e| format!("invalid config {}:\n{e}", config.display()))?;
+            serve(cfg, listen).await
+        }
+        Command::Check { .. } => unreachable!("handled before the runtime starts"),
+        Command::Sim {
+            listen,
+            delay_ms,
+            tokens_per_second,
+            output_tokens,
+        } => {
+            let listener = bind(listen).await?;
+            announce(listener.local_addr().map_err(|e| e.to_string())?);
+            let opts = sim::SimOptions {
+                delay: Duration::from_millis(delay_ms),
+                tokens_per_second,
+                default_output_tokens: output_tokens,
+            };
+            sim::serve(listener, opts, shutdown_signal()).await;
+            Ok(())
+        }
+        Command::Demo { listen, rate } => {
+            let sim_listener = bind("127.0.0.1:0".parse().map_err(|_| "address")?).await?;
+            let sim_addr = sim_listener.local_addr().map_err(|e| e.to_string())?;
+            let opts = sim::SimOptions {
+                delay: Duration::from_millis(30),
+                tokens_per_second: 200,
+                default_output_tokens: 24,
+            };
+            tokio::spawn(sim::serve(sim_listener, opts, std::future::pending()));
+            let text = demo::demo_config(&sim_addr.to_string(), &listen.to_string());
+            let cfg = Config::from_toml(&text, &tollgate::config::env::ProcessEnv)
+                .map_err(|e| format!("demo config: {e}"))?;
+            eprintln!(
+                "Tollgate demo: simulated provider on {sim_addr}; gateway on http://{listen}\n\
+                 metrics: curl http://{listen}/metrics\n\
+                 try:     curl http://{listen}/v1/chat/completions -H 'Authorization: Bearer tg-demo-search' \\\n\
+                 \x20          -H 'Content-Type: application/json' -d '{{\"model\":\"gpt-4o-mini\",\"messages\":[{{\"role\":\"user\",\"content\":\"hi\"}}]}}'"
+            );
+            if rate > 0 {
+                tokio::spawn(demo::traffic(listen.to_string(), rate));
+            }
+            serve(cfg, None).await
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logs(&cli.log, cli.log_json);
+    if let Command::Check { config } = &cli.command {
+        return match Config::load(config) {
+            Ok(cfg) => {
+                println!(
+                    "{}: OK ({} providers, {} keys, {} priced model ids, prices as of {})",
+                    config.display(),
+                    cfg.providers.len(),
+                    cfg.keys.len(),
+                    cfg.prices.len(),
+                    cfg.prices.as_of()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(errors) => {
+                eprintln!("{}: {} error(s)", config.display(), errors.0.len());
+                for e in &errors.0 {
+                    eprintln!("  {e}");
+                }
+                ExitCode::from(1)
+            }
+        };
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(1)
+        }
+    }
+}

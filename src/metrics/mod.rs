@@ -1,0 +1,249 @@
+//! Every metric family of the gateway, defined here and nowhere else, and their exposition.
+//!
+//! Recording is lock-free on atomics; each request resolves its label sets once, at settle time
+//! (see [`Metrics::record`]). Names follow `llm_gateway_<name>_<unit>[_total]`.
+
+mod cells;
+mod family;
+mod process;
+mod render;
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+pub use cells::{Counter, Gauge, Histogram, LatencyHistogram, OverheadHistogram, UsageCells};
+pub use family::{Family, OVERFLOW_VALUE};
+pub use render::{Format, OPENMETRICS_CONTENT_TYPE, TEXT_CONTENT_TYPE};
+
+use crate::metering::Usage;
+
+/// Labels that can be switched on or off in `[metrics] labels`.
+pub const CONFIGURABLE_LABELS: &[&str] = &[
+    "provider",
+    "model",
+    "team",
+    "key",
+    "endpoint",
+    "status_code",
+    "error_type",
+];
+
+/// Which labels are on and how many series a family may hold.
+#[derive(Debug, Clone)]
+pub struct MetricsOptions {
+    /// Enabled labels; a label not listed is dropped from every family.
+    pub labels: Vec<String>,
+    /// Series cap per family.
+    pub max_series_per_family: usize,
+}
+
+impl Default for MetricsOptions {
+    fn default() -> Self {
+        MetricsOptions {
+            labels: CONFIGURABLE_LABELS.iter().map(|s| s.to_string()).collect(),
+            max_series_per_family: 10_000,
+        }
+    }
+}
+
+/// One finished request, as the metrics see it.
+#[derive(Debug, Clone, Copy)]
+pub struct Observation<'a> {
+    /// Provider name from the config.
+    pub provider: &'a str,
+    /// The model that served the request (the response's, else the requested one).
+    pub model: &'a str,
+    /// Team of the virtual key.
+    pub team: &'a str,
+    /// Name of the virtual key.
+    pub key: &'a str,
+    /// The client-facing endpoint, e.g. `/v1/chat/completions`.
+    pub endpoint: &'a str,
+    /// Status code label: the upstream's, or the gateway's own, `499` for a client gone.
+    pub status_code: &'a str,
+    /// Bounded error class, when the request failed.
+    pub error_type: Option<&'a str>,
+    /// Tokens counted.
+    pub usage: Usage,
+    /// Cost in nano-USD.
+    pub cost_nanos: u64,
+    /// False when no price was known (cost 0, counted as unpriced).
+    pub priced: bool,
+    /// True when the usage was estimated with the tokenizer.
+    pub estimated: bool,
+    /// End to end.
+    pub duration: Duration,
+    /// Upstream only, when an upstream call was made.
+    pub upstream: Option<Duration>,
+    /// First body byte of a stream.
+    pub time_to_first_token: Option<Duration>,
+    /// Time spent in the gateway itself.
+    pub overhead: Option<Duration>,
+}
+
+/// All families.
+pub struct Metrics {
+    usage: Family<UsageCells>,
+    requests: Family<Counter>,
+    errors: Family<Counter>,
+    request_duration: Family<LatencyHistogram>,
+    time_to_first_token: Family<LatencyHistogram>,
+    upstream_duration: Family<LatencyHistogram>,
+    overhead: Family<OverheadHistogram>,
+    in_flight: Family<Gauge>,
+    estimated: Family<Counter>,
+    unpriced: Family<Counter>,
+    start_time: f64,
+}
+
+const USAGE_LABELS: &[&str] = &["provider", "model", "team", "key"];
+const REQUEST_LABELS: &[&str] = &[
+    "provider",
+    "model",
+    "team",
+    "key",
+    "endpoint",
+    "status_code",
+];
+const ERROR_LABELS: &[&str] = &[
+    "provider",
+    "model",
+    "team",
+    "endpoint",
+    "status_code",
+    "error_type",
+];
+const PROVIDER_MODEL_ENDPOINT: &[&str] = &["provider", "model", "endpoint"];
+const PROVIDER_MODEL: &[&str] = &["provider", "model"];
+
+impl Metrics {
+    /// Creates every family.
+    pub fn new(opts: &MetricsOptions) -> Arc<Metrics> {
+        let on = |l: &str| opts.labels.iter().any(|x| x == l);
+        let cap = opts.max_series_per_family;
+        Arc::new(Metrics {
+            usage: Family::new("llm_gateway_usage", "", USAGE_LABELS, &on, cap),
+            requests: Family::new(
+                "llm_gateway_requests_total",
+                "Finished requests.",
+                REQUEST_LABELS,
+                &on,
+                cap,
+            ),
+            errors: Family::new(
+                "llm_gateway_errors_total",
+                "Failed requests, by bounded cause.",
+                ERROR_LABELS,
+                &on,
+                cap,
+            ),
+            request_duration: Family::new(
+                "llm_gateway_request_duration_seconds",
+                "End-to-end request duration, until the last body byte.",
+                PROVIDER_MODEL_ENDPOINT,
+                &on,
+                cap,
+            ),
+            time_to_first_token: Family::new(
+                "llm_gateway_time_to_first_token_seconds",
+                "Streams: time from the request to the first body byte from the provider.",
+                PROVIDER_MODEL,
+                &on,
+                cap,
+            ),
+            upstream_duration: Family::new(
+                "llm_gateway_upstream_duration_seconds",
+                "Time spent waiting on the provider, from sending the request to its last byte.",
+                PROVIDER_MODEL,
+                &on,
+                cap,
+            ),
+            overhead: Family::new(
+                "llm_gateway_overhead_seconds",
+                "Time spent in the gateway itself (request handling before and after the upstream call).",
+                &["endpoint"],
+                &on,
+                cap,
+            ),
+            in_flight: Family::new(
+                "llm_gateway_requests_in_flight",
+                "Requests forwarded and not finished.",
+                &["provider"],
+                &on,
+                cap,
+            ),
+            estimated: Family::new(
+                "llm_gateway_estimated_usage_requests_total",
+                "Requests whose provider reported no usage; tokens estimated with a tokenizer.",
+                PROVIDER_MODEL,
+                &on,
+                cap,
+            ),
+            unpriced: Family::new(
+                "llm_gateway_unpriced_requests_total",
+                "Requests for a model without a known price: their cost is not counted.",
+                PROVIDER_MODEL,
+                &on,
+                cap,
+            ),
+            start_time: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64()),
+        })
+    }
+
+    /// The in-flight gauge of a provider, to hold for the life of a forwarded request.
+    pub fn in_flight(&self, provider: &str) -> Arc<Gauge> {
+        self.in_flight.get(&[provider])
+    }
+
+    /// Records one finished request in every family it touches.
+    pub fn record(&self, o: &Observation<'_>) {
+        let (p, m, t, k, e, s) = (
+            o.provider,
+            o.model,
+            o.team,
+            o.key,
+            o.endpoint,
+            o.status_code,
+        );
+        if !o.usage.is_zero() || o.cost_nanos > 0 {
+            let u = self.usage.get(&[p, m, t, k]);
+            u.prompt.add(o.usage.input);
+            u.completion.add(o.usage.output);
+            u.total.add(o.usage.total());
+            u.cached.add(o.usage.cached_read);
+            u.cache_write.add(o.usage.cache_write);
+            u.reasoning.add(o.usage.reasoning);
+            u.cost_nanos.add(o.cost_nanos);
+        }
+        self.requests.get(&[p, m, t, k, e, s]).add(1);
+        if let Some(error_type) = o.error_type {
+            self.errors.get(&[p, m, t, e, s, error_type]).add(1);
+        }
+        self.request_duration.get(&[p, m, e]).0.observe(o.duration);
+        if let Some(d) = o.upstream {
+            self.upstream_duration.get(&[p, m]).0.observe(d);
+        }
+        if let Some(d) = o.time_to_first_token {
+            self.time_to_first_token.get(&[p, m]).0.observe(d);
+        }
+        if let Some(d) = o.overhead {
+            self.overhead.get(&[e]).0.observe(d);
+        }
+        if o.estimated {
+            self.estimated.get(&[p, m]).add(1);
+        }
+        if !o.priced && !o.usage.is_zero() {
+            self.unpriced.get(&[p, m]).add(1);
+        }
+    }
+
+    /// Renders every family in `format`.
+    pub fn render(&self, format: Format) -> String {
+        render::render(self, format)
+    }
+}
+
+#[cfg(test)]
+mod tests;

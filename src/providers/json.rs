@@ -1,0 +1,119 @@
+//! Reading one field out of a JSON body without parsing the whole document.
+//!
+//! In valid JSON an unescaped `"key"` followed by `:` can only be an object key, because quotes
+//! inside strings are escaped. Usage sits at the end of every provider's response and the model
+//! near the start, so a `memchr` search finds them without walking the content.
+
+use memchr::memmem;
+use serde::de::DeserializeOwned;
+
+/// The value of the last `"key":` in `body`, deserialised as `T`.
+pub fn find_key_value<T: DeserializeOwned>(body: &[u8], key: &str) -> Option<T> {
+    let needle = quoted(key);
+    let mut end = body.len();
+    while let Some(pos) = memmem::rfind(&body[..end], needle.as_bytes()) {
+        if let Some(v) = value_after(body, pos, needle.len()) {
+            return Some(v);
+        }
+        end = pos;
+    }
+    None
+}
+
+/// The value of the first `"key":` in `body`, deserialised as `T`.
+pub fn first_key_value<T: DeserializeOwned>(body: &[u8], key: &str) -> Option<T> {
+    let needle = quoted(key);
+    for pos in memmem::find_iter(body, needle.as_bytes()) {
+        if let Some(v) = value_after(body, pos, needle.len()) {
+            return Some(v);
+        }
+    }
+    None
+}
+
+fn quoted(key: &str) -> String {
+    let mut s = String::with_capacity(key.len() + 2);
+    s.push('"');
+    s.push_str(key);
+    s.push('"');
+    s
+}
+
+fn value_after<T: DeserializeOwned>(body: &[u8], pos: usize, len: usize) -> Option<T> {
+    // The quote must not be escaped: count the backslashes before it.
+    let escapes = body[..pos]
+        .iter()
+        .rev()
+        .take_while(|b| **b == b'\\')
+        .count();
+    if escapes % 2 == 1 {
+        return None;
+    }
+    let rest = &body[pos + len..];
+    let colon = rest.iter().position(|b| !b.is_ascii_whitespace())?;
+    if rest[colon] != b':' {
+        return None;
+    }
+    let value = &rest[colon + 1..];
+    serde_json::Deserializer::from_slice(value)
+        .into_iter::<T>()
+        .next()?
+        .ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_the_last_key_and_skips_strings() {
+        let body = br#"{"model":"a","choices":[{"message":{"content":"the \"usage\": 5"}}],"usage":{"n":7}}"#;
+        let v: serde_json::Value = find_key_value(body, "usage").expect("usage");
+        assert_eq!(v["n"], 7);
+        let m: String = first_key_value(body, "model").expect("model");
+        assert_eq!(m, "a");
+    }
+
+    #[test]
+    fn a_string_value_equal_to_the_key_is_not_a_key() {
+        let body = br#"{"content":"usage","x":{"usage" : null}}"#;
+        let v: Option<serde_json::Value> = find_key_value(body, "usage");
+        assert_eq!(v, Some(serde_json::Value::Null));
+        let none: Option<String> = find_key_value(br#"{"a":"usage"}"#, "usage");
+        assert_eq!(none, None);
+    }
+}
+
+/// A JSON string borrowed from the input when it has no escapes, owned otherwise. (Serde only
+/// borrows a `Cow<str>` field when it is not wrapped, e.g. in an `Option`.)
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Str<'a>(pub std::borrow::Cow<'a, str>);
+
+impl std::ops::Deref for Str<'_> {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl<'de: 'a, 'a> serde::Deserialize<'de> for Str<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Str<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(Str(std::borrow::Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Str(std::borrow::Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+                Ok(Str(std::borrow::Cow::Owned(v)))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}

@@ -1,0 +1,129 @@
+//! Errors the gateway answers itself, with their status, bounded `error_type` label and the
+//! type names each client format uses.
+
+use std::time::Duration;
+
+use crate::providers::ApiFormat;
+
+/// Why the gateway answered a request itself instead of the provider.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    /// No `Authorization: Bearer` or `x-api-key`.
+    #[error(
+        "missing API key: send your Tollgate virtual key as `Authorization: Bearer <key>` or `x-api-key: <key>`"
+    )]
+    MissingKey,
+    /// A key the gateway does not know.
+    #[error("invalid API key: this virtual key is not configured on the gateway")]
+    InvalidKey,
+    /// Body over `server.max_body_bytes`.
+    #[error(
+        "request body is larger than the gateway's limit of {limit} bytes (server.max_body_bytes)"
+    )]
+    BodyTooLarge {
+        /// The configured limit.
+        limit: usize,
+    },
+    /// The body could not be read from the client.
+    #[error("could not read the request body: {0}")]
+    BodyRead(String),
+    /// Not JSON, or not an object.
+    #[error("request body is not valid JSON: {0}")]
+    MalformedJson(String),
+    /// No `model` field.
+    #[error("missing required parameter: 'model'")]
+    MissingModel,
+    /// No provider serves this model.
+    #[error(
+        "the model `{0}` is not served by this gateway; add it to a provider's `models` (or `model_prefixes`) or as a [[models]] entry in tollgate.toml"
+    )]
+    UnknownModel(String),
+    /// The model's provider does not serve this endpoint.
+    #[error(
+        "the model `{model}` is served by provider `{provider}` ({kind}), which does not serve {endpoint}"
+    )]
+    EndpointNotServed {
+        /// Requested model.
+        model: String,
+        /// Provider name.
+        provider: String,
+        /// Provider kind.
+        kind: &'static str,
+        /// Endpoint path.
+        endpoint: &'static str,
+    },
+    /// Connecting to or talking with the provider failed.
+    #[error("the upstream provider `{provider}` could not be reached: {reason}")]
+    UpstreamUnreachable {
+        /// Provider name.
+        provider: String,
+        /// What failed (no secrets).
+        reason: String,
+    },
+    /// The provider did not answer in time.
+    #[error("the upstream provider `{provider}` did not answer within {}s", timeout.as_secs())]
+    UpstreamTimeout {
+        /// Provider name.
+        provider: String,
+        /// The configured timeout.
+        timeout: Duration,
+    },
+}
+
+impl ProxyError {
+    /// HTTP status of the answer.
+    pub fn status(&self) -> u16 {
+        match self {
+            ProxyError::MissingKey | ProxyError::InvalidKey => 401,
+            ProxyError::BodyTooLarge { .. } => 413,
+            ProxyError::BodyRead(_)
+            | ProxyError::MalformedJson(_)
+            | ProxyError::MissingModel
+            | ProxyError::EndpointNotServed { .. } => 400,
+            ProxyError::UnknownModel(_) => 404,
+            ProxyError::UpstreamUnreachable { .. } => 502,
+            ProxyError::UpstreamTimeout { .. } => 504,
+        }
+    }
+
+    /// The bounded `error_type` label.
+    pub fn error_type(&self) -> &'static str {
+        match self {
+            ProxyError::MissingKey => "missing_key",
+            ProxyError::InvalidKey => "invalid_key",
+            ProxyError::BodyTooLarge { .. } => "body_too_large",
+            ProxyError::BodyRead(_) => "body_read",
+            ProxyError::MalformedJson(_) => "malformed_json",
+            ProxyError::MissingModel => "missing_model",
+            ProxyError::UnknownModel(_) => "unknown_model",
+            ProxyError::EndpointNotServed { .. } => "endpoint_not_served",
+            ProxyError::UpstreamUnreachable { .. } => "upstream_unreachable",
+            ProxyError::UpstreamTimeout { .. } => "upstream_timeout",
+        }
+    }
+
+    /// The error `type` (and OpenAI `code`) in the client's format.
+    pub fn client_type(&self, format: ApiFormat) -> (&'static str, Option<&'static str>) {
+        match format {
+            ApiFormat::OpenAi => match self {
+                ProxyError::MissingKey => ("invalid_request_error", Some("missing_api_key")),
+                ProxyError::InvalidKey => ("invalid_request_error", Some("invalid_api_key")),
+                ProxyError::UnknownModel(_) => ("invalid_request_error", Some("model_not_found")),
+                ProxyError::UpstreamUnreachable { .. } | ProxyError::UpstreamTimeout { .. } => {
+                    ("server_error", None)
+                }
+                _ => ("invalid_request_error", None),
+            },
+            ApiFormat::Anthropic => (
+                match self.status() {
+                    401 => "authentication_error",
+                    404 => "not_found_error",
+                    413 => "request_too_large",
+                    400 => "invalid_request_error",
+                    _ => "api_error",
+                },
+                None,
+            ),
+        }
+    }
+}

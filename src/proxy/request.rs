@@ -1,0 +1,221 @@
+//! What the gateway needs from a request body, read once, and the two edits it may make:
+//! the upstream model id of an alias, and `stream_options.include_usage`. Edits splice bytes
+//! into the client's body rather than re-serialising it, so everything else passes untouched.
+
+use std::borrow::Cow;
+
+use bytes::{Bytes, BytesMut};
+use serde::Deserialize;
+
+use super::ProxyError;
+use crate::providers::Str;
+
+#[derive(Deserialize)]
+struct StreamOptions {
+    #[serde(default)]
+    include_usage: Option<bool>,
+}
+
+#[derive(Deserialize)]
+struct Raw<'a> {
+    #[serde(borrow, default)]
+    model: Option<Str<'a>>,
+    #[serde(default)]
+    stream: Option<bool>,
+    #[serde(default)]
+    stream_options: Option<StreamOptions>,
+}
+
+/// The request facts the gateway routes and meters by.
+#[derive(Debug)]
+pub struct RequestFacts<'a> {
+    /// The requested model.
+    pub model: Cow<'a, str>,
+    /// Byte range of the model string's content in the body, when it has no escapes.
+    model_span: Option<(usize, usize)>,
+    /// `"stream": true`
+    pub stream: bool,
+    /// The client asked for `stream_options.include_usage`.
+    pub include_usage: bool,
+    /// A `stream_options` object is present.
+    has_stream_options: bool,
+}
+
+impl<'a> RequestFacts<'a> {
+    /// Reads `body`: it must be a JSON object with a string `model`.
+    pub fn parse(body: &'a [u8]) -> Result<RequestFacts<'a>, ProxyError> {
+        let raw: Raw<'a> = serde_json::from_slice(body).map_err(|e| {
+            ProxyError::MalformedJson(if e.is_data() {
+                format!("{e} (the body must be a JSON object with a string `model`)")
+            } else {
+                e.to_string()
+            })
+        })?;
+        let model = match raw.model {
+            Some(m) if !m.is_empty() => m.0,
+            _ => return Err(ProxyError::MissingModel),
+        };
+        // Where the model string sits in the body, to splice an alias; only when it has no
+        // escapes (then it is borrowed from the body).
+        let model_span = match &model {
+            Cow::Borrowed(m) => {
+                let start = m.as_ptr() as usize - body.as_ptr() as usize;
+                Some((start, start + m.len()))
+            }
+            Cow::Owned(_) => None,
+        };
+        Ok(RequestFacts {
+            model,
+            model_span,
+            stream: raw.stream == Some(true),
+            include_usage: raw
+                .stream_options
+                .as_ref()
+                .and_then(|o| o.include_usage)
+                .unwrap_or(false),
+            has_stream_options: raw.stream_options.is_some(),
+        })
+    }
+}
+
+/// The body to send upstream: the client's bytes, with `upstream_model` in place of the model
+/// and `stream_options.include_usage` set when `inject_usage`.
+pub fn rewrite(
+    body: &Bytes,
+    facts: &RequestFacts<'_>,
+    upstream_model: Option<&str>,
+    inject_usage: bool,
+) -> Result<Bytes, ProxyError> {
+    if upstream_model.is_none() && !inject_usage {
+        return Ok(body.clone());
+    }
+    if inject_usage && facts.has_stream_options
+        || upstream_model.is_some() && facts.model_span.is_none()
+    {
+        return rewrite_value(body, upstream_model);
+    }
+    let mut out = BytesMut::with_capacity(body.len() + 48);
+    let open = body
+        .iter()
+        .position(|b| *b == b'{')
+        .ok_or_else(|| ProxyError::MalformedJson("expected a JSON object".into()))?;
+    out.extend_from_slice(&body[..=open]);
+    if inject_usage {
+        out.extend_from_slice(br#""stream_options":{"include_usage":true},"#);
+    }
+    match (upstream_model, facts.model_span) {
+        (Some(m), Some((s, e))) => {
+            out.extend_from_slice(&body[open + 1..s]);
+            let quoted = serde_json::to_string(m).unwrap_or_default();
+            out.extend_from_slice(&quoted.as_bytes()[1..quoted.len() - 1]);
+            out.extend_from_slice(&body[e..]);
+        }
+        _ => out.extend_from_slice(&body[open + 1..]),
+    }
+    Ok(out.freeze())
+}
+
+/// The rare case: `stream_options` exists without `include_usage: true`. Re-serialise.
+fn rewrite_value(body: &Bytes, upstream_model: Option<&str>) -> Result<Bytes, ProxyError> {
+    let mut v: serde_json::Value =
+        serde_json::from_slice(body).map_err(|e| ProxyError::MalformedJson(e.to_string()))?;
+    let obj = v
+        .as_object_mut()
+        .ok_or_else(|| ProxyError::MalformedJson("expected a JSON object".into()))?;
+    if let Some(m) = upstream_model {
+        obj.insert("model".into(), m.into());
+    }
+    match obj.get_mut("stream_options") {
+        Some(serde_json::Value::Object(o)) => {
+            o.insert("include_usage".into(), true.into());
+        }
+        _ => {
+            obj.insert(
+                "stream_options".into(),
+                serde_json::json!({"include_usage": true}),
+            );
+        }
+    }
+    serde_json::to_vec(&v)
+        .map(Bytes::from)
+        .map_err(|e| ProxyError::MalformedJson(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn facts(body: &[u8]) -> RequestFacts<'_> {
+        RequestFacts::parse(body).expect("valid")
+    }
+
+    #[test]
+    fn reads_model_and_stream_flags() {
+        let f = facts(br#"{"model":"gpt-4o","stream":true,"stream_options":{"include_usage":true},"messages":[]}"#);
+        assert_eq!(
+            (&*f.model, f.stream, f.include_usage),
+            ("gpt-4o", true, true)
+        );
+        let f = facts(br#"{"messages":[{"content":"\"model\""}],"model":"m"}"#);
+        assert_eq!((&*f.model, f.stream), ("m", false));
+        let f = facts(br#"{"model":"meta-llama\/Llama-3"}"#);
+        assert_eq!(&*f.model, "meta-llama/Llama-3");
+    }
+
+    #[test]
+    fn bad_bodies_are_rejected() {
+        assert!(matches!(
+            RequestFacts::parse(b"{not json"),
+            Err(ProxyError::MalformedJson(_))
+        ));
+        assert!(matches!(
+            RequestFacts::parse(b"[1,2]"),
+            Err(ProxyError::MalformedJson(_))
+        ));
+        assert!(matches!(
+            RequestFacts::parse(br#"{"messages":[]}"#),
+            Err(ProxyError::MissingModel)
+        ));
+        assert!(matches!(
+            RequestFacts::parse(br#"{"model":5}"#),
+            Err(ProxyError::MalformedJson(_))
+        ));
+        assert!(matches!(
+            RequestFacts::parse(b""),
+            Err(ProxyError::MalformedJson(_))
+        ));
+    }
+
+    #[test]
+    fn injects_include_usage_and_renames_model_by_splicing() {
+        let body = Bytes::from_static(br#" {"model":"fast","stream":true,"messages":[]}"#);
+        let f = facts(&body);
+        let out = rewrite(&body, &f, Some("gpt-4o-mini"), true).expect("rewrite");
+        assert_eq!(
+            &out[..],
+            br#" {"stream_options":{"include_usage":true},"model":"gpt-4o-mini","stream":true,"messages":[]}"#
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out).expect("still JSON");
+        assert_eq!(v["stream_options"]["include_usage"], true);
+    }
+
+    #[test]
+    fn existing_stream_options_are_kept_and_extended() {
+        let body = Bytes::from_static(
+            br#"{"model":"m","stream":true,"stream_options":{"include_obfuscation":false}}"#,
+        );
+        let f = facts(&body);
+        let out = rewrite(&body, &f, None, true).expect("rewrite");
+        let v: serde_json::Value = serde_json::from_slice(&out).expect("JSON");
+        assert_eq!(v["stream_options"]["include_usage"], true);
+        assert_eq!(v["stream_options"]["include_obfuscation"], false);
+    }
+
+    #[test]
+    fn untouched_body_is_the_same_buffer() {
+        let body = Bytes::from_static(br#"{"model":"m"}"#);
+        let f = facts(&body);
+        let out = rewrite(&body, &f, None, false).expect("rewrite");
+        assert_eq!(out.as_ptr(), body.as_ptr());
+    }
+}

@@ -1,0 +1,167 @@
+//! Settlement: turns what a request consumed into cost and metrics, exactly once.
+//!
+//! A [`PendingRequest`] is created when a request is about to be forwarded and travels with
+//! it into the response body. It settles when the body ends, when the upstream fails, or, if
+//! neither happened, when it is dropped: the client went away, status `499`.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use super::Gateway;
+use crate::config::KeyInfo;
+use crate::metering::{Usage, estimate};
+use crate::metrics::{Gauge, Observation};
+use crate::providers::{Endpoint, Provider};
+
+/// What the response told us, from a whole body or a stream.
+#[derive(Debug, Default)]
+pub struct Facts {
+    /// Usage the provider reported, if any.
+    pub usage: Option<Usage>,
+    /// Model the response named.
+    pub model: Option<String>,
+    /// Output text seen (streams), for estimates.
+    pub text: String,
+    /// True when the response ended normally (stream end marker seen, or whole body read).
+    pub finished: bool,
+}
+
+/// How a request ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    /// The response body was delivered to its end.
+    Complete,
+    /// The upstream connection failed mid-body.
+    UpstreamBroken,
+    /// The gateway answered with its own error (`status`, `error_type`) after routing.
+    GatewayError(u16, &'static str),
+    /// The client disconnected before the end.
+    ClientGone,
+}
+
+/// A request in flight, settled exactly once.
+pub struct PendingRequest {
+    pub(super) gw: Arc<Gateway>,
+    pub(super) provider: Arc<dyn Provider>,
+    pub(super) key: Arc<KeyInfo>,
+    pub(super) endpoint: Endpoint,
+    pub(super) requested_model: Box<str>,
+    pub(super) request_body: Bytes,
+    pub(super) start: Instant,
+    pub(super) upstream_start: Option<Instant>,
+    pub(super) first_byte: Option<Instant>,
+    pub(super) overhead: Duration,
+    pub(super) status: u16,
+    pub(super) stream: bool,
+    pub(super) in_flight: Arc<Gauge>,
+    pub(super) settled: bool,
+}
+
+impl PendingRequest {
+    /// Settles with `ending` and what was learned. Later calls do nothing.
+    pub fn settle(&mut self, ending: Ending, facts: Facts) {
+        if std::mem::replace(&mut self.settled, true) {
+            return;
+        }
+        self.in_flight.add(-1);
+        let now = Instant::now();
+        let success = (200..300).contains(&self.status);
+        let (status, error_type): (u16, Option<&'static str>) = match ending {
+            Ending::Complete if success => (self.status, None),
+            Ending::Complete => (self.status, Some(upstream_error_type(self.status))),
+            Ending::UpstreamBroken => (self.status, Some("stream_interrupted")),
+            Ending::GatewayError(s, t) => (s, Some(t)),
+            Ending::ClientGone => (499, Some("client_disconnected")),
+        };
+        let (usage, estimated) = if self.endpoint.is_metered() && success {
+            self.usage_of(ending, &facts)
+        } else {
+            (facts.usage.unwrap_or_default(), false)
+        };
+        let model = facts.model.as_deref().unwrap_or(&self.requested_model);
+        let prices = &self.gw.config.prices;
+        let price = prices
+            .lookup(model)
+            .or_else(|| prices.lookup(&self.requested_model));
+        let cost_nanos = price.map_or(0, |p| p.cost_nanos(&usage));
+        if price.is_none() && !usage.is_zero() {
+            self.gw.warn_unpriced(self.provider.name(), model);
+        }
+        self.gw.metrics.record(&Observation {
+            provider: self.provider.name(),
+            model,
+            team: &self.key.team,
+            key: &self.key.name,
+            endpoint: self.endpoint.path(),
+            status_code: status_label(status),
+            error_type,
+            usage,
+            cost_nanos,
+            priced: price.is_some(),
+            estimated,
+            duration: now - self.start,
+            upstream: self.upstream_start.map(|s| now - s),
+            time_to_first_token: if self.stream {
+                self.first_byte.map(|t| t - self.start)
+            } else {
+                None
+            },
+            overhead: Some(self.overhead),
+        });
+    }
+
+    /// Usage to count for a successful response. Reported usage is used as is when the
+    /// response finished; otherwise the tokens seen so far are counted: reported input, else
+    /// an estimate of the request, and the larger of reported output and the output text seen.
+    fn usage_of(&self, ending: Ending, facts: &Facts) -> (Usage, bool) {
+        let finished = ending == Ending::Complete && facts.finished;
+        match facts.usage {
+            Some(u) if finished && u.total() > 0 => (u, false),
+            Some(u) if finished && self.endpoint == Endpoint::Embeddings => (u, false),
+            reported => {
+                let mut u = reported.unwrap_or_default();
+                let mut estimated = false;
+                if u.input == 0 {
+                    u.input = estimate::estimate_request_tokens(&self.request_body);
+                    estimated |= u.input > 0;
+                }
+                let seen = estimate::count_tokens(&facts.text);
+                if seen > u.output {
+                    u.output = seen;
+                    estimated = true;
+                }
+                (u.clamped(), estimated)
+            }
+        }
+    }
+}
+
+impl Drop for PendingRequest {
+    fn drop(&mut self) {
+        self.settle(Ending::ClientGone, Facts::default());
+    }
+}
+
+/// The bounded `error_type` of an upstream error status.
+pub fn upstream_error_type(status: u16) -> &'static str {
+    match status {
+        400 | 422 => "invalid_request",
+        401 | 403 => "authentication",
+        404 => "not_found",
+        408 => "timeout",
+        413 => "request_too_large",
+        429 => "rate_limited",
+        529 => "overloaded",
+        500..=599 => "upstream_server_error",
+        _ => "client_error",
+    }
+}
+
+/// The status code as a label value, without allocating.
+pub fn status_label(status: u16) -> &'static str {
+    static LABELS: std::sync::OnceLock<Box<[Box<str>]>> = std::sync::OnceLock::new();
+    let labels = LABELS.get_or_init(|| (0..1000u16).map(|s| s.to_string().into()).collect());
+    labels.get(usize::from(status)).map_or("other", |s| s)
+}

@@ -1,0 +1,167 @@
+//! Which handler answers which path.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body_util::{Either, Full};
+use hyper::body::Incoming;
+
+use crate::metrics::Format;
+use crate::providers::{ApiFormat, Endpoint};
+use crate::proxy::{Gateway, ResponseBody, json_error};
+
+/// The routing table of one listener.
+pub struct Routes {
+    gateway: Arc<Gateway>,
+    proxy: bool,
+    metrics: bool,
+}
+
+impl Routes {
+    /// Routes that serve the proxied API (`proxy`) and/or the metrics endpoints (`metrics`).
+    pub fn new(gateway: Arc<Gateway>, proxy: bool, metrics: bool) -> Routes {
+        Routes {
+            gateway,
+            proxy,
+            metrics,
+        }
+    }
+
+    /// Answers one request.
+    pub async fn handle(&self, req: Request<Incoming>) -> Response<ResponseBody> {
+        let path = req.uri().path();
+        if self.proxy
+            && let Some(endpoint) = Endpoint::from_path(path)
+        {
+            if req.method() != Method::POST {
+                return json_error(
+                    endpoint.format(),
+                    405,
+                    "invalid_request_error",
+                    None,
+                    &format!("{} only accepts POST", endpoint.path()),
+                );
+            }
+            return self.gateway.clone().forward(endpoint, req).await;
+        }
+        match (req.method(), path) {
+            (&Method::GET, "/metrics" | "/api/v1/metrics") if self.metrics => self.metrics(&req),
+            (&Method::GET, "/v1/models") if self.proxy => self.models(&req),
+            (&Method::GET, "/health" | "/healthz" | "/ready") => {
+                text(StatusCode::OK, "text/plain", "ok\n".into())
+            }
+            _ => {
+                let format = client_format(&req);
+                json_error(
+                    format,
+                    404,
+                    if format == ApiFormat::Anthropic {
+                        "not_found_error"
+                    } else {
+                        "invalid_request_error"
+                    },
+                    None,
+                    &format!("unsupported path: {} {}", req.method(), path),
+                )
+            }
+        }
+    }
+
+    fn metrics(&self, req: &Request<Incoming>) -> Response<ResponseBody> {
+        if let Some(token) = &self.gateway.config.metrics.bearer_token {
+            let presented = req
+                .headers()
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "));
+            if !presented.is_some_and(|p| constant_time_eq(p.as_bytes(), token.as_bytes())) {
+                let mut resp = text(
+                    StatusCode::UNAUTHORIZED,
+                    "text/plain",
+                    "metrics require a bearer token\n".into(),
+                );
+                resp.headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+                return resp;
+            }
+        }
+        let accept = req
+            .headers()
+            .get(header::ACCEPT)
+            .and_then(|v| v.to_str().ok());
+        let format = Format::from_accept(accept);
+        let body = self.gateway.metrics.render(format);
+        text(StatusCode::OK, format.content_type(), body.into())
+    }
+
+    /// `GET /v1/models`: the configured models, in the shape of whichever SDK asks.
+    fn models(&self, req: &Request<Incoming>) -> Response<ResponseBody> {
+        let keys = &self.gateway.config.keys;
+        let presented = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .or_else(|| req.headers().get("x-api-key").and_then(|v| v.to_str().ok()));
+        let format = client_format(req);
+        if keys.authenticate(presented).is_none() {
+            let kind = if format == ApiFormat::Anthropic {
+                "authentication_error"
+            } else {
+                "invalid_request_error"
+            };
+            return json_error(
+                format,
+                401,
+                kind,
+                Some("invalid_api_key"),
+                "invalid API key",
+            );
+        }
+        let names = self.gateway.config.router.model_names();
+        let body = match format {
+            ApiFormat::OpenAi => serde_json::json!({
+                "object": "list",
+                "data": names.iter().map(|(m, p)| serde_json::json!({
+                    "id": m, "object": "model", "created": 0, "owned_by": p
+                })).collect::<Vec<_>>()
+            }),
+            ApiFormat::Anthropic => serde_json::json!({
+                "data": names.iter().map(|(m, _)| serde_json::json!({
+                    "type": "model", "id": m, "display_name": m, "created_at": "1970-01-01T00:00:00Z"
+                })).collect::<Vec<_>>(),
+                "has_more": false,
+                "first_id": names.first().map(|(m, _)| m),
+                "last_id": names.last().map(|(m, _)| m),
+            }),
+        };
+        text(
+            StatusCode::OK,
+            "application/json",
+            serde_json::to_vec(&body).unwrap_or_default().into(),
+        )
+    }
+}
+
+/// Anthropic clients send `anthropic-version` (and usually `x-api-key`); everyone else gets
+/// OpenAI's error shape.
+fn client_format(req: &Request<Incoming>) -> ApiFormat {
+    if req.headers().contains_key("anthropic-version") {
+        ApiFormat::Anthropic
+    } else {
+        ApiFormat::OpenAi
+    }
+}
+
+fn text(status: StatusCode, content_type: &'static str, body: Bytes) -> Response<ResponseBody> {
+    let mut resp = Response::new(Either::Left(Full::new(body)));
+    *resp.status_mut() = status;
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    resp
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}

@@ -1,0 +1,179 @@
+//! The simulated provider: OpenAI and Anthropic response shapes, streamed and not, on one port.
+//! Used by `tollgate demo`, the tests and the benchmark. Deterministic: the same request gets
+//! the same usage.
+//!
+//! Per-request behaviour is set by headers (the gateway passes them through):
+//! `x-sim-status: 500` answers that error in the provider's shape; `x-sim-no-usage: 1` omits
+//! usage; `x-sim-cached-tokens: N` and `x-sim-reasoning-tokens: N` report cache reads and
+//! reasoning; `x-sim-delay-ms: N` waits before answering; `x-sim-cut-after: N` breaks a stream
+//! after N events.
+
+mod shapes;
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, header};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use serde_json::Value;
+use tokio::net::TcpListener;
+
+pub use shapes::SimRequest;
+
+/// How the simulated provider behaves.
+#[derive(Debug, Clone)]
+pub struct SimOptions {
+    /// Delay before the response headers.
+    pub delay: Duration,
+    /// Stream cadence; 0 sends every event at once.
+    pub tokens_per_second: u32,
+    /// Output tokens when the request sets no `max_tokens`.
+    pub default_output_tokens: u64,
+}
+
+impl Default for SimOptions {
+    fn default() -> Self {
+        SimOptions {
+            delay: Duration::ZERO,
+            tokens_per_second: 0,
+            default_output_tokens: 16,
+        }
+    }
+}
+
+type SimBody = BoxBody<Bytes, std::io::Error>;
+
+/// Serves the simulated provider on `listener` until `shutdown` resolves.
+pub async fn serve(listener: TcpListener, opts: SimOptions, shutdown: impl Future<Output = ()>) {
+    let opts = Arc::new(opts);
+    let builder =
+        hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let Ok((stream, _)) = accepted else { continue };
+                let _ = stream.set_nodelay(true);
+                let opts = opts.clone();
+                let service = hyper::service::service_fn(move |req| {
+                    let opts = opts.clone();
+                    async move { Ok::<_, Infallible>(handle(req, &opts).await) }
+                });
+                let conn = builder
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .into_owned();
+                tokio::spawn(async move {
+                    let _ = conn.await;
+                });
+            }
+            _ = &mut shutdown => return,
+        }
+    }
+}
+
+fn header_u64(h: &HeaderMap, name: &str) -> Option<u64> {
+    h.get(name)?.to_str().ok()?.trim().parse().ok()
+}
+
+async fn handle(req: Request<Incoming>, opts: &SimOptions) -> Response<SimBody> {
+    let path = req.uri().path().to_string();
+    let (parts, body) = req.into_parts();
+    let h = &parts.headers;
+    let delay = header_u64(h, "x-sim-delay-ms").map_or(opts.delay, Duration::from_millis);
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
+    let anthropic = path.starts_with("/v1/messages");
+    if let Some(status) = header_u64(h, "x-sim-status") {
+        let status = u16::try_from(status).unwrap_or(500);
+        return json(status, shapes::error(anthropic, status));
+    }
+    if path == "/v1/models" {
+        return json(
+            200,
+            serde_json::json!({"object": "list", "data": []}).to_string(),
+        );
+    }
+    let bytes = match body.collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(_) => return json(400, shapes::error(anthropic, 400)),
+    };
+    let Ok(v) = serde_json::from_slice::<Value>(&bytes) else {
+        return json(400, shapes::error(anthropic, 400));
+    };
+    let sim = SimRequest::from_body(&v, h, opts.default_output_tokens);
+    let stream = v.get("stream").and_then(Value::as_bool).unwrap_or(false);
+    let include_usage = v
+        .pointer("/stream_options/include_usage")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    let result = match (path.as_str(), stream) {
+        ("/v1/chat/completions", false) => Ok(shapes::chat(&sim)),
+        ("/v1/chat/completions", true) => Err(shapes::chat_stream(&sim, include_usage)),
+        ("/v1/completions", false) => Ok(shapes::completion(&sim)),
+        ("/v1/completions", true) => Err(shapes::completion_stream(&sim, include_usage)),
+        ("/v1/embeddings", _) => Ok(shapes::embeddings(&sim, &v)),
+        ("/v1/responses", false) => Ok(shapes::response(&sim)),
+        ("/v1/responses", true) => Err(shapes::response_stream(&sim)),
+        ("/v1/messages", false) => Ok(shapes::message(&sim)),
+        ("/v1/messages", true) => Err(shapes::message_stream(&sim)),
+        ("/v1/messages/count_tokens", _) => {
+            Ok(serde_json::json!({"input_tokens": sim.prompt_tokens}).to_string())
+        }
+        _ => return json(404, shapes::error(anthropic, 404)),
+    };
+    match result {
+        Ok(body) => json(200, body),
+        Err(events) => {
+            let cut = header_u64(h, "x-sim-cut-after").map(|n| n as usize);
+            sse(events, opts.tokens_per_second, cut)
+        }
+    }
+}
+
+fn json(status: u16, body: String) -> Response<SimBody> {
+    let mut resp = Response::new(Full::new(Bytes::from(body)).map_err(|e| match e {}).boxed());
+    *resp.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp.headers_mut()
+        .insert("x-request-id", HeaderValue::from_static("req_sim"));
+    resp
+}
+
+/// Streams `events` at `tokens_per_second`; with `cut`, fails the body after that many events,
+/// which aborts the connection mid-stream.
+fn sse(events: Vec<String>, tokens_per_second: u32, cut: Option<usize>) -> Response<SimBody> {
+    let interval = (tokens_per_second > 0).then(|| Duration::from_secs(1) / tokens_per_second);
+    let stream = futures_util::stream::unfold(0usize, move |i| {
+        let event = events.get(i).cloned();
+        async move {
+            if cut == Some(i) {
+                let err = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "simulated cut");
+                return Some((Err(err), usize::MAX));
+            }
+            let event = event?;
+            if let Some(d) = interval
+                && i > 0
+            {
+                tokio::time::sleep(d).await;
+            }
+            Some((Ok(Frame::data(Bytes::from(event))), i + 1))
+        }
+    });
+    let mut resp = Response::new(BodyExt::boxed(StreamBody::new(stream)));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream; charset=utf-8"),
+    );
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    resp
+}
