@@ -55,6 +55,44 @@ pub fn estimate_request_tokens(body: &[u8]) -> u64 {
     count_tokens(&text) + framing
 }
 
+/// The output text of a whole response body in any supported format (chat `choices`, legacy
+/// `text`, Anthropic `content` blocks, Responses `output` items), for estimating output tokens.
+pub fn response_text(body: &[u8]) -> String {
+    fn walk(v: &Value, out: &mut String) {
+        match v {
+            Value::Array(items) => items.iter().for_each(|i| walk(i, out)),
+            Value::Object(map) => {
+                for (k, val) in map {
+                    match (k.as_str(), val) {
+                        (
+                            "content" | "text" | "arguments" | "refusal" | "reasoning_content"
+                            | "thinking",
+                            Value::String(s),
+                        ) => {
+                            if !out.is_empty() {
+                                out.push('\n');
+                            }
+                            out.push_str(s);
+                        }
+                        ("usage" | "logprobs" | "prompt_logprobs", _) => {}
+                        _ => walk(val, out),
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut out = String::new();
+    if let Ok(v) = serde_json::from_slice::<Value>(body) {
+        for key in ["choices", "content", "output", "message"] {
+            if let Some(field) = v.get(key) {
+                walk(field, &mut out);
+            }
+        }
+    }
+    out
+}
+
 /// Appends every string under `v` that is message text (strings in arrays, `content`, `text`,
 /// `input`, `arguments`), skipping ids, roles and types.
 pub fn collect_text(v: &Value, out: &mut String) {
@@ -98,5 +136,16 @@ mod tests {
         let parts = br#"{"model":"m","system":"hello world","messages":[{"role":"user","content":[{"type":"text","text":"hello world"}]}]}"#;
         assert!(estimate_request_tokens(parts) >= 4 + 6);
         assert_eq!(estimate_request_tokens(b"not json"), 0);
+    }
+
+    #[test]
+    fn response_text_reads_every_format() {
+        let chat = br#"{"choices":[{"message":{"role":"assistant","content":"hello world"}}],"usage":null}"#;
+        assert_eq!(response_text(chat), "hello world");
+        let anthropic = br#"{"content":[{"type":"text","text":"hello"},{"type":"tool_use","input":{"q":"x"}}]}"#;
+        assert_eq!(response_text(anthropic), "hello");
+        let responses =
+            br#"{"output":[{"type":"message","content":[{"type":"output_text","text":"hi"}]}]}"#;
+        assert_eq!(response_text(responses), "hi");
     }
 }

@@ -124,7 +124,15 @@ struct Delta<'a> {
 }
 
 #[derive(Deserialize)]
+struct ErrorObject<'a> {
+    #[serde(borrow, rename = "type", default)]
+    kind: Option<Str<'a>>,
+}
+
+#[derive(Deserialize)]
 struct Event<'a> {
+    #[serde(borrow, default)]
+    error: Option<ErrorObject<'a>>,
     #[serde(borrow, rename = "type")]
     kind: Str<'a>,
     #[serde(borrow, default)]
@@ -217,6 +225,10 @@ impl Provider for Anthropic {
                 }
             }
             "message_stop" => facts.finished = true,
+            "error" => {
+                let kind = ev.error.and_then(|e| e.kind);
+                facts.error = Some(super::provider_error_type(kind.as_deref().unwrap_or("")));
+            }
             _ => {}
         }
         EventKind::Content

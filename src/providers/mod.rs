@@ -160,6 +160,22 @@ pub struct StreamFacts {
     pub text: String,
     /// True once the provider signalled the normal end of the stream.
     pub finished: bool,
+    /// An error the provider reported inside the stream, as a bounded `error_type`.
+    pub error: Option<&'static str>,
+}
+
+/// The bounded `error_type` of an error `type` string a provider sent in a body or stream.
+pub fn provider_error_type(kind: &str) -> &'static str {
+    match kind {
+        "overloaded_error" => "overloaded",
+        "rate_limit_error" | "rate_limit_exceeded" | "requests" | "tokens" => "rate_limited",
+        "invalid_request_error" => "invalid_request",
+        "authentication_error" | "permission_error" => "authentication",
+        "not_found_error" => "not_found",
+        "request_too_large" => "request_too_large",
+        "timeout_error" => "timeout",
+        _ => "upstream_server_error",
+    }
 }
 
 /// What the tap does with one SSE event.

@@ -144,9 +144,17 @@ struct Choice<'a> {
     text: Option<Str<'a>>,
 }
 
+#[derive(Deserialize)]
+struct ErrorObject<'a> {
+    #[serde(borrow, rename = "type", default)]
+    kind: Option<Str<'a>>,
+}
+
 /// A Chat Completions or Completions stream chunk.
 #[derive(Deserialize)]
 struct Chunk<'a> {
+    #[serde(borrow, default)]
+    error: Option<ErrorObject<'a>>,
     #[serde(borrow, default)]
     id: Option<Str<'a>>,
     #[serde(borrow, default)]
@@ -238,6 +246,9 @@ impl Provider for OpenAi {
         let Ok(chunk) = serde_json::from_slice::<Chunk<'_>>(data) else {
             return EventKind::Content;
         };
+        if let Some(e) = chunk.error {
+            facts.error = Some(super::provider_error_type(e.kind.as_deref().unwrap_or("")));
+        }
         if facts.model.is_none() {
             facts.model = chunk.model.map(|s| s.0.into_owned());
             facts.response_id = chunk.id.map(|s| s.0.into_owned());

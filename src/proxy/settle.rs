@@ -26,6 +26,8 @@ pub struct Facts {
     pub text: String,
     /// True when the response ended normally (stream end marker seen, or whole body read).
     pub finished: bool,
+    /// An error the provider reported inside a successful response (a stream's error event).
+    pub error: Option<&'static str>,
 }
 
 /// How a request ended.
@@ -69,7 +71,7 @@ impl PendingRequest {
         let now = Instant::now();
         let success = (200..300).contains(&self.status);
         let (status, error_type): (u16, Option<&'static str>) = match ending {
-            Ending::Complete if success => (self.status, None),
+            Ending::Complete if success => (self.status, facts.error),
             Ending::Complete => (self.status, Some(upstream_error_type(self.status))),
             Ending::UpstreamBroken => (self.status, Some("stream_interrupted")),
             Ending::GatewayError(s, t) => (s, Some(t)),

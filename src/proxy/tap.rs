@@ -125,11 +125,21 @@ impl TapBody {
                     body.extend_from_slice(&c);
                 }
                 let f = provider.body_facts(endpoint, &body);
+                // Without usage the output is estimated from the body's text (rare path).
+                let text = if f.usage.is_none()
+                    && endpoint.is_metered()
+                    && (200..300).contains(&self.pending.status)
+                {
+                    crate::metering::estimate::response_text(&body)
+                } else {
+                    String::new()
+                };
                 let facts = Facts {
                     usage: f.usage,
                     model: f.model,
-                    text: String::new(),
+                    text,
                     finished: ended,
+                    error: None,
                 };
                 (facts, Bytes::new())
             }
@@ -147,7 +157,9 @@ impl TapBody {
                         usage: facts.usage,
                         model: facts.model,
                         text: facts.text,
-                        finished: facts.finished || (ended && facts.usage.is_some()),
+                        finished: facts.error.is_none()
+                            && (facts.finished || (ended && facts.usage.is_some())),
+                        error: facts.error,
                     },
                     rest,
                 )

@@ -119,23 +119,30 @@ def test_reasoning_tokens(oai, metrics):
     assert metrics.wait_for_deltas(before, expected, model=MODEL, team=TEAM) == expected
 
 
-def test_no_usage_from_provider_is_estimated(oai, metrics):
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+def test_no_usage_from_provider_is_estimated(oai, metrics, stream):
     """A provider that reports no usage: the client sees none, the gateway estimates."""
     before = metrics.scrape()
     resp = oai.chat.completions.create(model=MODEL, messages=MESSAGES, max_tokens=8,
-                                       extra_headers={"x-sim-no-usage": "1"})
-    assert resp.usage is None
-    assert resp.choices[0].message.content
+                                       stream=stream, extra_headers={"x-sim-no-usage": "1"})
+    if stream:
+        chunks = list(resp)
+        assert all(c.usage is None for c in chunks)
+        assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices).strip()
+    else:
+        assert resp.usage is None
+        assert resp.choices[0].message.content
 
     # estimated_usage_requests_total has no team label in the contract: filter by model only.
     after = metrics.wait_until(
         lambda s: metrics.deltas(before, s, ["estimated"], model=MODEL)["estimated"] >= 1)
     assert metrics.deltas(before, after, ["estimated"], model=MODEL) == {"estimated": 1}
-    got = metrics.deltas(before, after, ["prompt", "completion", "requests"],
+    got = metrics.deltas(before, after, ["prompt", "completion", "total", "requests"],
                          model=MODEL, team=TEAM)
     assert got["requests"] == 1
     assert got["prompt"] > 0, "an estimate from the request's text must count input tokens"
     assert got["completion"] > 0, "an estimate from the response's text must count output tokens"
+    assert got["total"] == got["prompt"] + got["completion"]
 
 
 # --------------------------------------------------------------------------- other endpoints

@@ -1,0 +1,398 @@
+//! The provider compliance suite: every recorded fixture under `tests/fixtures/<provider>/` is
+//! replayed by a mock upstream through a real gateway, asserting the client's bytes, what the
+//! upstream received, and the usage, cost and error metrics.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use serde::Deserialize;
+use support::{MockReply, Scrape, TestGateway, mock_upstream, post_streaming, sse_events};
+use tollgate::metering::{PriceTable, Usage};
+
+#[derive(Deserialize)]
+struct Case {
+    endpoint: String,
+    request: String,
+    status: u16,
+    content_type: String,
+    response_file: String,
+    client_file: Option<String>,
+    cut_after_bytes: Option<usize>,
+    client_disconnect_after_events: Option<usize>,
+    error_type: Option<String>,
+    expect: Expect,
+}
+
+#[derive(Deserialize)]
+struct Expect {
+    input: u64,
+    output: u64,
+    cached_read: u64,
+    cache_write: u64,
+    cache_write_1h: u64,
+    reasoning: u64,
+    estimated: bool,
+    response_model: String,
+}
+
+const CLIENT_KEY: &str = "tg-compliance-key";
+const UPSTREAM_KEY: &str = "sk-upstream-secret";
+
+fn config(provider: &str, upstream: &str) -> String {
+    let (kind, base) = match provider {
+        "anthropic" => ("anthropic", format!("http://{upstream}")),
+        "openai" => ("openai", format!("http://{upstream}/v1")),
+        _ => ("openai-compatible", format!("http://{upstream}/v1")),
+    };
+    format!(
+        r#"
+[[providers]]
+name = "{provider}"
+kind = "{kind}"
+base_url = "{base}"
+api_key = "{UPSTREAM_KEY}"
+models = ["*"]
+
+[[keys]]
+name = "ck"
+key = "{CLIENT_KEY}"
+team = "compliance"
+"#
+    )
+}
+
+/// Reads the response until it ends, breaks, or `max_events` SSE events were read.
+async fn read_client(
+    resp: hyper::Response<hyper::body::Incoming>,
+    max_events: Option<usize>,
+) -> Vec<u8> {
+    let mut body = resp.into_body();
+    let mut out = Vec::new();
+    while let Some(frame) = body.frame().await {
+        let Ok(frame) = frame else { break };
+        if let Ok(data) = frame.into_data() {
+            out.extend_from_slice(&data);
+        }
+        if let Some(n) = max_events
+            && out.windows(2).filter(|w| w == b"\n\n").count() >= n
+        {
+            break; // dropping the body hangs up
+        }
+    }
+    out
+}
+
+async fn run_case(provider: &str, dir: &Path, name: &str) -> Result<(), String> {
+    let case: Case = toml::from_str(
+        &std::fs::read_to_string(dir.join(format!("{name}.toml"))).map_err(|e| e.to_string())?,
+    )
+    .map_err(|e| format!("fixture: {e}"))?;
+    let upstream_bytes = std::fs::read(dir.join(&case.response_file)).map_err(|e| e.to_string())?;
+    let sse = case.content_type.starts_with("text/event-stream");
+    let sent = match case.cut_after_bytes {
+        Some(n) => &upstream_bytes[..n.min(upstream_bytes.len())],
+        None => &upstream_bytes[..],
+    };
+    let frames = if sse {
+        sse_events(sent)
+    } else {
+        let mid = sent.len() / 2;
+        vec![
+            Bytes::copy_from_slice(&sent[..mid]),
+            Bytes::copy_from_slice(&sent[mid..]),
+        ]
+    };
+    let (addr, seen) = mock_upstream(MockReply {
+        status: case.status,
+        content_type: case.content_type.clone(),
+        frames,
+        cut: case.cut_after_bytes.is_some(),
+        frame_delay: if case.client_disconnect_after_events.is_some() {
+            Duration::from_millis(20)
+        } else {
+            Duration::ZERO
+        },
+    })
+    .await;
+    let gw = TestGateway::start(&config(provider, &addr.to_string())).await;
+    let bearer = format!("Bearer {CLIENT_KEY}");
+    let headers: Vec<(&str, &str)> = if provider == "anthropic" {
+        vec![
+            ("x-api-key", CLIENT_KEY),
+            ("anthropic-version", "2023-06-01"),
+        ]
+    } else {
+        vec![("authorization", &bearer)]
+    };
+    let resp = post_streaming(&gw.url(&case.endpoint), &headers, &case.request).await;
+    let status = resp.status().as_u16();
+    let client_bytes = read_client(resp, case.client_disconnect_after_events).await;
+    let scrape: Scrape = gw.wait_requests(1.0).await;
+
+    let mut errors = Vec::new();
+    let mut check = |ok: bool, what: String| {
+        if !ok {
+            errors.push(what);
+        }
+    };
+    check(
+        status == case.status,
+        format!("status {status}, want {}", case.status),
+    );
+
+    // The client's bytes: exactly what the provider would have sent it.
+    let expected_client = match &case.client_file {
+        Some(f) => std::fs::read(dir.join(f)).map_err(|e| e.to_string())?,
+        None => upstream_bytes.clone(),
+    };
+    if case.cut_after_bytes.is_some() || case.client_disconnect_after_events.is_some() {
+        check(
+            expected_client.starts_with(&client_bytes) && !client_bytes.is_empty(),
+            format!(
+                "client bytes are not a prefix of the expected stream ({} bytes)",
+                client_bytes.len()
+            ),
+        );
+    } else {
+        check(
+            client_bytes == expected_client,
+            format!(
+                "client bytes differ:\n--- got\n{}\n--- want\n{}",
+                String::from_utf8_lossy(&client_bytes),
+                String::from_utf8_lossy(&expected_client)
+            ),
+        );
+    }
+
+    // The upstream saw the provider's key, never the client's, and include_usage when added.
+    let seen = seen.lock().map_err(|_| "lock")?.clone();
+    check(
+        seen.bodies.len() == 1,
+        format!("upstream saw {} requests", seen.bodies.len()),
+    );
+    if let (Some(h), Some(body)) = (seen.headers.first(), seen.bodies.first()) {
+        let all: String = h
+            .iter()
+            .map(|(k, v)| format!("{k}: {}\n", v.to_str().unwrap_or("")))
+            .collect();
+        check(
+            !all.contains(CLIENT_KEY),
+            "the client's key reached the upstream".into(),
+        );
+        let auth_ok = if provider == "anthropic" {
+            h.get("x-api-key").and_then(|v| v.to_str().ok()) == Some(UPSTREAM_KEY)
+        } else {
+            h.get("authorization").and_then(|v| v.to_str().ok())
+                == Some(&format!("Bearer {UPSTREAM_KEY}"))
+        };
+        check(auth_ok, format!("upstream auth headers wrong:\n{all}"));
+        let v: serde_json::Value =
+            serde_json::from_slice(body).map_err(|e| format!("upstream body: {e}"))?;
+        if case.client_file.is_some() {
+            check(
+                v["stream_options"]["include_usage"] == true,
+                "include_usage was not added upstream".into(),
+            );
+        }
+        let original: serde_json::Value =
+            serde_json::from_str(&case.request).map_err(|e| e.to_string())?;
+        check(
+            v["messages"] == original["messages"] && v["model"] == original["model"],
+            "request content changed".into(),
+        );
+    }
+
+    // Usage, cost and error metrics.
+    let requested: serde_json::Value =
+        serde_json::from_str(&case.request).map_err(|e| e.to_string())?;
+    let model = if case.expect.response_model.is_empty() {
+        requested["model"].as_str().unwrap_or("").to_string()
+    } else {
+        case.expect.response_model.clone()
+    };
+    let m = [
+        ("model", model.as_str()),
+        ("team", "compliance"),
+        ("key", "ck"),
+        ("provider", provider),
+    ];
+    let got = |name: &str| scrape.sum(name, &m) as u64;
+    let e = &case.expect;
+    let (input, output) = (
+        got("llm_gateway_prompt_tokens_total"),
+        got("llm_gateway_completion_tokens_total"),
+    );
+    if e.estimated {
+        check(
+            input > 0 && output > 0,
+            format!("estimated usage should be > 0, got {input}/{output}"),
+        );
+    } else {
+        check(
+            input == e.input,
+            format!("prompt tokens {input}, want {}", e.input),
+        );
+        check(
+            output == e.output,
+            format!("completion tokens {output}, want {}", e.output),
+        );
+    }
+    check(
+        got("llm_gateway_total_tokens_total") == input + output,
+        "total != prompt + completion".into(),
+    );
+    for (family, want) in [
+        ("llm_gateway_cached_prompt_tokens_total", e.cached_read),
+        ("llm_gateway_cache_write_tokens_total", e.cache_write),
+        ("llm_gateway_reasoning_tokens_total", e.reasoning),
+    ] {
+        check(
+            got(family) == want,
+            format!("{family} = {}, want {want}", got(family)),
+        );
+    }
+    let estimated = scrape.sum(
+        "llm_gateway_estimated_usage_requests_total",
+        &[("model", &model)],
+    );
+    check(
+        (estimated == 1.0) == e.estimated,
+        format!("estimated_usage_requests_total = {estimated}"),
+    );
+    let prices = PriceTable::builtin().map_err(|e| e.to_string())?;
+    let usage = Usage {
+        input,
+        output,
+        cached_read: e.cached_read,
+        cache_write: e.cache_write,
+        cache_write_1h: e.cache_write_1h,
+        reasoning: e.reasoning,
+    };
+    let cost = scrape.sum("llm_gateway_cost_usd_total", &m);
+    match prices.lookup(&model) {
+        Some(p) => {
+            let want = p.cost_nanos(&usage) as f64 / 1e9;
+            check(
+                (cost - want).abs() < 1e-12,
+                format!("cost {cost}, want {want}"),
+            );
+            check(
+                input + output == 0 || cost > 0.0,
+                "priced model with tokens cost nothing".into(),
+            );
+        }
+        None => {
+            check(cost == 0.0, format!("unpriced model cost {cost}"));
+            let unpriced = scrape.sum("llm_gateway_unpriced_requests_total", &[("model", &model)]);
+            check(
+                input + output == 0 || unpriced == 1.0,
+                format!("unpriced_requests_total = {unpriced}"),
+            );
+        }
+    }
+    let want_status = if case.client_disconnect_after_events.is_some() {
+        "499".to_string()
+    } else {
+        case.status.to_string()
+    };
+    check(
+        scrape.sum(
+            "llm_gateway_requests_total",
+            &[("status_code", &want_status), ("endpoint", &case.endpoint)],
+        ) == 1.0,
+        format!(
+            "requests_total{{status_code={want_status}}} != 1: {:?}",
+            scrape
+                .samples
+                .iter()
+                .filter(|s| s.0 == "llm_gateway_requests_total")
+                .collect::<Vec<_>>()
+        ),
+    );
+    let want_error = match (&case.error_type, case.client_disconnect_after_events) {
+        (Some(t), _) => Some(t.clone()),
+        (None, Some(_)) => Some("client_disconnected".to_string()),
+        (None, None) => None,
+    };
+    let errors_total = scrape.sum("llm_gateway_errors_total", &[]);
+    match want_error {
+        Some(t) => check(
+            scrape.sum("llm_gateway_errors_total", &[("error_type", &t)]) == 1.0
+                && errors_total == 1.0,
+            format!(
+                "errors_total{{error_type={t}}} missing: {:?}",
+                scrape
+                    .samples
+                    .iter()
+                    .filter(|s| s.0 == "llm_gateway_errors_total")
+                    .collect::<Vec<_>>()
+            ),
+        ),
+        None => check(
+            errors_total == 0.0,
+            format!("unexpected errors_total {errors_total}"),
+        ),
+    }
+    check(
+        scrape.sum("llm_gateway_requests_in_flight", &[]) == 0.0,
+        "requests still in flight".into(),
+    );
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(errors.join("\n  "))
+    }
+}
+
+async fn run_provider(provider: &str) {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(provider);
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .expect("fixture folder")
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            e.file_name()
+                .to_str()
+                .and_then(|n| n.strip_suffix(".toml"))
+                .map(String::from)
+        })
+        .collect();
+    names.sort();
+    assert!(
+        names.len() >= 5,
+        "too few fixtures for {provider}: {names:?}"
+    );
+    let mut failures = Vec::new();
+    for name in &names {
+        if let Err(e) = run_case(provider, &dir, name).await {
+            failures.push(format!("{provider}/{name}:\n  {e}"));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases failed:\n{}",
+        failures.len(),
+        names.len(),
+        failures.join("\n")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openai_fixtures() {
+    run_provider("openai").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn anthropic_fixtures() {
+    run_provider("anthropic").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openai_compatible_fixtures() {
+    run_provider("openai-compatible").await;
+}
