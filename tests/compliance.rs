@@ -273,7 +273,11 @@ async fn run_case(provider: &str, dir: &Path, name: &str) -> Result<(), String> 
         reasoning: e.reasoning,
     };
     let cost = scrape.sum("llm_gateway_cost_usd_total", &m);
-    match prices.lookup(&model) {
+    // Priced by the model that served, else by the one requested (as the gateway does).
+    match prices
+        .lookup(&model)
+        .or_else(|| prices.lookup(requested["model"].as_str().unwrap_or("")))
+    {
         Some(p) => {
             let want = p.cost_nanos(&usage) as f64 / 1e9;
             check(

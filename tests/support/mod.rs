@@ -233,8 +233,11 @@ pub async fn get(url: &str, headers: &[(&str, &str)]) -> (u16, HeaderMap, Bytes)
 /// A parsed scrape: (name, labels, value).
 #[derive(Debug, Default)]
 pub struct Scrape {
-    pub samples: Vec<(String, Vec<(String, String)>, f64)>,
+    pub samples: Vec<Sample>,
 }
+
+/// One sample: name, labels, value.
+pub type Sample = (String, Vec<(String, String)>, f64);
 
 impl Scrape {
     pub fn parse(text: &str) -> Scrape {
