@@ -1,9 +1,10 @@
 //! A metric family: label values to a shared cell, with a series cap.
 //!
 //! Lookups take a read lock on a hash map keyed by the label values, without allocating; a
-//! new series takes the write lock once. When a family holds `cap` series, every new label set
-//! is folded into one overflow series whose values are all `__other__`, so a flood of junk
-//! model names cannot exhaust memory.
+//! new series takes the write lock once. When a family holds `cap` series, a new label set has
+//! its `model` (the one label whose values come from outside: clients and providers) replaced
+//! by `__other__`, so junk model names cannot exhaust memory while spend stays attributed to
+//! its team and key. Should that still pass twice the cap, every label becomes `__other__`.
 
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
@@ -103,10 +104,19 @@ impl<T: Default> Family<T> {
         }
         let key: Box<[Box<str>]> = if map.len() >= self.cap {
             self.overflowed.fetch_add(1, Ordering::Relaxed);
+            let fold_all = map.len() >= self.cap.saturating_mul(2);
             values
                 .iter()
                 .enumerate()
-                .map(|(i, _)| if self.enabled[i] { OVERFLOW_VALUE } else { "" }.into())
+                .map(|(i, v)| {
+                    let fold = fold_all || self.label_names[i] == "model";
+                    match (self.enabled[i], fold) {
+                        (false, _) => "",
+                        (true, true) => OVERFLOW_VALUE,
+                        (true, false) => v,
+                    }
+                    .into()
+                })
                 .collect()
         } else {
             values.iter().map(|v| (*v).into()).collect()
@@ -185,6 +195,27 @@ mod tests {
             .find(|(l, _)| &*l[0].1 == OVERFLOW_VALUE)
             .expect("overflow series");
         assert_eq!(other.1.0.load(Ordering::Relaxed), 97);
+    }
+
+    #[test]
+    fn overflow_keeps_the_team_label() {
+        let f: Family<Cell> = Family::new("x_total", "x", &["team", "model"], &|_| true, 3);
+        for i in 0..10 {
+            let team = if i % 2 == 0 { "a" } else { "b" };
+            f.get(&[team, &format!("m{i}")])
+                .0
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        let snap = f.snapshot();
+        let other = |team: &str| {
+            snap.iter()
+                .find(|(l, _)| &*l[0].1 == team && &*l[1].1 == OVERFLOW_VALUE)
+                .map(|(_, c)| c.0.load(Ordering::Relaxed))
+        };
+        // m0, m1, m2 fill the cap; later models fold per team.
+        assert_eq!(other("a"), Some(3));
+        assert_eq!(other("b"), Some(4));
+        assert_eq!(f.len(), 5);
     }
 
     #[test]

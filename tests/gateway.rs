@@ -1,0 +1,624 @@
+//! End-to-end behaviour of the gateway in front of the simulated provider: bad input, routing,
+//! upstream failures, metrics endpoint options, cardinality caps, disconnects, shutdown, CLI.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use http_body_util::BodyExt;
+use support::{TestGateway, get, post, post_streaming};
+use tokio::net::TcpListener;
+use tollgate::sim::{self, SimOptions};
+
+const KEY: &str = "tg-gateway-test";
+
+async fn start_sim(opts: SimOptions) -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = l.local_addr().expect("addr");
+    tokio::spawn(sim::serve(l, opts, std::future::pending()));
+    addr
+}
+
+fn config(sim: SocketAddr, extra: &str) -> String {
+    format!(
+        r#"
+{extra}
+
+[[providers]]
+name = "sim-openai"
+kind = "openai"
+base_url = "http://{sim}/v1"
+api_key = "sk-sim"
+models = ["gpt-4o-mini"]
+timeout_secs = 1
+
+[[providers]]
+name = "sim-anthropic"
+kind = "anthropic"
+base_url = "http://{sim}"
+api_key = "sk-ant-sim"
+model_prefixes = ["claude-"]
+
+[[models]]
+name = "fast"
+provider = "sim-openai"
+upstream_model = "gpt-4o"
+
+[[keys]]
+name = "app"
+key = "{KEY}"
+team = "search"
+"#
+    )
+}
+
+fn bearer() -> String {
+    format!("Bearer {KEY}")
+}
+
+const CHAT: &str =
+    r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hello"}],"max_tokens":4}"#;
+
+#[tokio::test]
+async fn bad_input_gets_the_clients_error_shape_and_is_counted() {
+    let sim = start_sim(SimOptions::default()).await;
+    let gw = TestGateway::start(&config(sim, "[server]\nmax_body_bytes = 2048")).await;
+    let auth = bearer();
+    let oa = [("authorization", auth.as_str())];
+    let an = [("x-api-key", KEY), ("anthropic-version", "2023-06-01")];
+
+    let cases: Vec<(&str, &[(&str, &str)], String, u16, &str)> = vec![
+        (
+            "/v1/chat/completions",
+            &oa,
+            "{not json".into(),
+            400,
+            "malformed_json",
+        ),
+        (
+            "/v1/chat/completions",
+            &oa,
+            r#"{"messages":[]}"#.into(),
+            400,
+            "missing_model",
+        ),
+        (
+            "/v1/chat/completions",
+            &oa,
+            format!(r#"{{"model":"gpt-4o-mini","x":"{}"}}"#, "a".repeat(4096)),
+            413,
+            "body_too_large",
+        ),
+        ("/v1/chat/completions", &[], CHAT.into(), 401, "missing_key"),
+        (
+            "/v1/chat/completions",
+            &[("authorization", "Bearer tg-nope-nope")],
+            CHAT.into(),
+            401,
+            "invalid_key",
+        ),
+        (
+            "/v1/chat/completions",
+            &oa,
+            r#"{"model":"no-such-model"}"#.into(),
+            404,
+            "unknown_model",
+        ),
+        (
+            "/v1/messages",
+            &an,
+            r#"{"model":"gpt-4o-mini","max_tokens":5,"messages":[]}"#.into(),
+            400,
+            "endpoint_not_served",
+        ),
+        ("/v1/messages", &an, "[]".into(), 400, "malformed_json"),
+        (
+            "/v1/messages",
+            &[("x-api-key", "wrong-key-123")],
+            "{}".into(),
+            401,
+            "invalid_key",
+        ),
+    ];
+    for (path, headers, body, status, error_type) in &cases {
+        let (got, h, bytes) = post(&gw.url(path), headers, body).await;
+        assert_eq!(
+            got,
+            *status,
+            "{path} {error_type}: {}",
+            String::from_utf8_lossy(&bytes)
+        );
+        assert_eq!(
+            h.get("content-type").and_then(|v| v.to_str().ok()),
+            Some("application/json")
+        );
+        let v: serde_json::Value = serde_json::from_slice(&bytes).expect("JSON error body");
+        if path.starts_with("/v1/messages") {
+            assert_eq!(v["type"], "error", "{v}");
+            assert!(
+                v["error"]["type"]
+                    .as_str()
+                    .is_some_and(|t| t.ends_with("error") || t == "request_too_large"),
+                "{v}"
+            );
+            assert!(
+                v["error"]["message"]
+                    .as_str()
+                    .is_some_and(|m| !m.is_empty())
+            );
+        } else {
+            assert!(
+                v["error"]["message"]
+                    .as_str()
+                    .is_some_and(|m| !m.is_empty()),
+                "{v}"
+            );
+            assert!(v["error"]["type"].is_string(), "{v}");
+        }
+    }
+    let s = gw.scrape().await;
+    for (_, _, _, status, error_type) in &cases {
+        assert!(
+            s.sum(
+                "llm_gateway_errors_total",
+                &[
+                    ("error_type", error_type),
+                    ("status_code", &status.to_string())
+                ]
+            ) >= 1.0,
+            "{error_type} not counted"
+        );
+    }
+    // The unknown-model message says how to configure it.
+    let (_, _, bytes) = post(
+        &gw.url("/v1/chat/completions"),
+        &oa,
+        r#"{"model":"no-such-model"}"#,
+    )
+    .await;
+    assert!(String::from_utf8_lossy(&bytes).contains("[[models]]"));
+    // Unsupported path and method.
+    let (status, _, _) = get(&gw.url("/v1/chat/completions"), &oa).await;
+    assert_eq!(status, 405);
+    let (status, _, bytes) = post(&gw.url("/v1/fine_tuning/jobs"), &oa, "{}").await;
+    assert_eq!(status, 404);
+    assert!(String::from_utf8_lossy(&bytes).contains("unsupported path"));
+    // And the gateway still serves.
+    let (status, _, _) = post(&gw.url("/v1/chat/completions"), &oa, CHAT).await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn aliases_are_rewritten_upstream_and_metered_by_the_serving_model() {
+    let sim = start_sim(SimOptions::default()).await;
+    let gw = TestGateway::start(&config(sim, "")).await;
+    let auth = bearer();
+    let (status, _, body) = post(
+        &gw.url("/v1/chat/completions"),
+        &[("authorization", &auth)],
+        r#"{"model":"fast","messages":[{"role":"user","content":"hi"}],"max_tokens":3}"#,
+    )
+    .await;
+    assert_eq!(status, 200);
+    let v: serde_json::Value = serde_json::from_slice(&body).expect("json");
+    assert_eq!(v["model"], "gpt-4o", "the sim echoes the model it was sent");
+    let s = gw.scrape().await;
+    assert_eq!(
+        s.sum(
+            "llm_gateway_completion_tokens_total",
+            &[("model", "gpt-4o")]
+        ),
+        3.0
+    );
+    assert!(s.sum("llm_gateway_cost_usd_total", &[("model", "gpt-4o")]) > 0.0);
+}
+
+#[tokio::test]
+async fn upstream_unreachable_and_timeouts_are_502_and_504() {
+    // A port with nothing listening.
+    let dead = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind")
+        .local_addr()
+        .expect("addr");
+    let gw = TestGateway::start(&config(dead, "")).await;
+    let auth = bearer();
+    let (status, _, body) = post(
+        &gw.url("/v1/chat/completions"),
+        &[("authorization", &auth)],
+        CHAT,
+    )
+    .await;
+    assert_eq!(status, 502, "{}", String::from_utf8_lossy(&body));
+    let v: serde_json::Value = serde_json::from_slice(&body).expect("json");
+    assert_eq!(v["error"]["type"], "server_error");
+    assert!(
+        !String::from_utf8_lossy(&body).contains("sk-sim"),
+        "provider key leaked"
+    );
+    let (status, _, body) = post(
+        &gw.url("/v1/messages"),
+        &[("x-api-key", KEY)],
+        r#"{"model":"claude-haiku-4-5","max_tokens":5,"messages":[]}"#,
+    )
+    .await;
+    assert_eq!(status, 502);
+    let v: serde_json::Value = serde_json::from_slice(&body).expect("json");
+    assert_eq!(v["type"], "error");
+
+    let slow = start_sim(SimOptions {
+        delay: Duration::from_millis(1500),
+        ..SimOptions::default()
+    })
+    .await;
+    let gw2 = TestGateway::start(&config(slow, "")).await;
+    let (status, _, _) = post(
+        &gw2.url("/v1/chat/completions"),
+        &[("authorization", &auth)],
+        CHAT,
+    )
+    .await;
+    assert_eq!(status, 504);
+
+    let s = gw.scrape().await;
+    assert_eq!(
+        s.sum(
+            "llm_gateway_errors_total",
+            &[
+                ("error_type", "upstream_unreachable"),
+                ("status_code", "502")
+            ]
+        ),
+        2.0
+    );
+    let s2 = gw2.scrape().await;
+    assert_eq!(
+        s2.sum(
+            "llm_gateway_errors_total",
+            &[
+                ("error_type", "upstream_timeout"),
+                ("provider", "sim-openai")
+            ]
+        ),
+        1.0
+    );
+    assert_eq!(s2.sum("llm_gateway_requests_in_flight", &[]), 0.0);
+}
+
+#[tokio::test]
+async fn upstream_errors_pass_through_unchanged() {
+    let sim = start_sim(SimOptions::default()).await;
+    let gw = TestGateway::start(&config(sim, "")).await;
+    let auth = bearer();
+    for (status, error_type) in [
+        (429u16, "rate_limited"),
+        (500, "upstream_server_error"),
+        (400, "invalid_request"),
+    ] {
+        let s = status.to_string();
+        let (got, _, body) = post(
+            &gw.url("/v1/chat/completions"),
+            &[("authorization", &auth), ("x-sim-status", &s)],
+            CHAT,
+        )
+        .await;
+        assert_eq!(got, status);
+        let v: serde_json::Value = serde_json::from_slice(&body).expect("json");
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("simulated")),
+            "upstream body passed as is: {v}"
+        );
+        let scrape = gw.scrape().await;
+        assert_eq!(
+            scrape.sum(
+                "llm_gateway_errors_total",
+                &[("error_type", error_type), ("status_code", &s)]
+            ),
+            1.0
+        );
+    }
+}
+
+#[tokio::test]
+async fn metrics_bearer_token_and_separate_listener() {
+    let sim = start_sim(SimOptions::default()).await;
+    let gw = TestGateway::start(&config(sim, "[metrics]\nbearer_token = \"scrape-secret\"")).await;
+    let (status, h, _) = get(&gw.url("/metrics"), &[]).await;
+    assert_eq!(status, 401);
+    assert_eq!(
+        h.get("www-authenticate").and_then(|v| v.to_str().ok()),
+        Some("Bearer")
+    );
+    let (status, _, _) = get(
+        &gw.url("/api/v1/metrics"),
+        &[("authorization", "Bearer wrong")],
+    )
+    .await;
+    assert_eq!(status, 401);
+    let (status, h, body) = get(
+        &gw.url("/api/v1/metrics"),
+        &[("authorization", "Bearer scrape-secret")],
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        h.get("content-type").and_then(|v| v.to_str().ok()),
+        Some("text/plain; version=0.0.4; charset=utf-8")
+    );
+    assert!(String::from_utf8_lossy(&body).contains("llm_gateway_build_info"));
+    let (_, h, body) = get(
+        &gw.url("/metrics"),
+        &[
+            ("authorization", "Bearer scrape-secret"),
+            ("accept", "application/openmetrics-text; version=1.0.0"),
+        ],
+    )
+    .await;
+    assert!(
+        h.get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|c| c.starts_with("application/openmetrics-text"))
+    );
+    assert!(String::from_utf8_lossy(&body).ends_with("# EOF\n"));
+
+    // A separate metrics listener: the main port no longer serves metrics.
+    let mport = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind")
+        .local_addr()
+        .expect("addr");
+    let text = config(sim, &format!("[metrics]\nlisten = \"{mport}\""));
+    let config = tollgate::config::Config::from_toml(
+        &text,
+        &std::collections::HashMap::<String, String>::new(),
+    )
+    .expect("valid");
+    let gateway = tollgate::proxy::Gateway::new(config);
+    let ml = TcpListener::bind(mport).await.expect("bind metrics");
+    tokio::spawn(tollgate::server::run(
+        ml,
+        tollgate::server::metrics_routes(gateway.clone()),
+        std::future::pending(),
+        Duration::from_secs(1),
+    ));
+    let main = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let main_addr = main.local_addr().expect("addr");
+    tokio::spawn(tollgate::server::run(
+        main,
+        tollgate::server::main_routes(gateway),
+        std::future::pending(),
+        Duration::from_secs(1),
+    ));
+    let (status, _, _) = get(&format!("http://{main_addr}/metrics"), &[]).await;
+    assert_eq!(status, 404);
+    let (status, _, _) = get(&format!("http://{mport}/metrics"), &[]).await;
+    assert_eq!(status, 200);
+    let (status, _, _) = post(&format!("http://{mport}/v1/chat/completions"), &[], CHAT).await;
+    assert_eq!(status, 404, "the metrics listener does not proxy");
+}
+
+#[tokio::test]
+async fn junk_model_names_are_capped_into_other() {
+    let sim = start_sim(SimOptions::default()).await;
+    let text = format!(
+        r#"
+[metrics]
+max_series_per_family = 5
+
+[[providers]]
+name = "anything"
+kind = "openai-compatible"
+base_url = "http://{sim}/v1"
+models = ["*"]
+"#
+    );
+    let gw = TestGateway::start(&text).await;
+    for i in 0..40 {
+        let body = format!(
+            r#"{{"model":"junk-{i}","messages":[{{"role":"user","content":"x"}}],"max_tokens":2}}"#
+        );
+        let (status, _, _) = post(&gw.url("/v1/chat/completions"), &[], &body).await;
+        assert_eq!(status, 200);
+    }
+    let s = gw.scrape().await;
+    let series = s
+        .samples
+        .iter()
+        .filter(|x| x.0 == "llm_gateway_completion_tokens_total")
+        .count();
+    assert!(series <= 10, "{series} series");
+    assert_eq!(
+        s.sum("llm_gateway_completion_tokens_total", &[]),
+        80.0,
+        "nothing lost in the overflow"
+    );
+    assert!(
+        s.sum(
+            "llm_gateway_completion_tokens_total",
+            &[("model", "__other__")]
+        ) >= 70.0
+    );
+    assert!(s.sum("llm_gateway_metrics_overflow_total", &[]) >= 35.0);
+    // Open mode: no keys, team "default".
+    assert_eq!(
+        s.sum("llm_gateway_requests_total", &[("team", "default")]),
+        40.0
+    );
+}
+
+#[tokio::test]
+async fn a_client_leaving_mid_stream_is_499_and_its_tokens_are_counted() {
+    let sim = start_sim(SimOptions {
+        tokens_per_second: 50,
+        ..SimOptions::default()
+    })
+    .await;
+    let gw = TestGateway::start(&config(sim, "")).await;
+    let auth = bearer();
+    let resp = post_streaming(
+        &gw.url("/v1/chat/completions"),
+        &[("authorization", &auth)],
+        r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"count to a hundred"}],"max_tokens":100,"stream":true}"#,
+    )
+    .await;
+    assert_eq!(resp.status(), 200);
+    let mut body = resp.into_body();
+    let mut seen = 0;
+    while seen < 5 {
+        let frame = body.frame().await.expect("frame").expect("ok");
+        if frame.is_data() {
+            seen += 1;
+        }
+    }
+    drop(body);
+    let s = gw.wait_requests(1.0).await;
+    assert_eq!(
+        s.sum("llm_gateway_requests_total", &[("status_code", "499")]),
+        1.0
+    );
+    assert_eq!(
+        s.sum(
+            "llm_gateway_errors_total",
+            &[("error_type", "client_disconnected")]
+        ),
+        1.0
+    );
+    let out = s.sum(
+        "llm_gateway_completion_tokens_total",
+        &[("model", "gpt-4o-mini")],
+    );
+    assert!(
+        (2.0..20.0).contains(&out),
+        "tokens seen so far are counted, not the whole 100: {out}"
+    );
+    assert!(
+        s.sum(
+            "llm_gateway_prompt_tokens_total",
+            &[("model", "gpt-4o-mini")]
+        ) > 0.0
+    );
+    assert!(s.sum("llm_gateway_cost_usd_total", &[]) > 0.0);
+    assert_eq!(s.sum("llm_gateway_requests_in_flight", &[]), 0.0);
+}
+
+#[tokio::test]
+async fn an_upstream_dying_mid_stream_is_counted_once() {
+    let sim = start_sim(SimOptions {
+        tokens_per_second: 200,
+        ..SimOptions::default()
+    })
+    .await;
+    let gw = TestGateway::start(&config(sim, "")).await;
+    let resp = post_streaming(
+        &gw.url("/v1/messages"),
+        &[("x-api-key", KEY), ("x-sim-cut-after", "6")],
+        r#"{"model":"claude-sonnet-4-5","max_tokens":40,"messages":[{"role":"user","content":"hi"}],"stream":true}"#,
+    )
+    .await;
+    assert_eq!(resp.status(), 200);
+    let result = resp.into_body().collect().await;
+    assert!(result.is_err(), "the client sees the stream break");
+    let s = gw.wait_requests(1.0).await;
+    assert_eq!(s.sum("llm_gateway_requests_total", &[]), 1.0);
+    assert_eq!(
+        s.sum(
+            "llm_gateway_errors_total",
+            &[("error_type", "stream_interrupted"), ("status_code", "200")]
+        ),
+        1.0
+    );
+    assert!(
+        s.sum("llm_gateway_prompt_tokens_total", &[]) > 0.0,
+        "message_start's input is counted"
+    );
+}
+
+#[tokio::test]
+async fn graceful_shutdown_finishes_requests_in_flight() {
+    let sim = start_sim(SimOptions {
+        delay: Duration::from_millis(300),
+        ..SimOptions::default()
+    })
+    .await;
+    let text = config(sim, "");
+    let config = tollgate::config::Config::from_toml(
+        &text,
+        &std::collections::HashMap::<String, String>::new(),
+    )
+    .expect("valid");
+    let gateway = tollgate::proxy::Gateway::new(config);
+    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = l.local_addr().expect("addr");
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(tollgate::server::run(
+        l,
+        tollgate::server::main_routes(gateway.clone()),
+        async move {
+            let _ = rx.await;
+        },
+        Duration::from_secs(5),
+    ));
+    let auth = bearer();
+    let url = format!("http://{addr}/v1/chat/completions");
+    let inflight = tokio::spawn(async move { post(&url, &[("authorization", &auth)], CHAT).await });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let _ = tx.send(());
+    let (status, _, _) = inflight.await.expect("join");
+    assert_eq!(
+        status, 200,
+        "the in-flight request completed after the shutdown signal"
+    );
+    tokio::time::timeout(Duration::from_secs(3), server)
+        .await
+        .expect("server stopped")
+        .expect("join");
+    assert!(
+        TcpListener::bind(addr).await.is_ok()
+            || tokio::net::TcpStream::connect(addr).await.is_err(),
+        "no longer accepting"
+    );
+    let text = gateway.metrics.render(tollgate::metrics::Format::Text);
+    assert!(text.contains("status_code=\"200\"} 1"));
+}
+
+#[test]
+fn check_command_prints_every_error_with_its_path() {
+    let dir = std::env::temp_dir().join(format!("tollgate-check-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("tmp");
+    let bad = dir.join("bad.toml");
+    std::fs::write(
+        &bad,
+        "[[providers]]\nname = \"openai\"\nkind = \"openia\"\nmodels = [\"gpt-4o\"]\n\n[[keys]]\nname = \"k\"\nkey = \"${TOLLGATE_TEST_UNSET_VAR}\"\nteam = \"t\"\n",
+    )
+    .expect("write");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .args(["check", "--config"])
+        .arg(&bad)
+        .env_remove("TOLLGATE_TEST_UNSET_VAR")
+        .output()
+        .expect("run tollgate check");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("providers[0].kind"), "{err}");
+    assert!(
+        err.contains("keys[0].key") && err.contains("TOLLGATE_TEST_UNSET_VAR"),
+        "{err}"
+    );
+
+    let good = dir.join("good.toml");
+    std::fs::write(&good, "[[providers]]\nname = \"v\"\nkind = \"openai-compatible\"\nbase_url = \"http://127.0.0.1:1/v1\"\nmodels = [\"*\"]\n").expect("write");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .args(["check", "--config"])
+        .arg(&good)
+        .output()
+        .expect("run");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
