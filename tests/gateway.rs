@@ -68,7 +68,8 @@ async fn bad_input_gets_the_clients_error_shape_and_is_counted() {
     let oa = [("authorization", auth.as_str())];
     let an = [("x-api-key", KEY), ("anthropic-version", "2023-06-01")];
 
-    let cases: Vec<(&str, &[(&str, &str)], String, u16, &str)> = vec![
+    type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], String, u16, &'a str);
+    let cases: Vec<Case<'_>> = vec![
         (
             "/v1/chat/completions",
             &oa,
