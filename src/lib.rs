@@ -23,6 +23,7 @@
 
 pub mod config;
 pub mod demo;
+pub mod limits;
 pub mod metering;
 pub mod metrics;
 pub mod providers;

@@ -136,7 +136,7 @@ async fn serve(config: Config, listen: Option<SocketAddr>) -> Result<(), String>
         "config loaded"
     );
     std::thread::spawn(estimate::warm_up);
-    let gateway = Gateway::new(config);
+    let gateway = Gateway::new(config)?;
     let listener = bind(addr).await?;
     let local = listener.local_addr().map_err(|e| e.to_string())?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);

@@ -377,7 +377,7 @@ async fn metrics_bearer_token_and_separate_listener() {
         &std::collections::HashMap::<String, String>::new(),
     )
     .expect("valid");
-    let gateway = tollgate::proxy::Gateway::new(config);
+    let gateway = tollgate::proxy::Gateway::new(config).expect("gateway");
     let ml = TcpListener::bind(mport).await.expect("bind metrics");
     tokio::spawn(tollgate::server::run(
         ml,
@@ -550,7 +550,7 @@ async fn graceful_shutdown_finishes_requests_in_flight() {
         &std::collections::HashMap::<String, String>::new(),
     )
     .expect("valid");
-    let gateway = tollgate::proxy::Gateway::new(config);
+    let gateway = tollgate::proxy::Gateway::new(config).expect("gateway");
     let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = l.local_addr().expect("addr");
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();

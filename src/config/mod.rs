@@ -15,7 +15,7 @@ use crate::metering::PriceTable;
 use crate::metrics::MetricsOptions;
 use crate::providers::Provider;
 
-pub use validate::{KeyInfo, KeyStore, Route, Router, validate};
+pub use validate::{KeyInfo, KeyStore, Route, Router, TeamRules, validate};
 
 /// One problem in a config file, with the key path it is about.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,6 +55,36 @@ pub struct Config {
     pub keys: KeyStore,
     /// Built-in prices with the config's overrides.
     pub prices: PriceTable,
+    /// `[limits]`
+    pub limits: LimitsConfig,
+    /// Every limit rule (keys, teams, team-models), for publishing budgets.
+    pub rules: Vec<Arc<crate::limits::Rule>>,
+}
+
+/// Where limit state lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LimitsBackend {
+    /// In this process (one replica).
+    Memory,
+    /// A Redis URL (several replicas).
+    Redis(String),
+}
+
+/// `[limits]`
+#[derive(Debug, Clone)]
+pub struct LimitsConfig {
+    /// Memory or Redis.
+    pub backend: LimitsBackend,
+    /// Allow or deny when the backend fails.
+    pub on_backend_error: crate::limits::OnBackendError,
+    /// Output tokens reserved when a request has no `max_tokens`.
+    pub default_max_tokens: u64,
+    /// Budget time zone, seconds east of UTC.
+    pub offset_secs: i64,
+    /// Redis key prefix.
+    pub redis_prefix: String,
+    /// Redis response timeout.
+    pub redis_timeout: Duration,
 }
 
 /// `[server]`

@@ -28,6 +28,85 @@ pub struct RawConfig {
     /// `[[keys]]`: virtual keys.
     #[serde(default)]
     pub keys: Vec<RawKey>,
+    /// `[[teams]]`: team limits and budgets.
+    #[serde(default)]
+    pub teams: Vec<RawTeam>,
+    /// `[limits]`: where limit state lives.
+    #[serde(default)]
+    pub limits: RawLimitsSection,
+}
+
+/// `[limits]`
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimitsSection {
+    /// `memory` (default) or `redis://host:6379`.
+    pub backend: Option<String>,
+    /// `allow` (default) or `deny` when the backend cannot answer.
+    pub on_backend_error: Option<String>,
+    /// Output tokens reserved for a request without `max_tokens` (default 1024).
+    pub default_max_tokens: Option<u64>,
+    /// Time zone of budget periods: `UTC` (default) or a fixed offset such as `+02:00`.
+    pub timezone: Option<String>,
+    /// Prefix of the Redis keys (default `tollgate`).
+    pub redis_prefix: Option<String>,
+    /// Redis response timeout in milliseconds (default 250).
+    pub redis_timeout_ms: Option<u64>,
+}
+
+/// Rate and concurrency limits of a key, team or team-model.
+#[derive(Debug, Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimitSet {
+    /// Requests per minute.
+    pub requests_per_minute: Option<u64>,
+    /// Input plus output tokens per minute.
+    pub tokens_per_minute: Option<u64>,
+    /// Requests per day.
+    pub requests_per_day: Option<u64>,
+    /// Tokens per day.
+    pub tokens_per_day: Option<u64>,
+    /// Requests in flight at once.
+    pub max_parallel_requests: Option<u64>,
+}
+
+/// `budget = { usd = 500, period = "month", action = "block" }`
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct RawBudget {
+    /// The limit in USD.
+    pub usd: toml::Value,
+    /// `day`, `week` or `month`.
+    pub period: String,
+    /// `block` (default) or `alert`.
+    pub action: Option<String>,
+}
+
+/// `[[teams]]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTeam {
+    /// Team name, as in `[[keys]] team`.
+    pub name: String,
+    /// Team-wide limits.
+    pub limits: Option<RawLimitSet>,
+    /// Team-wide budget.
+    pub budget: Option<RawBudget>,
+    /// Limits and budgets of the team's use of one model.
+    #[serde(default)]
+    pub models: Vec<RawTeamModel>,
+}
+
+/// `[[teams.models]]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTeamModel {
+    /// The model name as clients send it.
+    pub model: String,
+    /// Limits.
+    pub limits: Option<RawLimitSet>,
+    /// Budget.
+    pub budget: Option<RawBudget>,
 }
 
 /// `[server]`
@@ -138,4 +217,8 @@ pub struct RawKey {
     pub key: String,
     /// Team for cost attribution.
     pub team: String,
+    /// Limits of this key.
+    pub limits: Option<RawLimitSet>,
+    /// Budget of this key.
+    pub budget: Option<RawBudget>,
 }

@@ -10,19 +10,57 @@ use http::{HeaderName, HeaderValue};
 use sha2::{Digest, Sha256};
 
 use super::env::{Vars, interpolate};
-use super::raw::{RawConfig, RawProvider};
-use super::{Config, ConfigError, ConfigErrors, MetricsConfig, ServerConfig};
+use super::raw::{RawBudget, RawConfig, RawLimitSet, RawProvider};
+use super::{
+    Config, ConfigError, ConfigErrors, LimitsBackend, LimitsConfig, MetricsConfig, ServerConfig,
+};
+use crate::limits::{
+    Budget, BudgetAction, Limits, OnBackendError, Period, Rule, ScopeKind, calendar,
+};
 use crate::metering::PriceTable;
 use crate::metrics::{CONFIGURABLE_LABELS, MetricsOptions};
 use crate::providers::{Provider, ProviderKind, anthropic::Anthropic, openai::OpenAi};
 
-/// A virtual key's identity.
+/// A virtual key's identity and the limit rules that apply to it.
 #[derive(Debug)]
 pub struct KeyInfo {
     /// Key name: the `key` label.
     pub name: Arc<str>,
     /// Team: the `team` label.
     pub team: Arc<str>,
+    /// The key's own limits.
+    pub rule: Option<Arc<Rule>>,
+    /// The team's limits, shared by its keys.
+    pub team_rules: Option<Arc<TeamRules>>,
+}
+
+/// A team's rules: team-wide, and per model.
+#[derive(Debug, Default)]
+pub struct TeamRules {
+    /// Team-wide limits and budget.
+    pub rule: Option<Arc<Rule>>,
+    /// Per requested model.
+    pub models: HashMap<String, Arc<Rule>>,
+}
+
+impl KeyInfo {
+    /// The rules a request for `model` is checked against, in lock order: key, team,
+    /// team-model. Empty (and allocation-free) when nothing is limited.
+    pub fn rules_for(&self, model: &str) -> Vec<Arc<Rule>> {
+        let mut rules = Vec::new();
+        if let Some(r) = &self.rule {
+            rules.push(r.clone());
+        }
+        if let Some(t) = &self.team_rules {
+            if let Some(r) = &t.rule {
+                rules.push(r.clone());
+            }
+            if let Some(r) = t.models.get(model) {
+                rules.push(r.clone());
+            }
+        }
+        rules
+    }
 }
 
 /// Virtual keys, stored as SHA-256 hashes: the secrets themselves are not kept in memory.
@@ -282,6 +320,54 @@ pub fn validate(raw: RawConfig, vars: &dyn Vars) -> Result<Config, ConfigErrors>
         }
     }
 
+    let limits = validate_limits(&mut errors, &raw.limits);
+    let mut all_rules: Vec<Arc<Rule>> = Vec::new();
+    let mut teams: HashMap<String, Arc<TeamRules>> = HashMap::new();
+    for (i, t) in raw.teams.iter().enumerate() {
+        let path = format!("teams[{i}]");
+        if t.name.is_empty() {
+            errors.push(format!("{path}.name"), "must not be empty");
+        }
+        let mut tr = TeamRules {
+            rule: rule(
+                &mut errors,
+                &path,
+                ScopeKind::Team,
+                &t.name,
+                t.limits.as_ref(),
+                t.budget.as_ref(),
+            ),
+            models: HashMap::new(),
+        };
+        all_rules.extend(tr.rule.clone());
+        for (j, m) in t.models.iter().enumerate() {
+            let mpath = format!("{path}.models[{j}]");
+            let name = format!("{}/{}", t.name, m.model);
+            if let Some(r) = rule(
+                &mut errors,
+                &mpath,
+                ScopeKind::TeamModel,
+                &name,
+                m.limits.as_ref(),
+                m.budget.as_ref(),
+            ) {
+                all_rules.push(r.clone());
+                if tr.models.insert(m.model.clone(), r).is_some() {
+                    errors.push(
+                        format!("{mpath}.model"),
+                        format!("model {:?} listed twice", m.model),
+                    );
+                }
+            }
+        }
+        if teams.insert(t.name.clone(), Arc::new(tr)).is_some() {
+            errors.push(
+                format!("{path}.name"),
+                format!("duplicate team {:?}", t.name),
+            );
+        }
+    }
+
     let mut keys = KeyStore::default();
     let mut key_names = HashSet::new();
     for (i, k) in raw.keys.iter().enumerate() {
@@ -303,9 +389,20 @@ pub fn validate(raw: RawConfig, vars: &dyn Vars) -> Result<Config, ConfigErrors>
             continue;
         }
         let hash: [u8; 32] = Sha256::digest(secret.as_bytes()).into();
+        let key_rule = rule(
+            &mut errors,
+            &path,
+            ScopeKind::Key,
+            &k.name,
+            k.limits.as_ref(),
+            k.budget.as_ref(),
+        );
+        all_rules.extend(key_rule.clone());
         let info = Arc::new(KeyInfo {
             name: k.name.as_str().into(),
             team: k.team.as_str().into(),
+            rule: key_rule,
+            team_rules: teams.get(&k.team).cloned(),
         });
         if keys.by_hash.insert(hash, info).is_some() {
             errors.push(
@@ -318,13 +415,15 @@ pub fn validate(raw: RawConfig, vars: &dyn Vars) -> Result<Config, ConfigErrors>
         keys.open = Some(Arc::new(KeyInfo {
             name: "default".into(),
             team: "default".into(),
+            rule: None,
+            team_rules: teams.get("default").cloned(),
         }));
     }
 
     if !errors.0.is_empty() {
         return Err(ConfigErrors(errors.0));
     }
-    let Some(listen) = listen else {
+    let (Some(listen), Some(limits)) = (listen, limits) else {
         return Err(ConfigErrors(vec![]));
     };
     Ok(Config {
@@ -342,7 +441,134 @@ pub fn validate(raw: RawConfig, vars: &dyn Vars) -> Result<Config, ConfigErrors>
         router,
         keys,
         prices,
+        limits,
+        rules: all_rules,
     })
+}
+
+fn validate_limits(errors: &mut Errors, l: &super::raw::RawLimitsSection) -> Option<LimitsConfig> {
+    let backend = match l.backend.as_deref() {
+        None | Some("memory") => Some(LimitsBackend::Memory),
+        Some(url) if url.starts_with("redis://") || url.starts_with("rediss://") => {
+            Some(LimitsBackend::Redis(url.to_string()))
+        }
+        Some(other) => {
+            errors.push(
+                "limits.backend",
+                format!("{other:?} is neither \"memory\" nor a redis:// URL"),
+            );
+            None
+        }
+    };
+    let on_backend_error = match l.on_backend_error.as_deref() {
+        None | Some("allow") => OnBackendError::Allow,
+        Some("deny") => OnBackendError::Deny,
+        Some(other) => {
+            errors.push(
+                "limits.on_backend_error",
+                format!("{other:?} is neither \"allow\" nor \"deny\""),
+            );
+            OnBackendError::Allow
+        }
+    };
+    let offset_secs = match l.timezone.as_deref() {
+        None => 0,
+        Some(tz) => calendar::parse_offset(tz).unwrap_or_else(|| {
+            errors.push(
+                "limits.timezone",
+                format!("{tz:?}: use UTC or a fixed offset such as +02:00"),
+            );
+            0
+        }),
+    };
+    Some(LimitsConfig {
+        backend: backend?,
+        on_backend_error,
+        default_max_tokens: l.default_max_tokens.unwrap_or(1024),
+        offset_secs,
+        redis_prefix: l.redis_prefix.clone().unwrap_or_else(|| "tollgate".into()),
+        redis_timeout: Duration::from_millis(l.redis_timeout_ms.unwrap_or(250)),
+    })
+}
+
+/// A rule from a scope's `limits` and `budget`, or `None` when it has neither.
+fn rule(
+    errors: &mut Errors,
+    path: &str,
+    kind: ScopeKind,
+    name: &str,
+    limits: Option<&RawLimitSet>,
+    budget: Option<&RawBudget>,
+) -> Option<Arc<Rule>> {
+    if limits.is_none() && budget.is_none() {
+        return None;
+    }
+    let l = limits.cloned().unwrap_or_default();
+    for (field, v) in [
+        ("requests_per_minute", l.requests_per_minute),
+        ("tokens_per_minute", l.tokens_per_minute),
+        ("requests_per_day", l.requests_per_day),
+        ("tokens_per_day", l.tokens_per_day),
+        ("max_parallel_requests", l.max_parallel_requests),
+    ] {
+        if v == Some(0) {
+            errors.push(
+                format!("{path}.limits.{field}"),
+                "must be greater than 0 (leave it out for no limit)",
+            );
+        }
+    }
+    let budget = match budget {
+        None => None,
+        Some(b) => {
+            let usd = match &b.usd {
+                toml::Value::Integer(i) if *i >= 0 => Some(*i as f64),
+                toml::Value::Float(f) if *f >= 0.0 && f.is_finite() => Some(*f),
+                _ => None,
+            };
+            let period = Period::parse(&b.period);
+            let action = match b.action.as_deref() {
+                None | Some("block") => Some(BudgetAction::Block),
+                Some("alert") => Some(BudgetAction::Alert),
+                Some(_) => None,
+            };
+            if usd.is_none() {
+                errors.push(
+                    format!("{path}.budget.usd"),
+                    "must be a non-negative number of USD",
+                );
+            }
+            if period.is_none() {
+                errors.push(
+                    format!("{path}.budget.period"),
+                    format!("{:?}: one of day, week, month", b.period),
+                );
+            }
+            if action.is_none() {
+                errors.push(format!("{path}.budget.action"), "one of block, alert");
+            }
+            match (usd, period, action) {
+                (Some(usd), Some(period), Some(action)) => Some(Budget {
+                    limit_nanos: (usd * 1e9).round() as u64,
+                    period,
+                    action,
+                }),
+                _ => return None,
+            }
+        }
+    };
+    Some(Rule::new(
+        kind,
+        name,
+        Limits {
+            requests_per_minute: l.requests_per_minute,
+            tokens_per_minute: l.tokens_per_minute,
+            requests_per_day: l.requests_per_day,
+            tokens_per_day: l.tokens_per_day,
+            max_parallel_requests: l.max_parallel_requests,
+        },
+        budget,
+    ))
 }
 
 fn build_provider(

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 /// A monotonically increasing integer counter.
 #[derive(Debug, Default)]
-pub struct Counter(AtomicU64);
+pub struct Counter(pub(crate) AtomicU64);
 
 impl Counter {
     /// Adds `n`.

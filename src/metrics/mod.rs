@@ -93,7 +93,20 @@ pub struct Metrics {
     in_flight: Family<Gauge>,
     estimated: Family<Counter>,
     unpriced: Family<Counter>,
+    rate_limit_allowed: Family<Counter>,
+    rate_limit_blocked: Family<Counter>,
+    budgets: Family<BudgetCells>,
+    limit_backend_errors: Counter,
     start_time: f64,
+}
+
+/// A budget's limit and this period's spend, in nano-USD.
+#[derive(Debug, Default)]
+pub struct BudgetCells {
+    /// The limit.
+    pub limit: Counter,
+    /// Spent this period (set, not added).
+    pub spent: std::sync::atomic::AtomicU64,
 }
 
 const USAGE_LABELS: &[&str] = &["provider", "model", "team", "key"];
@@ -119,7 +132,8 @@ const PROVIDER_MODEL: &[&str] = &["provider", "model"];
 impl Metrics {
     /// Creates every family.
     pub fn new(opts: &MetricsOptions) -> Arc<Metrics> {
-        let on = |l: &str| opts.labels.iter().any(|x| x == l);
+        // Only the configurable labels can be switched off; the others are always on.
+        let on = |l: &str| !CONFIGURABLE_LABELS.contains(&l) || opts.labels.iter().any(|x| x == l);
         let cap = opts.max_series_per_family;
         Arc::new(Metrics {
             usage: Family::new("llm_gateway_usage", "", USAGE_LABELS, &on, cap),
@@ -186,6 +200,28 @@ impl Metrics {
                 &on,
                 cap,
             ),
+            rate_limit_allowed: Family::new(
+                "llm_gateway_rate_limit_allowed_total",
+                "Requests that passed a limit check, by limit (requests, tokens, parallel, budget).",
+                &["team", "key", "limit"],
+                &on,
+                cap,
+            ),
+            rate_limit_blocked: Family::new(
+                "llm_gateway_rate_limit_blocked_total",
+                "Requests answered 429 by a limit (requests, tokens, parallel, budget).",
+                &["team", "key", "limit"],
+                &on,
+                cap,
+            ),
+            budgets: Family::new(
+                "llm_gateway_budget",
+                "",
+                &["scope", "name", "period"],
+                &on,
+                cap,
+            ),
+            limit_backend_errors: Counter::default(),
             start_time: SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map_or(0.0, |d| d.as_secs_f64()),
@@ -237,6 +273,38 @@ impl Metrics {
         if !o.priced && !o.usage.is_zero() {
             self.unpriced.get(&[p, m]).add(1);
         }
+    }
+
+    /// A request passed the `limit` check.
+    pub fn rate_limit_allowed(&self, team: &str, key: &str, limit: &str) {
+        self.rate_limit_allowed.get(&[team, key, limit]).add(1);
+    }
+
+    /// A request was refused by the `limit` check.
+    pub fn rate_limit_blocked(&self, team: &str, key: &str, limit: &str) {
+        self.rate_limit_blocked.get(&[team, key, limit]).add(1);
+    }
+
+    /// The limit backend failed to answer.
+    pub fn limit_backend_error(&self) {
+        self.limit_backend_errors.add(1);
+    }
+
+    /// Sets a budget's limit and current spend.
+    pub fn budget(
+        &self,
+        scope: &str,
+        name: &str,
+        period: &str,
+        limit_nanos: u64,
+        spent_nanos: u64,
+    ) {
+        let b = self.budgets.get(&[scope, name, period]);
+        b.limit
+            .0
+            .store(limit_nanos, std::sync::atomic::Ordering::Relaxed);
+        b.spent
+            .store(spent_nanos, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Renders every family in `format`.

@@ -234,6 +234,50 @@ pub(super) fn render(m: &Metrics, format: Format) -> String {
     }
     counter_family(&mut w, &m.estimated);
     counter_family(&mut w, &m.unpriced);
+    counter_family(&mut w, &m.rate_limit_allowed);
+    counter_family(&mut w, &m.rate_limit_blocked);
+    let budgets = m.budgets.snapshot();
+    w.header(
+        "llm_gateway_budget_limit_usd",
+        Kind::Gauge,
+        "USD budget of a key, team or team-model for its period.",
+    );
+    for (labels, b) in &budgets {
+        w.sample(
+            "llm_gateway_budget_limit_usd",
+            "",
+            labels,
+            None,
+            Value::Float(nanos_to_usd(b.limit.get())),
+        );
+    }
+    w.header(
+        "llm_gateway_budget_spent_usd",
+        Kind::Gauge,
+        "USD spent against a budget in its current period.",
+    );
+    for (labels, b) in &budgets {
+        let spent = b.spent.load(std::sync::atomic::Ordering::Relaxed);
+        w.sample(
+            "llm_gateway_budget_spent_usd",
+            "",
+            labels,
+            None,
+            Value::Float(nanos_to_usd(spent)),
+        );
+    }
+    w.header(
+        "llm_gateway_limit_backend_errors_total",
+        Kind::Counter,
+        "Limit checks or settlements the backend (Redis) could not answer.",
+    );
+    w.sample(
+        "llm_gateway_limit_backend_errors_total",
+        "",
+        &[],
+        None,
+        Value::Int(m.limit_backend_errors.get()),
+    );
 
     let overflow = "llm_gateway_metrics_overflow_total";
     w.header(
@@ -241,7 +285,10 @@ pub(super) fn render(m: &Metrics, format: Format) -> String {
         Kind::Counter,
         "Label sets folded into a family's __other__ series by its series cap.",
     );
-    let families: [(&str, u64); 10] = [
+    let families: [(&str, u64); 13] = [
+        (m.rate_limit_allowed.name, m.rate_limit_allowed.overflowed()),
+        (m.rate_limit_blocked.name, m.rate_limit_blocked.overflowed()),
+        ("llm_gateway_budget", m.budgets.overflowed()),
         ("llm_gateway_usage", m.usage.overflowed()),
         (m.requests.name, m.requests.overflowed()),
         (m.errors.name, m.errors.overflowed()),

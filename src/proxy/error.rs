@@ -60,6 +60,9 @@ pub enum ProxyError {
         /// What failed (no secrets).
         reason: String,
     },
+    /// The limit backend is down and `on_backend_error = "deny"`.
+    #[error("the gateway cannot check rate limits right now; retry shortly")]
+    LimitBackendDown,
     /// The provider did not answer in time.
     #[error("the upstream provider `{provider}` did not answer within {}s", timeout.as_secs())]
     UpstreamTimeout {
@@ -83,6 +86,7 @@ impl ProxyError {
             ProxyError::UnknownModel(_) => 404,
             ProxyError::UpstreamUnreachable { .. } => 502,
             ProxyError::UpstreamTimeout { .. } => 504,
+            ProxyError::LimitBackendDown => 503,
         }
     }
 
@@ -99,6 +103,7 @@ impl ProxyError {
             ProxyError::EndpointNotServed { .. } => "endpoint_not_served",
             ProxyError::UpstreamUnreachable { .. } => "upstream_unreachable",
             ProxyError::UpstreamTimeout { .. } => "upstream_timeout",
+            ProxyError::LimitBackendDown => "limit_backend_down",
         }
     }
 
@@ -109,9 +114,9 @@ impl ProxyError {
                 ProxyError::MissingKey => ("invalid_request_error", Some("missing_api_key")),
                 ProxyError::InvalidKey => ("invalid_request_error", Some("invalid_api_key")),
                 ProxyError::UnknownModel(_) => ("invalid_request_error", Some("model_not_found")),
-                ProxyError::UpstreamUnreachable { .. } | ProxyError::UpstreamTimeout { .. } => {
-                    ("server_error", None)
-                }
+                ProxyError::UpstreamUnreachable { .. }
+                | ProxyError::UpstreamTimeout { .. }
+                | ProxyError::LimitBackendDown => ("server_error", None),
                 _ => ("invalid_request_error", None),
             },
             ApiFormat::Anthropic => (

@@ -22,7 +22,9 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use parking_lot::Mutex;
 
-use crate::config::{Config, KeyInfo};
+use crate::config::{Config, KeyInfo, LimitsBackend};
+use crate::limits::{self, Demand, Limiter, Rejection};
+use crate::metering::Usage;
 use crate::metrics::{Metrics, Observation};
 use crate::providers::{ApiFormat, Endpoint};
 pub use error::ProxyError;
@@ -41,8 +43,11 @@ pub struct Gateway {
     pub config: Config,
     /// Metric families.
     pub metrics: Arc<Metrics>,
+    /// Rate limits and budgets.
+    pub limiter: Arc<Limiter>,
     client: UpstreamClient,
     warned_unpriced: Mutex<HashSet<(String, String)>>,
+    last_limit_error_log: Mutex<Option<Instant>>,
 }
 
 /// Builds the upstream client. `TCP_NODELAY` is set: without it a keep-alive request can stall
@@ -66,14 +71,88 @@ pub fn upstream_client() -> UpstreamClient {
 
 impl Gateway {
     /// A gateway for `config`.
-    pub fn new(config: Config) -> Arc<Gateway> {
+    pub fn new(config: Config) -> Result<Arc<Gateway>, String> {
         let metrics = Metrics::new(&config.metrics.options);
-        Arc::new(Gateway {
+        let l = &config.limits;
+        let backend = match &l.backend {
+            LimitsBackend::Memory => limits::Backend::Memory,
+            LimitsBackend::Redis(url) => limits::Backend::Redis(limits::RedisLimiter::new(
+                url,
+                &l.redis_prefix,
+                l.redis_timeout,
+            )?),
+        };
+        let limiter = Arc::new(Limiter::new(
+            backend,
+            l.on_backend_error,
+            l.offset_secs,
+            metrics.clone(),
+        ));
+        limiter.publish_all(&config.rules);
+        Ok(Arc::new(Gateway {
             config,
             metrics,
+            limiter,
             client: upstream_client(),
             warned_unpriced: Mutex::new(HashSet::new()),
-        })
+            last_limit_error_log: Mutex::new(None),
+        }))
+    }
+
+    /// Checks the request against its key's, team's and team-model's limits and reserves its
+    /// estimated tokens and cost. `Ok(None)`: nothing to limit, or the backend failed and
+    /// `on_backend_error = "allow"`.
+    async fn admit(
+        &self,
+        key: &KeyInfo,
+        model: &str,
+        price_model: &str,
+        facts: &request::RequestFacts<'_>,
+        body_len: usize,
+        endpoint: Endpoint,
+    ) -> Result<Option<limits::Admission>, Result<Rejection, ProxyError>> {
+        let rules = key.rules_for(model);
+        if rules.is_empty() || !endpoint.is_metered() {
+            return Ok(None);
+        }
+        // Bytes / 4 approximates input tokens without tokenizing on the request path.
+        let input = (body_len as u64).div_ceil(4);
+        let output = match endpoint {
+            Endpoint::Embeddings => 0,
+            _ => facts
+                .max_tokens
+                .unwrap_or(self.config.limits.default_max_tokens),
+        };
+        let cost_nanos = self.config.prices.lookup(price_model).map_or(0, |p| {
+            p.cost_nanos(&Usage {
+                input,
+                output,
+                ..Usage::default()
+            })
+        });
+        let demand = Demand {
+            tokens: input + output,
+            cost_nanos,
+        };
+        match self
+            .limiter
+            .admit(rules, demand, &key.team, &key.name)
+            .await
+        {
+            Ok(Ok(admission)) => Ok(Some(admission)),
+            Ok(Err(rejection)) => Err(Ok(rejection)),
+            Err(e) => {
+                let mut last = self.last_limit_error_log.lock();
+                if last.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
+                    *last = Some(Instant::now());
+                    tracing::error!(error = %e, on_backend_error = ?self.limiter.on_backend_error(), "rate-limit backend failed (this message repeats at most every 10 s)");
+                }
+                match self.limiter.on_backend_error() {
+                    limits::OnBackendError::Allow => Ok(None),
+                    limits::OnBackendError::Deny => Err(Err(ProxyError::LimitBackendDown)),
+                }
+            }
+        }
     }
 
     /// Logs once per (provider, model) that a model has no price.
@@ -105,6 +184,39 @@ impl Gateway {
             endpoint: endpoint.path(),
             status_code: status_label(err.status()),
             error_type: Some(err.error_type()),
+            usage: Default::default(),
+            cost_nanos: 0,
+            priced: true,
+            estimated: false,
+            duration: start.elapsed(),
+            upstream: None,
+            time_to_first_token: None,
+            overhead: Some(start.elapsed()),
+        });
+    }
+
+    /// Counts a request refused by a limit: 429, with the limit's `error_type`.
+    fn record_limited(
+        &self,
+        endpoint: Endpoint,
+        key: &KeyInfo,
+        provider: &str,
+        model: &str,
+        r: &Rejection,
+        start: Instant,
+    ) {
+        self.metrics.record(&Observation {
+            provider,
+            model,
+            team: &key.team,
+            key: &key.name,
+            endpoint: endpoint.path(),
+            status_code: status_label(429),
+            error_type: Some(if r.limit == limits::LimitKind::Budget {
+                "budget_exceeded"
+            } else {
+                "gateway_rate_limited"
+            }),
             usage: Default::default(),
             cost_nanos: 0,
             priced: true,
@@ -192,6 +304,34 @@ impl Gateway {
             && endpoint.needs_include_usage()
             && provider.inject_stream_usage()
             && !facts.include_usage;
+        // Admit: limits and budgets, before anything is sent.
+        let price_model = route.upstream_model.as_deref().unwrap_or(&facts.model);
+        let admission = match self
+            .admit(
+                &key,
+                &facts.model,
+                price_model,
+                &facts,
+                body.len(),
+                endpoint,
+            )
+            .await
+        {
+            Ok(a) => a,
+            Err(Ok(rejection)) => {
+                self.record_limited(
+                    endpoint,
+                    &key,
+                    provider.name(),
+                    &facts.model,
+                    &rejection,
+                    start,
+                );
+                return Ok(rate_limited_response(format, &rejection));
+            }
+            Err(Err(e)) => return Err(e),
+        };
+        let quota = admission.as_ref().map(|a| a.quota);
         let upstream_body =
             request::rewrite(&body, &facts, route.upstream_model.as_deref(), inject)?;
         let requested_model: Box<str> = facts.model.as_ref().into();
@@ -223,6 +363,7 @@ impl Gateway {
             status: 0,
             stream,
             in_flight,
+            admission,
             settled: false,
         };
         let sent = tokio::time::timeout(route.timeout, self.client.request(upstream_req)).await;
@@ -261,6 +402,9 @@ impl Gateway {
         let (mut parts, upstream_body) = resp.into_parts();
         pending.status = parts.status.as_u16();
         strip_hop_headers(&mut parts.headers);
+        if let Some(q) = quota {
+            q.write_headers(&mut parts.headers);
+        }
         let is_sse = parts
             .headers
             .get(header::CONTENT_TYPE)
@@ -356,6 +500,24 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         cur = c.source();
     }
     s
+}
+
+/// 429 for a request refused by a limit or budget, with `Retry-After` and the quota headers.
+pub fn rate_limited_response(format: ApiFormat, r: &Rejection) -> Response<ResponseBody> {
+    let budget = r.limit == limits::LimitKind::Budget;
+    let (kind, code) = match (format, budget) {
+        (ApiFormat::OpenAi, true) => ("insufficient_quota", Some("budget_exceeded")),
+        (ApiFormat::OpenAi, false) => (r.limit.as_str(), Some("rate_limit_exceeded")),
+        (ApiFormat::Anthropic, _) => ("rate_limit_error", None),
+    };
+    let mut resp = json_error(format, 429, kind, code, &r.message());
+    let h = resp.headers_mut();
+    r.quota.write_headers(h);
+    let retry = r.retry_after.ceil().max(1.0) as u64;
+    if let Ok(v) = HeaderValue::from_str(&retry.to_string()) {
+        h.insert(header::RETRY_AFTER, v);
+    }
+    resp
 }
 
 /// An error answered by the gateway, in the client's format.

@@ -24,6 +24,12 @@ struct Raw<'a> {
     stream: Option<bool>,
     #[serde(default)]
     stream_options: Option<StreamOptions>,
+    #[serde(default)]
+    max_tokens: Option<u64>,
+    #[serde(default)]
+    max_completion_tokens: Option<u64>,
+    #[serde(default)]
+    max_output_tokens: Option<u64>,
 }
 
 /// The request facts the gateway routes and meters by.
@@ -39,6 +45,8 @@ pub struct RequestFacts<'a> {
     pub include_usage: bool,
     /// A `stream_options` object is present.
     has_stream_options: bool,
+    /// The output cap the client set, if any.
+    pub max_tokens: Option<u64>,
 }
 
 impl<'a> RequestFacts<'a> {
@@ -74,6 +82,10 @@ impl<'a> RequestFacts<'a> {
                 .and_then(|o| o.include_usage)
                 .unwrap_or(false),
             has_stream_options: raw.stream_options.is_some(),
+            max_tokens: raw
+                .max_tokens
+                .or(raw.max_completion_tokens)
+                .or(raw.max_output_tokens),
         })
     }
 }

@@ -11,6 +11,7 @@ use bytes::Bytes;
 
 use super::Gateway;
 use crate::config::KeyInfo;
+use crate::limits::Admission;
 use crate::metering::{Usage, estimate};
 use crate::metrics::{Gauge, Observation};
 use crate::providers::{Endpoint, Provider};
@@ -58,6 +59,7 @@ pub struct PendingRequest {
     pub(super) status: u16,
     pub(super) stream: bool,
     pub(super) in_flight: Arc<Gauge>,
+    pub(super) admission: Option<Admission>,
     pub(super) settled: bool,
 }
 
@@ -88,6 +90,9 @@ impl PendingRequest {
             .lookup(model)
             .or_else(|| prices.lookup(&self.requested_model));
         let cost_nanos = price.map_or(0, |p| p.cost_nanos(&usage));
+        if let Some(admission) = self.admission.take() {
+            self.gw.limiter.settle(admission, usage.total(), cost_nanos);
+        }
         if price.is_none() && !usage.is_zero() {
             self.gw.warn_unpriced(self.provider.name(), model);
         }

@@ -30,7 +30,7 @@ impl TestGateway {
     pub async fn start(config_text: &str) -> TestGateway {
         let vars: HashMap<String, String> = HashMap::new();
         let config = Config::from_toml(config_text, &vars).expect("test config is valid");
-        let gateway = Gateway::new(config);
+        let gateway = Gateway::new(config).expect("gateway");
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let (tx, rx) = oneshot::channel();

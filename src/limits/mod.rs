@@ -1,0 +1,486 @@
+//! Rate limits and USD budgets per virtual key, per team and per (team, model).
+//!
+//! Each configured scope is a [`Rule`]. Before forwarding, [`Limiter::admit`] checks every rule
+//! that applies to a request and, only if all pass, takes one request from each request
+//! bucket, reserves an estimate of the tokens (prompt size plus `max_tokens`) and of the cost,
+//! and counts the request as in flight. When the request ends, [`Limiter::settle`] replaces the
+//! reservations with what was actually used. Concurrent requests therefore cannot overshoot a
+//! limit by more than the reservations in flight.
+//!
+//! Request and token limits are token buckets that refill continuously (capacity = the limit,
+//! refilled over the period, as OpenAI's limits behave); token buckets may go into debt when a
+//! response used more than reserved. Budgets are calendar periods (UTC or a fixed offset).
+//!
+//! Two backends: in memory (one replica) and Redis, where check-and-reserve and settle are
+//! each one Lua script, atomic on the server, using the Redis clock.
+
+pub mod calendar;
+mod memory;
+mod redis;
+
+pub use redis::RedisLimiter;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{HeaderMap, HeaderValue};
+
+pub use calendar::Period;
+use memory::RuleState;
+use parking_lot::Mutex;
+
+use crate::metrics::Metrics;
+
+/// What a scope's limits apply to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ScopeKind {
+    /// One virtual key.
+    Key,
+    /// A team.
+    Team,
+    /// A team's use of one model.
+    TeamModel,
+}
+
+impl ScopeKind {
+    /// The `scope` label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ScopeKind::Key => "key",
+            ScopeKind::Team => "team",
+            ScopeKind::TeamModel => "team_model",
+        }
+    }
+}
+
+/// What happens when a budget is spent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BudgetAction {
+    /// Answer 429 until the period ends.
+    Block,
+    /// Let requests through; alerting reads the budget gauges.
+    Alert,
+}
+
+/// A USD budget.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Budget {
+    /// The limit in nano-USD.
+    pub limit_nanos: u64,
+    /// The calendar period.
+    pub period: Period,
+    /// Block or alert.
+    pub action: BudgetAction,
+}
+
+/// The limits of one scope, as configured.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Limits {
+    /// Requests per minute.
+    pub requests_per_minute: Option<u64>,
+    /// Input plus output tokens per minute.
+    pub tokens_per_minute: Option<u64>,
+    /// Requests per day (rolling 24 h bucket).
+    pub requests_per_day: Option<u64>,
+    /// Tokens per day (rolling 24 h bucket).
+    pub tokens_per_day: Option<u64>,
+    /// Requests in flight at once.
+    pub max_parallel_requests: Option<u64>,
+}
+
+/// One kind of limit, the `limit` label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LimitKind {
+    /// Request rate.
+    Requests,
+    /// Token rate.
+    Tokens,
+    /// Requests in flight.
+    Parallel,
+    /// USD budget.
+    Budget,
+}
+
+impl LimitKind {
+    /// The `limit` label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LimitKind::Requests => "requests",
+            LimitKind::Tokens => "tokens",
+            LimitKind::Parallel => "parallel",
+            LimitKind::Budget => "budget",
+        }
+    }
+}
+
+/// A scope with its limits and, for the in-memory backend, its state.
+#[derive(Debug)]
+pub struct Rule {
+    /// Key, team or team-model.
+    pub kind: ScopeKind,
+    /// The key name, team name, or `team/model`.
+    pub name: Arc<str>,
+    /// Rate and concurrency limits.
+    pub limits: Limits,
+    /// Budget, if any.
+    pub budget: Option<Budget>,
+    state: Mutex<RuleState>,
+}
+
+impl Rule {
+    /// A rule for a scope.
+    pub fn new(kind: ScopeKind, name: &str, limits: Limits, budget: Option<Budget>) -> Arc<Rule> {
+        Arc::new(Rule {
+            kind,
+            name: name.into(),
+            state: Mutex::new(RuleState::new(&limits, budget.as_ref())),
+            limits,
+            budget,
+        })
+    }
+
+    /// The bucket limits of this rule: (kind, capacity, period).
+    fn buckets(&self) -> impl Iterator<Item = (LimitKind, u64, Duration)> + '_ {
+        bucket_specs(&self.limits)
+    }
+}
+
+/// The token buckets a set of limits defines: (kind, capacity, refill period).
+fn bucket_specs(l: &Limits) -> impl Iterator<Item = (LimitKind, u64, Duration)> + '_ {
+    const MINUTE: Duration = Duration::from_secs(60);
+    const DAY: Duration = Duration::from_secs(86_400);
+    [
+        (LimitKind::Requests, l.requests_per_minute, MINUTE),
+        (LimitKind::Tokens, l.tokens_per_minute, MINUTE),
+        (LimitKind::Requests, l.requests_per_day, DAY),
+        (LimitKind::Tokens, l.tokens_per_day, DAY),
+    ]
+    .into_iter()
+    .filter_map(|(k, v, p)| v.map(|v| (k, v, p)))
+}
+
+/// What a request is expected to consume, reserved before forwarding.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Demand {
+    /// Estimated input plus maximum output tokens.
+    pub tokens: u64,
+    /// Estimated cost in nano-USD.
+    pub cost_nanos: u64,
+}
+
+/// Quota state for the `x-ratelimit-*` headers: the tightest bucket of each kind.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Quota {
+    /// (limit, remaining, seconds until full) of the tightest request bucket.
+    pub requests: Option<(u64, i64, f64)>,
+    /// Same for tokens.
+    pub tokens: Option<(u64, i64, f64)>,
+}
+
+impl Quota {
+    fn merge(slot: &mut Option<(u64, i64, f64)>, limit: u64, remaining: i64, reset: f64) {
+        if slot.is_none_or(|(_, r, _)| remaining < r) {
+            *slot = Some((limit, remaining, reset));
+        }
+    }
+
+    /// Adds the conventional headers.
+    pub fn write_headers(&self, h: &mut HeaderMap) {
+        for (which, q) in [("requests", self.requests), ("tokens", self.tokens)] {
+            if let Some((limit, remaining, reset)) = q {
+                let put = |h: &mut HeaderMap, name: String, v: String| {
+                    if let (Ok(n), Ok(v)) =
+                        (http::HeaderName::try_from(name), HeaderValue::try_from(v))
+                    {
+                        h.insert(n, v);
+                    }
+                };
+                put(h, format!("x-ratelimit-limit-{which}"), limit.to_string());
+                put(
+                    h,
+                    format!("x-ratelimit-remaining-{which}"),
+                    remaining.max(0).to_string(),
+                );
+                put(
+                    h,
+                    format!("x-ratelimit-reset-{which}"),
+                    format_duration(reset),
+                );
+            }
+        }
+    }
+}
+
+/// OpenAI's reset format: `20ms`, `1s`, `6m0s`, `1h2m3s`.
+pub fn format_duration(secs: f64) -> String {
+    let secs = secs.max(0.0);
+    if secs < 1.0 {
+        return format!("{}ms", (secs * 1000.0).ceil() as u64);
+    }
+    let total = secs.ceil() as u64;
+    let (h, m, s) = (total / 3600, total % 3600 / 60, total % 60);
+    match (h, m) {
+        (0, 0) => format!("{s}s"),
+        (0, _) => format!("{m}m{s}s"),
+        _ => format!("{h}h{m}m{s}s"),
+    }
+}
+
+/// Why a request was refused.
+#[derive(Debug, Clone)]
+pub struct Rejection {
+    /// The limit that refused.
+    pub limit: LimitKind,
+    /// The scope kind and name of the rule.
+    pub scope: ScopeKind,
+    /// Its name.
+    pub name: Arc<str>,
+    /// Seconds until a retry can pass.
+    pub retry_after: f64,
+    /// For budgets: the period, and its end (Unix seconds).
+    pub budget: Option<(Budget, i64)>,
+    /// Headers describing the quota.
+    pub quota: Quota,
+}
+
+impl Rejection {
+    /// The message for the client.
+    pub fn message(&self) -> String {
+        match (self.limit, &self.budget) {
+            (LimitKind::Budget, Some((b, end))) => format!(
+                "budget exceeded: the {} budget of {} `{}` ({} USD per {}) is spent; it resets at {}",
+                b.period.as_str(),
+                self.scope.as_str().replace('_', " "),
+                self.name,
+                b.limit_nanos as f64 / 1e9,
+                b.period.as_str(),
+                calendar::rfc3339(*end),
+            ),
+            (LimitKind::Parallel, _) => format!(
+                "rate limit reached: too many requests in flight for {} `{}`",
+                self.scope.as_str().replace('_', " "),
+                self.name
+            ),
+            (kind, _) => format!(
+                "rate limit reached for {} `{}` on {}; retry after {}",
+                self.scope.as_str().replace('_', " "),
+                self.name,
+                kind.as_str(),
+                format_duration(self.retry_after)
+            ),
+        }
+    }
+}
+
+/// What to do when the limit backend cannot answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnBackendError {
+    /// Let the request through (counted).
+    Allow,
+    /// Refuse it with 503.
+    Deny,
+}
+
+/// The outcome of an admission check that the backend could not make.
+#[derive(Debug, thiserror::Error)]
+#[error("limit backend unavailable: {0}")]
+pub struct BackendError(pub String);
+
+/// A request's reservations, handed back at settle time.
+#[derive(Debug)]
+pub struct Admission {
+    rules: Vec<Arc<Rule>>,
+    demand: Demand,
+    admitted_at: i64,
+    /// Quota after this request, for the response headers.
+    pub quota: Quota,
+    /// Redis: the request id in the parallel sets, and the keys used.
+    pub(crate) redis: Option<redis::Reserved>,
+}
+
+/// Where limit state lives.
+pub enum Backend {
+    /// This process.
+    Memory,
+    /// A Redis server shared by replicas.
+    Redis(redis::RedisLimiter),
+}
+
+/// The limiter of a gateway.
+pub struct Limiter {
+    backend: Backend,
+    on_error: OnBackendError,
+    offset_secs: i64,
+    metrics: Arc<Metrics>,
+}
+
+impl Limiter {
+    /// A limiter on `backend`.
+    pub fn new(
+        backend: Backend,
+        on_error: OnBackendError,
+        offset_secs: i64,
+        metrics: Arc<Metrics>,
+    ) -> Limiter {
+        Limiter {
+            backend,
+            on_error,
+            offset_secs,
+            metrics,
+        }
+    }
+
+    /// What the gateway does when the backend fails.
+    pub fn on_backend_error(&self) -> OnBackendError {
+        self.on_error
+    }
+
+    /// Checks `rules` and reserves `demand` in all of them, or refuses without changing any.
+    pub async fn admit(
+        &self,
+        rules: Vec<Arc<Rule>>,
+        demand: Demand,
+        team: &str,
+        key: &str,
+    ) -> Result<Result<Admission, Rejection>, BackendError> {
+        let now = unix_now();
+        let result = match &self.backend {
+            Backend::Memory => Ok(memory::admit(&rules, demand, now, self.offset_secs)),
+            Backend::Redis(r) => r.admit(&rules, demand, now, self.offset_secs).await,
+        };
+        let result = match result {
+            Ok(r) => r,
+            Err(e) => {
+                self.metrics.limit_backend_error();
+                return Err(e);
+            }
+        };
+        match &result {
+            Ok((_, _)) => {
+                for kind in applied_kinds(&rules) {
+                    self.metrics.rate_limit_allowed(team, key, kind.as_str());
+                }
+            }
+            Err(rej) => self
+                .metrics
+                .rate_limit_blocked(team, key, rej.limit.as_str()),
+        }
+        Ok(result.map(|(quota, redis)| Admission {
+            rules,
+            demand,
+            admitted_at: now,
+            quota,
+            redis,
+        }))
+    }
+
+    /// Replaces the reservations of `admission` with the tokens and cost actually used.
+    pub fn settle(self: &Arc<Self>, admission: Admission, tokens: u64, cost_nanos: u64) {
+        let now = unix_now();
+        match &self.backend {
+            Backend::Memory => {
+                memory::settle(
+                    &admission.rules,
+                    admission.demand,
+                    admission.admitted_at,
+                    tokens,
+                    cost_nanos,
+                    now,
+                    self.offset_secs,
+                );
+                self.publish_budgets(&admission.rules);
+            }
+            Backend::Redis(r) => {
+                let limiter = self.clone();
+                let r = r.clone();
+                // Settle off the request path; the response is already on its way.
+                tokio::spawn(async move {
+                    let rules = admission.rules.clone();
+                    match r
+                        .settle(admission, tokens, cost_nanos, now, limiter.offset_secs)
+                        .await
+                    {
+                        Ok(spent) => {
+                            for (rule, spent) in rules.iter().zip(spent) {
+                                if let (Some(b), Some(spent)) = (rule.budget, spent) {
+                                    limiter.metrics.budget(
+                                        rule.kind.as_str(),
+                                        &rule.name,
+                                        b.period.as_str(),
+                                        b.limit_nanos,
+                                        spent,
+                                    );
+                                }
+                            }
+                        }
+                        Err(e) => {
+                            limiter.metrics.limit_backend_error();
+                            tracing::warn!(error = %e, "could not settle limits in Redis");
+                        }
+                    }
+                });
+            }
+        }
+    }
+
+    /// Sets the budget gauges of `rules` from memory state.
+    fn publish_budgets(&self, rules: &[Arc<Rule>]) {
+        for rule in rules {
+            if let Some(b) = rule.budget {
+                let spent = rule.state.lock().budget_spent();
+                self.metrics.budget(
+                    rule.kind.as_str(),
+                    &rule.name,
+                    b.period.as_str(),
+                    b.limit_nanos,
+                    spent,
+                );
+            }
+        }
+    }
+
+    /// Publishes every budget's limit and current spend (at start-up).
+    pub fn publish_all(&self, rules: &[Arc<Rule>]) {
+        self.publish_budgets(rules);
+    }
+
+    /// Sets the current period's spend of `rule` (restored at start-up from the ledger).
+    pub fn restore_spend(&self, rule: &Rule, spent_nanos: u64) {
+        if matches!(self.backend, Backend::Memory) {
+            rule.state.lock().restore_spend(
+                spent_nanos,
+                unix_now(),
+                self.offset_secs,
+                rule.budget.as_ref(),
+            );
+        }
+    }
+}
+
+fn applied_kinds(rules: &[Arc<Rule>]) -> Vec<LimitKind> {
+    let mut kinds = Vec::with_capacity(4);
+    for r in rules {
+        for (k, _, _) in r.buckets() {
+            if !kinds.contains(&k) {
+                kinds.push(k);
+            }
+        }
+        if r.limits.max_parallel_requests.is_some() && !kinds.contains(&LimitKind::Parallel) {
+            kinds.push(LimitKind::Parallel);
+        }
+        if r.budget.is_some() && !kinds.contains(&LimitKind::Budget) {
+            kinds.push(LimitKind::Budget);
+        }
+    }
+    kinds
+}
+
+/// Wall-clock seconds, for calendar periods.
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+#[cfg(test)]
+mod tests;
