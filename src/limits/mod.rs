@@ -439,9 +439,39 @@ impl Limiter {
         }
     }
 
-    /// Publishes every budget's limit and current spend (at start-up).
+    /// Publishes every budget's limit and current spend at start-up; with Redis, the spend
+    /// of the current period is read from it (it survives restarts there).
     pub fn publish_all(&self, rules: &[Arc<Rule>]) {
         self.publish_budgets(rules);
+        if let (Backend::Redis(r), Ok(handle)) =
+            (&self.backend, tokio::runtime::Handle::try_current())
+        {
+            let (r, metrics, offset) = (r.clone(), self.metrics.clone(), self.offset_secs);
+            let rules: Vec<Arc<Rule>> = rules
+                .iter()
+                .filter(|r| r.budget.is_some())
+                .cloned()
+                .collect();
+            handle.spawn(async move {
+                for rule in rules {
+                    let Some(b) = rule.budget else { continue };
+                    match r.budget_spent(&rule, unix_now(), offset).await {
+                        Ok(spent) => metrics.budget(
+                            rule.kind.as_str(),
+                            &rule.name,
+                            b.period.as_str(),
+                            b.limit_nanos,
+                            spent,
+                        ),
+                        Err(e) => {
+                            metrics.limit_backend_error();
+                            tracing::warn!(error = %e, "could not read budget spend from Redis");
+                            return;
+                        }
+                    }
+                }
+            });
+        }
     }
 
     /// Sets the current period's spend of `rule` (restored at start-up from the ledger).

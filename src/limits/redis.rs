@@ -140,7 +140,8 @@ pub struct RedisLimiter {
 struct Inner {
     client: redis::Client,
     conn: Mutex<Option<ConnectionManager>>,
-    last_attempt: Mutex<Option<Instant>>,
+    /// Serialises connection attempts; held only while connecting, never on the hot path.
+    connecting: tokio::sync::Mutex<Option<Instant>>,
     admit: Script,
     settle: Script,
     prefix: String,
@@ -162,7 +163,7 @@ impl RedisLimiter {
             inner: Arc::new(Inner {
                 client,
                 conn: Mutex::new(None),
-                last_attempt: Mutex::new(None),
+                connecting: tokio::sync::Mutex::new(None),
                 admit: Script::new(ADMIT),
                 settle: Script::new(SETTLE),
                 prefix: prefix.to_string(),
@@ -177,14 +178,16 @@ impl RedisLimiter {
         if let Some(c) = self.inner.conn.lock().clone() {
             return Ok(c);
         }
-        {
-            // At most one connection attempt a second while Redis is away.
-            let mut last = self.inner.last_attempt.lock();
-            if last.is_some_and(|t| t.elapsed() < Duration::from_secs(1)) {
-                return Err(BackendError("not connected to Redis".into()));
-            }
-            *last = Some(Instant::now());
+        // Requests arriving while a connection is being made wait for it (bounded by the
+        // timeout); while Redis is away, at most one attempt a second.
+        let mut last = self.inner.connecting.lock().await;
+        if let Some(c) = self.inner.conn.lock().clone() {
+            return Ok(c);
         }
+        if last.is_some_and(|t| t.elapsed() < Duration::from_secs(1)) {
+            return Err(BackendError("not connected to Redis".into()));
+        }
+        *last = Some(Instant::now());
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(self.inner.timeout))
             .set_response_timeout(Some(self.inner.timeout))

@@ -76,11 +76,10 @@ impl Gateway {
         let l = &config.limits;
         let backend = match &l.backend {
             LimitsBackend::Memory => limits::Backend::Memory,
-            LimitsBackend::Redis(url) => limits::Backend::Redis(limits::RedisLimiter::new(
-                url,
-                &l.redis_prefix,
-                l.redis_timeout,
-            )?),
+            LimitsBackend::Redis(url) => {
+                let redis = limits::RedisLimiter::new(url, &l.redis_prefix, l.redis_timeout)?;
+                limits::Backend::Redis(redis)
+            }
         };
         let limiter = Arc::new(Limiter::new(
             backend,

@@ -1,0 +1,507 @@
+//! Rate limits and budgets through the gateway: in memory, and shared by two gateways through
+//! the real Redis on this machine (127.0.0.1:6379; `scripts/setup` starts one if none runs).
+//! These tests fail, loudly, when Redis is not there.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use support::{Scrape, TestGateway, post};
+use tokio::net::TcpListener;
+use tollgate::sim::{self, SimOptions};
+
+const REDIS: &str = "redis://127.0.0.1:6379";
+
+async fn start_sim() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = l.local_addr().expect("addr");
+    tokio::spawn(sim::serve(l, SimOptions::default(), std::future::pending()));
+    addr
+}
+
+fn unique_prefix(name: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_nanos();
+    format!("tollgate-test-{name}-{}-{nanos}", std::process::id())
+}
+
+async fn require_redis(url: &str) {
+    let client = redis::Client::open(url).expect("url");
+    let mut conn = tokio::time::timeout(
+        Duration::from_secs(3),
+        client.get_multiplexed_async_connection(),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("Redis at {url} did not answer: start it (scripts/setup does)"))
+    .unwrap_or_else(|e| panic!("Redis at {url} is required for this test: {e}"));
+    let pong: String = redis::cmd("PING")
+        .query_async(&mut conn)
+        .await
+        .expect("PING");
+    assert_eq!(pong, "PONG");
+}
+
+fn config(sim: SocketAddr, limits_section: &str, keys: &str) -> String {
+    format!(
+        r#"
+{limits_section}
+
+[[providers]]
+name = "sim-openai"
+kind = "openai"
+base_url = "http://{sim}/v1"
+api_key = "sk-sim"
+models = ["gpt-4o-mini", "gpt-4o"]
+
+[[providers]]
+name = "sim-anthropic"
+kind = "anthropic"
+base_url = "http://{sim}"
+api_key = "sk-ant-sim"
+model_prefixes = ["claude-"]
+
+{keys}
+"#
+    )
+}
+
+const CHAT: &str =
+    r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hello"}],"max_tokens":8}"#;
+const MSG: &str =
+    r#"{"model":"claude-haiku-4-5","messages":[{"role":"user","content":"hello"}],"max_tokens":8}"#;
+
+fn header(h: &http::HeaderMap, name: &str) -> Option<String> {
+    h.get(name).and_then(|v| v.to_str().ok()).map(String::from)
+}
+
+#[tokio::test]
+async fn memory_limits_answer_429_with_standard_headers() {
+    let sim = start_sim().await;
+    let keys = r#"
+[[keys]]
+name = "app"
+key = "tg-limited-key"
+team = "search"
+limits = { requests_per_minute = 3, tokens_per_minute = 100000 }
+"#;
+    let gw = TestGateway::start(&config(sim, "", keys)).await;
+    let auth = [("authorization", "Bearer tg-limited-key")];
+    for i in 0..3 {
+        let (status, h, _) = post(&gw.url("/v1/chat/completions"), &auth, CHAT).await;
+        assert_eq!(status, 200);
+        assert_eq!(
+            header(&h, "x-ratelimit-limit-requests").as_deref(),
+            Some("3")
+        );
+        assert_eq!(
+            header(&h, "x-ratelimit-remaining-requests"),
+            Some((2 - i).to_string())
+        );
+        assert_eq!(
+            header(&h, "x-ratelimit-limit-tokens").as_deref(),
+            Some("100000")
+        );
+        assert!(header(&h, "x-ratelimit-reset-requests").is_some());
+    }
+    let (status, h, body) = post(&gw.url("/v1/chat/completions"), &auth, CHAT).await;
+    assert_eq!(status, 429);
+    let retry: u64 = header(&h, "retry-after")
+        .expect("Retry-After")
+        .parse()
+        .expect("seconds");
+    assert!((1..=20).contains(&retry), "{retry}");
+    assert_eq!(
+        header(&h, "x-ratelimit-remaining-requests").as_deref(),
+        Some("0")
+    );
+    let v: serde_json::Value = serde_json::from_slice(&body).expect("json");
+    assert_eq!(v["error"]["code"], "rate_limit_exceeded");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("key `app`")),
+        "{v}"
+    );
+    // The Anthropic shape for Anthropic clients.
+    let (status, h, body) = post(
+        &gw.url("/v1/messages"),
+        &[("x-api-key", "tg-limited-key")],
+        MSG,
+    )
+    .await;
+    assert_eq!(status, 429);
+    assert!(header(&h, "retry-after").is_some());
+    let v: serde_json::Value = serde_json::from_slice(&body).expect("json");
+    assert_eq!(
+        (v["type"].as_str(), v["error"]["type"].as_str()),
+        (Some("error"), Some("rate_limit_error"))
+    );
+
+    let s = gw.scrape().await;
+    assert_eq!(
+        s.sum(
+            "llm_gateway_rate_limit_allowed_total",
+            &[("limit", "requests"), ("key", "app"), ("team", "search")]
+        ),
+        3.0
+    );
+    assert_eq!(
+        s.sum(
+            "llm_gateway_rate_limit_blocked_total",
+            &[("limit", "requests"), ("key", "app")]
+        ),
+        2.0
+    );
+    assert_eq!(
+        s.sum(
+            "llm_gateway_errors_total",
+            &[
+                ("error_type", "gateway_rate_limited"),
+                ("status_code", "429")
+            ]
+        ),
+        2.0
+    );
+}
+
+#[tokio::test]
+async fn a_spent_budget_blocks_and_names_itself_and_alert_budgets_do_not() {
+    let sim = start_sim().await;
+    // gpt-4o costs $2.50/M in, $10/M out: each request costs a few micro-dollars.
+    let keys = r#"
+[[keys]]
+name = "blocked-app"
+key = "tg-budget-block"
+team = "finance"
+
+[[keys]]
+name = "alert-app"
+key = "tg-budget-alert"
+team = "research"
+budget = { usd = 0.000001, period = "day", action = "alert" }
+
+[[teams]]
+name = "finance"
+budget = { usd = 0.00002, period = "month", action = "block" }
+"#;
+    let gw = TestGateway::start(&config(sim, "", keys)).await;
+    let body =
+        r#"{"model":"gpt-4o","messages":[{"role":"user","content":"hello"}],"max_tokens":4}"#;
+    let mut allowed = 0;
+    let mut message = String::new();
+    for _ in 0..30 {
+        let (status, h, b) = post(
+            &gw.url("/v1/chat/completions"),
+            &[("authorization", "Bearer tg-budget-block")],
+            body,
+        )
+        .await;
+        if status == 429 {
+            assert!(header(&h, "retry-after").is_some());
+            message = String::from_utf8_lossy(&b).to_string();
+            break;
+        }
+        assert_eq!(status, 200);
+        allowed += 1;
+    }
+    assert!(allowed > 0 && allowed < 30, "{allowed}");
+    assert!(
+        message.contains("team `finance`")
+            && message.contains("resets at")
+            && message.contains("budget_exceeded"),
+        "{message}"
+    );
+    let s = gw.scrape().await;
+    let spent = s.sum(
+        "llm_gateway_budget_spent_usd",
+        &[("scope", "team"), ("name", "finance"), ("period", "month")],
+    );
+    assert!(spent >= 0.00002, "{spent}");
+    assert_eq!(
+        s.sum("llm_gateway_budget_limit_usd", &[("name", "finance")]),
+        0.00002
+    );
+    let cost = s.sum("llm_gateway_cost_usd_total", &[("team", "finance")]);
+    assert!(
+        (cost - spent).abs() < 1e-12,
+        "budget spend {spent} equals metered cost {cost}"
+    );
+    for _ in 0..5 {
+        let (status, _, _) = post(
+            &gw.url("/v1/chat/completions"),
+            &[("authorization", "Bearer tg-budget-alert")],
+            body,
+        )
+        .await;
+        assert_eq!(status, 200, "alert budgets never block");
+    }
+    let s = gw.scrape().await;
+    assert!(s.sum("llm_gateway_budget_spent_usd", &[("name", "alert-app")]) > 0.000001);
+}
+
+fn redis_limits(prefix: &str, on_error: &str) -> String {
+    format!(
+        "[limits]\nbackend = \"{REDIS}\"\nredis_prefix = \"{prefix}\"\non_backend_error = \"{on_error}\"\n"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_gateways_sharing_redis_allow_exactly_the_limit() {
+    require_redis(REDIS).await;
+    let sim = start_sim().await;
+    // Per day: the bucket refills by 0.02 requests during this test, so the count is exact.
+    let keys = r#"
+[[keys]]
+name = "shared"
+key = "tg-shared-key"
+team = "platform"
+limits = { requests_per_day = 40 }
+"#;
+    let text = config(sim, &redis_limits(&unique_prefix("exact"), "allow"), keys);
+    let a = TestGateway::start(&text).await;
+    let b = TestGateway::start(&text).await;
+    let mut tasks = Vec::new();
+    for i in 0..120 {
+        let url = if i % 2 == 0 {
+            a.url("/v1/chat/completions")
+        } else {
+            b.url("/v1/chat/completions")
+        };
+        tasks.push(tokio::spawn(async move {
+            let (status, h, _) =
+                post(&url, &[("authorization", "Bearer tg-shared-key")], CHAT).await;
+            (status, h)
+        }));
+    }
+    let (mut ok, mut limited) = (0, 0);
+    for t in tasks {
+        let (status, h) = t.await.expect("join");
+        match status {
+            200 => ok += 1,
+            429 => {
+                limited += 1;
+                assert!(header(&h, "retry-after").is_some());
+                assert_eq!(
+                    header(&h, "x-ratelimit-limit-requests").as_deref(),
+                    Some("40")
+                );
+                assert_eq!(
+                    header(&h, "x-ratelimit-remaining-requests").as_deref(),
+                    Some("0")
+                );
+            }
+            other => panic!("unexpected status {other}"),
+        }
+    }
+    assert_eq!((ok, limited), (40, 80));
+    let (sa, sb): (Scrape, Scrape) = (a.scrape().await, b.scrape().await);
+    let allowed = sa.sum(
+        "llm_gateway_rate_limit_allowed_total",
+        &[("limit", "requests")],
+    ) + sb.sum(
+        "llm_gateway_rate_limit_allowed_total",
+        &[("limit", "requests")],
+    );
+    let blocked = sa.sum(
+        "llm_gateway_rate_limit_blocked_total",
+        &[("limit", "requests")],
+    ) + sb.sum(
+        "llm_gateway_rate_limit_blocked_total",
+        &[("limit", "requests")],
+    );
+    assert_eq!((allowed, blocked), (40.0, 80.0));
+    let served = sa.sum("llm_gateway_requests_total", &[("status_code", "200")])
+        + sb.sum("llm_gateway_requests_total", &[("status_code", "200")]);
+    assert_eq!(served, 40.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_budget_spent_through_two_gateways_blocks_both() {
+    require_redis(REDIS).await;
+    let sim = start_sim().await;
+    let keys = r#"
+[[keys]]
+name = "spender"
+key = "tg-spender-key"
+team = "ml"
+
+[[teams]]
+name = "ml"
+budget = { usd = 0.0003, period = "day", action = "block" }
+"#;
+    let text = config(sim, &redis_limits(&unique_prefix("budget"), "allow"), keys);
+    let a = TestGateway::start(&text).await;
+    let b = TestGateway::start(&text).await;
+    let body =
+        r#"{"model":"gpt-4o","messages":[{"role":"user","content":"hello"}],"max_tokens":4}"#;
+    let auth = [("authorization", "Bearer tg-spender-key")];
+    let mut first_block = None;
+    for i in 0..60 {
+        let gw = if i % 2 == 0 { &a } else { &b };
+        let (status, _, _) = post(&gw.url("/v1/chat/completions"), &auth, body).await;
+        if status == 429 {
+            first_block = Some(i);
+            break;
+        }
+        assert_eq!(status, 200);
+        // Settlement in Redis runs just after the response: let it land.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        first_block.is_some_and(|i| i > 0),
+        "the budget was never exhausted"
+    );
+    for gw in [&a, &b, &a, &b] {
+        let (status, _, body) = post(&gw.url("/v1/chat/completions"), &auth, body).await;
+        assert_eq!(status, 429, "{}", String::from_utf8_lossy(&body));
+    }
+    let cost = a
+        .scrape()
+        .await
+        .sum("llm_gateway_cost_usd_total", &[("team", "ml")])
+        + b.scrape()
+            .await
+            .sum("llm_gateway_cost_usd_total", &[("team", "ml")]);
+    // Each request costs $0.00006 (8 input tokens at $2.50/M, 4 output at $10/M). Requests run
+    // one at a time, so spend overshoots the budget by at most the last request's cost.
+    assert!((0.0003..=0.00036 + 1e-12).contains(&cost), "{cost}");
+    // A restarted gateway finds the spend in Redis: it blocks at once and reports it.
+    drop((a, b));
+    let c = TestGateway::start(&text).await;
+    let (status, _, _) = post(&c.url("/v1/chat/completions"), &auth, body).await;
+    assert_eq!(status, 429, "spend survives a restart");
+    let spent = c.scrape().await.sum(
+        "llm_gateway_budget_spent_usd",
+        &[("scope", "team"), ("name", "ml")],
+    );
+    assert!(
+        (spent - cost).abs() < 1e-12,
+        "restored spend {spent} = metered cost {cost}"
+    );
+}
+
+/// A Redis of our own, to stop and start mid-test.
+struct OwnRedis {
+    child: Child,
+    port: u16,
+}
+
+impl OwnRedis {
+    fn start(port: u16) -> OwnRedis {
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server must be installed (Debian package redis-server)");
+        OwnRedis { child, port }
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_down_allows_or_denies_as_configured_and_recovers() {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let redis = OwnRedis::start(port);
+    let url = format!("redis://127.0.0.1:{}", redis.port);
+    for _ in 0..50 {
+        if redis::Client::open(url.as_str())
+            .expect("url")
+            .get_multiplexed_async_connection()
+            .await
+            .is_ok()
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    require_redis(&url).await;
+    let sim = start_sim().await;
+    let keys = r#"
+[[keys]]
+name = "k"
+key = "tg-redis-down"
+team = "t"
+limits = { requests_per_minute = 1000 }
+"#;
+    let section = |on: &str| {
+        format!(
+            "[limits]\nbackend = \"{url}\"\non_backend_error = \"{on}\"\nredis_timeout_ms = 200\n"
+        )
+    };
+    let allow = TestGateway::start(&config(sim, &section("allow"), keys)).await;
+    let deny = TestGateway::start(&config(sim, &section("deny"), keys)).await;
+    let auth = [("authorization", "Bearer tg-redis-down")];
+    for gw in [&allow, &deny] {
+        let (status, h, _) = post(&gw.url("/v1/chat/completions"), &auth, CHAT).await;
+        assert_eq!(status, 200);
+        assert_eq!(
+            header(&h, "x-ratelimit-limit-requests").as_deref(),
+            Some("1000")
+        );
+    }
+    drop(redis);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    for _ in 0..3 {
+        let (status, h, _) = post(&allow.url("/v1/chat/completions"), &auth, CHAT).await;
+        assert_eq!(status, 200, "allow: served without a limit check");
+        assert!(header(&h, "x-ratelimit-limit-requests").is_none());
+        let (status, _, body) = post(&deny.url("/v1/chat/completions"), &auth, CHAT).await;
+        assert_eq!(status, 503, "deny: {}", String::from_utf8_lossy(&body));
+    }
+    assert!(
+        allow
+            .scrape()
+            .await
+            .sum("llm_gateway_limit_backend_errors_total", &[])
+            >= 3.0
+    );
+    assert!(
+        deny.scrape()
+            .await
+            .sum("llm_gateway_limit_backend_errors_total", &[])
+            >= 3.0
+    );
+    assert!(
+        deny.scrape().await.sum(
+            "llm_gateway_errors_total",
+            &[("error_type", "limit_backend_down"), ("status_code", "503")]
+        ) >= 3.0
+    );
+    // Redis back: checks resume.
+    let _redis = OwnRedis::start(port);
+    let mut recovered = false;
+    for _ in 0..60 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let (status, h, _) = post(&deny.url("/v1/chat/completions"), &auth, CHAT).await;
+        if status == 200 && header(&h, "x-ratelimit-limit-requests").is_some() {
+            recovered = true;
+            break;
+        }
+    }
+    assert!(recovered, "the gateway reconnected to Redis");
+}
