@@ -393,8 +393,12 @@ impl Limiter {
             Backend::Redis(r) => {
                 let limiter = self.clone();
                 let r = r.clone();
-                // Settle off the request path; the response is already on its way.
-                tokio::spawn(async move {
+                // Settle off the request path; the response is already on its way. (A request
+                // dropped while the runtime shuts down has no runtime left to settle on.)
+                let Ok(handle) = tokio::runtime::Handle::try_current() else {
+                    return;
+                };
+                handle.spawn(async move {
                     let rules = admission.rules.clone();
                     match r
                         .settle(admission, tokens, cost_nanos, now, limiter.offset_secs)
