@@ -9,7 +9,6 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use tokio::net::TcpListener;
 use tollgate::config::Config;
-use tollgate::metering::estimate;
 use tollgate::proxy::Gateway;
 use tollgate::{demo, server, sim};
 
@@ -135,7 +134,6 @@ async fn serve(config: Config, listen: Option<SocketAddr>) -> Result<(), String>
         prices_as_of = config.prices.as_of(),
         "config loaded"
     );
-    std::thread::spawn(estimate::warm_up);
     let gateway = Gateway::new(config)?;
     let listener = bind(addr).await?;
     let local = listener.local_addr().map_err(|e| e.to_string())?;

@@ -1,6 +1,10 @@
 //! Token estimates for responses that carry no usage, with a real tokenizer (tiktoken's
 //! `o200k_base`, compiled into the binary). No offline tokenizer exists for Claude models, so
 //! they are estimated with the same encoding; such requests are marked `estimated`.
+//!
+//! The encoder is built on first use (100-200 ms, ~50 MB), on a blocking thread (settlement
+//! runs estimates through `spawn_blocking`): a gateway whose providers always report usage never
+//! pays for it.
 
 use std::sync::OnceLock;
 
@@ -8,12 +12,6 @@ use serde_json::Value;
 use tiktoken_rs::CoreBPE;
 
 static ENCODER: OnceLock<Option<CoreBPE>> = OnceLock::new();
-
-/// Builds the encoder (100-200 ms). Called once at start-up off the request path, so the first
-/// estimate does not stall a worker thread.
-pub fn warm_up() {
-    let _ = encoder();
-}
 
 fn encoder() -> Option<&'static CoreBPE> {
     ENCODER

@@ -79,21 +79,102 @@ impl PendingRequest {
             Ending::GatewayError(s, t) => (s, Some(t)),
             Ending::ClientGone => (499, Some("client_disconnected")),
         };
-        let (usage, estimated) = if self.endpoint.is_metered() && success {
-            self.usage_of(ending, &facts)
-        } else {
-            (facts.usage.unwrap_or_default(), false)
+        let finished = ending == Ending::Complete && facts.finished;
+        let reported_in_full = match facts.usage {
+            Some(u) => finished && (u.total() > 0 || self.endpoint == Endpoint::Embeddings),
+            None => false,
         };
-        let model = facts.model.as_deref().unwrap_or(&self.requested_model);
+        let needs_estimate = self.endpoint.is_metered() && success && !reported_in_full;
+        let closing = Closing {
+            gw: self.gw.clone(),
+            provider: self.provider.clone(),
+            key: self.key.clone(),
+            endpoint: self.endpoint,
+            requested_model: std::mem::take(&mut self.requested_model),
+            model: facts.model,
+            status,
+            error_type,
+            usage: facts.usage.unwrap_or_default(),
+            estimated: false,
+            duration: now - self.start,
+            upstream: self.upstream_start.map(|s| now - s),
+            time_to_first_token: if self.stream {
+                self.first_byte.map(|t| t - self.start)
+            } else {
+                None
+            },
+            overhead: self.overhead,
+            admission: self.admission.take(),
+        };
+        if !needs_estimate {
+            closing.finish();
+            return;
+        }
+        // Tokenizing is CPU work (and the first use loads the encoder): off the async workers.
+        let body = std::mem::take(&mut self.request_body);
+        let job = move || {
+            let mut closing = closing;
+            (closing.usage, closing.estimated) = estimated_usage(facts.usage, &body, &facts.text);
+            closing.finish();
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(handle) => drop(handle.spawn_blocking(job)),
+            Err(_) => job(),
+        }
+    }
+}
+
+/// The tokens seen so far when a response did not report its usage in full: reported input,
+/// else an estimate of the request, and the larger of reported output and the output text seen.
+fn estimated_usage(reported: Option<Usage>, request_body: &[u8], text: &str) -> (Usage, bool) {
+    let mut u = reported.unwrap_or_default();
+    let mut estimated = false;
+    if u.input == 0 {
+        u.input = estimate::estimate_request_tokens(request_body);
+        estimated |= u.input > 0;
+    }
+    let seen = estimate::count_tokens(text);
+    if seen > u.output {
+        u.output = seen;
+        estimated = true;
+    }
+    (u.clamped(), estimated)
+}
+
+/// Everything settlement records, owned, so it can finish on another thread.
+struct Closing {
+    gw: Arc<Gateway>,
+    provider: Arc<dyn Provider>,
+    key: Arc<KeyInfo>,
+    endpoint: Endpoint,
+    requested_model: Box<str>,
+    model: Option<String>,
+    status: u16,
+    error_type: Option<&'static str>,
+    usage: Usage,
+    estimated: bool,
+    duration: Duration,
+    upstream: Option<Duration>,
+    time_to_first_token: Option<Duration>,
+    overhead: Duration,
+    admission: Option<Admission>,
+}
+
+impl Closing {
+    /// Prices the usage, settles the limits and records the metrics.
+    fn finish(self) {
+        let model = self.model.as_deref().unwrap_or(&self.requested_model);
         let prices = &self.gw.config.prices;
         let price = prices
             .lookup(model)
             .or_else(|| prices.lookup(&self.requested_model));
-        let cost_nanos = price.map_or(0, |p| p.cost_nanos(&usage));
-        if let Some(admission) = self.admission.take() {
-            self.gw.limiter.settle(admission, usage.total(), cost_nanos);
+        let cost_nanos = price.map_or(0, |p| p.cost_nanos(&self.usage));
+        if let Some(admission) = self.admission {
+            self.gw
+                .limiter
+                .settle(admission, self.usage.total(), cost_nanos);
         }
-        if price.is_none() && !usage.is_zero() {
+        if price.is_none() && !self.usage.is_zero() {
             self.gw.warn_unpriced(self.provider.name(), model);
         }
         self.gw.metrics.record(&Observation {
@@ -102,46 +183,17 @@ impl PendingRequest {
             team: &self.key.team,
             key: &self.key.name,
             endpoint: self.endpoint.path(),
-            status_code: status_label(status),
-            error_type,
-            usage,
+            status_code: status_label(self.status),
+            error_type: self.error_type,
+            usage: self.usage,
             cost_nanos,
             priced: price.is_some(),
-            estimated,
-            duration: now - self.start,
-            upstream: self.upstream_start.map(|s| now - s),
-            time_to_first_token: if self.stream {
-                self.first_byte.map(|t| t - self.start)
-            } else {
-                None
-            },
+            estimated: self.estimated,
+            duration: self.duration,
+            upstream: self.upstream,
+            time_to_first_token: self.time_to_first_token,
             overhead: Some(self.overhead),
         });
-    }
-
-    /// Usage to count for a successful response. Reported usage is used as is when the
-    /// response finished; otherwise the tokens seen so far are counted: reported input, else
-    /// an estimate of the request, and the larger of reported output and the output text seen.
-    fn usage_of(&self, ending: Ending, facts: &Facts) -> (Usage, bool) {
-        let finished = ending == Ending::Complete && facts.finished;
-        match facts.usage {
-            Some(u) if finished && u.total() > 0 => (u, false),
-            Some(u) if finished && self.endpoint == Endpoint::Embeddings => (u, false),
-            reported => {
-                let mut u = reported.unwrap_or_default();
-                let mut estimated = false;
-                if u.input == 0 {
-                    u.input = estimate::estimate_request_tokens(&self.request_body);
-                    estimated |= u.input > 0;
-                }
-                let seen = estimate::count_tokens(&facts.text);
-                if seen > u.output {
-                    u.output = seen;
-                    estimated = true;
-                }
-                (u.clamped(), estimated)
-            }
-        }
     }
 }
 

@@ -119,7 +119,9 @@ def test_catalogue_families_and_labels(metrics, traffic):
 
 
 def test_traffic_left_series_behind(metrics, traffic):
-    scrape = metrics.scrape()
+    # Estimates are settled on a blocking thread (the first one loads the tokenizer): wait.
+    scrape = metrics.wait_until(
+        lambda s: s.value(PREFIX + "estimated_usage_requests_total") >= 1, timeout=30.0)
     for family in ["prompt_tokens_total", "completion_tokens_total", "total_tokens_total",
                    "cost_usd_total", "requests_total"]:
         assert scrape.value(PREFIX + family, model=MODEL, team=TEAM) > 0, family
