@@ -467,13 +467,19 @@ fn strip_client_headers(headers: &mut HeaderMap) {
     headers.remove("x-api-key");
     headers.remove("keep-alive");
     headers.remove("proxy-connection");
-    let own: Vec<_> = headers
+    // Allocates only when a client sent the gateway's own headers.
+    if headers
         .keys()
-        .filter(|k| k.as_str().starts_with("x-tollgate-"))
-        .cloned()
-        .collect();
-    for k in own {
-        headers.remove(k);
+        .any(|k| k.as_str().starts_with("x-tollgate-"))
+    {
+        let own: Vec<_> = headers
+            .keys()
+            .filter(|k| k.as_str().starts_with("x-tollgate-"))
+            .cloned()
+            .collect();
+        for k in own {
+            headers.remove(k);
+        }
     }
 }
 

@@ -79,7 +79,7 @@ impl TapBody {
         if self.pending.first_byte.is_none() {
             self.pending.first_byte = Some(Instant::now());
         }
-        let provider = self.pending.provider.clone();
+        let provider = &self.pending.provider;
         let endpoint = self.pending.endpoint;
         match &mut self.mode {
             Mode::Json { chunks, held, head } => {
