@@ -48,6 +48,19 @@ team = "support"
 name = "research-agent"
 key = "tg-demo-research"
 team = "research"
+limits = {{ requests_per_minute = 40, max_parallel_requests = 8 }}
+
+[[teams]]
+name = "search"
+budget = {{ usd = 20, period = "month", action = "block" }}
+
+[[teams]]
+name = "research"
+budget = {{ usd = 5, period = "day", action = "alert" }}
+
+[[teams.models]]
+model = "o4-mini"
+limits = {{ tokens_per_minute = 20000 }}
 "#
     )
 }
