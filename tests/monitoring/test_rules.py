@@ -81,3 +81,10 @@ def test_every_unit_test_names_an_existing_alert():
 def test_runbooks_are_exactly_the_alerts():
     books = {p.stem for p in (ROOT / "docs" / "runbooks").glob("*.md")} - {"README"}
     assert books == {a["alert"] for a in alerts()}
+
+
+def test_readme_lists_every_alert():
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Monitoring", 1)[1].split("\n## ", 1)[0]
+    listed = set(re.findall(r"^\| `(Tollgate\w+)` \|", section, re.M))
+    assert listed == {a["alert"] for a in alerts()}
