@@ -273,10 +273,11 @@ def cost() -> Board:
     b.row("Metered vs ledger, efficiency")
     b.panel("timeseries", "Metered vs ledger spend",
             [(f"sum({cost_})", "metered (counters, since gateway start)"),
-             (f"sum(llm_gateway_ledger_cost_usd{{{TPM}}})", "ledger (restart-proof)")],
+             (f"sum(llm_gateway_ledger_cost_usd{{{TPM}}})", "ledger (this window, restart-proof)")],
             unit="currencyUSD", w=8,
-            description="The in-memory counters against the usage ledger's totals (/api/v1/metrics). "
-                        "They agree until a gateway restarts or the ledger drops rows.")
+            description="The in-memory counters (since each gateway started) against the usage ledger's "
+                        "restart-proof totals over its window (this UTC month by default, /api/v1/metrics). "
+                        "They agree while no gateway restarted within the window and no ledger row was dropped.")
     b.panel("timeseries", "Ledger requests by team",
             [(f"sum by (team) (llm_gateway_ledger_requests{{{TPM}}})", "{{team}}")], unit="short", w=8)
     b.panel("timeseries", "Output / input token ratio by model",

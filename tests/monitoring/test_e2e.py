@@ -111,7 +111,9 @@ models = ["llama-3.1-8b"]
     if not any_pending("llm_gateway_budget"):
         cfg += '\n[[teams]]\nname = "research"\nbudget = { usd = 1000, period = "day", action = "block" }\n'
     if not any_pending("llm_gateway_ledger"):
-        cfg += f'\n[ledger]\nurl = "sqlite://{workdir}/ledger.db"\n'
+        # Gauges over this month (the default window), refreshed every second, so they can be
+        # compared exactly with the counters.
+        cfg += f'\n[ledger]\nurl = "sqlite://{workdir}/ledger.db"\nmetrics_cache_secs = 1\n'
     return cfg
 
 
@@ -508,6 +510,12 @@ def test_known_values(stack):
     assert p.scalar("sum(llm_gateway_estimated_usage_requests_total)") == t.estimated_ok > 0
     assert p.scalar("sum(llm_gateway_unpriced_requests_total)") == t.unpriced_ok > 0
     assert p.scalar('sum(llm_gateway_total_tokens_total{team="batch"})') > 0
+    if not any_pending("llm_gateway_ledger"):
+        # The ledger's restart-proof gauges agree with the counters (no restart happened).
+        p.wait_for("ledger gauges to catch up", lambda: p.scalar(
+            f"sum(llm_gateway_ledger_cost_usd{sel})") == pytest.approx(t.cost_nanos / 1e9, abs=1e-9))
+        assert p.scalar("sum(llm_gateway_ledger_requests)") == t.sent  # refused ones too
+        assert p.scalar("sum(llm_gateway_ledger_dropped_rows_total)") == 0
 
 
 def doc_queries() -> list[str]:
