@@ -3,7 +3,9 @@ scrape jobs, a 1 s scrape and evaluation interval, its own storage in a temp dir
 loopback port, scraping a live gateway (the built binary, `tollgate serve`) in front of
 `tollgate sim`, with the metrics bearer token on, while traffic from several teams and models
 runs: plain and streamed requests, OpenAI and Anthropic shapes, embeddings, reasoning, cache
-reads, an unpriced model, usage the gateway must estimate, provider errors and a bad key.
+reads, an unpriced model, usage the gateway must estimate, provider errors (5xx, overload,
+the provider's 429s, a stream cut mid-way) and a bad key; the gateway's own 429s once the rate
+limits are merged.
 
 Then every panel query of every dashboard and every rule expression runs through
 Prometheus' HTTP API with the template variables filled in: each must parse and run; each
@@ -16,6 +18,7 @@ in the responses.
 
 from __future__ import annotations
 
+import http.client
 import json
 import math
 import os
@@ -141,6 +144,10 @@ WORKLOAD = [
      {"x-sim-status": "529", "anthropic-version": "2023-06-01"}, "error"),
     ("search-app", "/v1/chat/completions", {"model": "gpt-4o", "messages": MSG, "max_tokens": 10},
      {"x-sim-status": "500"}, "error"),
+    ("support-bot", "/v1/chat/completions", {"model": "gpt-4o-mini", "messages": MSG, "max_tokens": 10},
+     {"x-sim-status": "429"}, "error"),  # the provider's rate limit
+    ("batch-job", "/v1/chat/completions", {"model": "gpt-4o-mini", "messages": MSG, "max_tokens": 40, "stream": True},
+     {"x-sim-cut-after": "3"}, "cut"),  # the provider breaks the stream
     ("not-a-key", "/v1/chat/completions", {"model": "gpt-4o-mini", "messages": MSG}, {}, "error"),
     ("burst-app", "/v1/chat/completions", {"model": "gpt-4o-mini", "messages": MSG, "max_tokens": 5}, {}, "chat"),
 ]
@@ -217,6 +224,7 @@ class Traffic:
         self.tokens = defaultdict(Counter)  # (team, provider, model) -> input/output/cached/reasoning
         self.cost_nanos = 0
         self.estimated_ok = 0
+        self.cut = 0
         self.unpriced_ok = 0
         self.prices = load_prices()
 
@@ -226,14 +234,21 @@ class Traffic:
             headers={"content-type": "application/json", "authorization": f"Bearer tg-e2e-{key}", **headers})
         try:
             with _HTTP.open(req, timeout=30) as resp:
-                status, data = resp.status, resp.read()
+                status = resp.status
+                try:
+                    data = resp.read()
+                except (http.client.IncompleteRead, ConnectionError):
+                    assert kind == "cut", f"{key} {path} {body['model']}: body cut"
+                    with self.lock:
+                        self.cut += 1  # the text seen so far is counted, estimated
+                    return self.count(status)
         except urllib.error.HTTPError as e:
             status, data = e.code, e.read()
+        self.count(status)
         with self.lock:
-            self.sent += 1
-            self.status[str(status)] += 1
             if status != 200:
                 return
+            assert kind not in ("cut", "error"), f"{key} {path} {body['model']}: {status}"
             model = body["model"]
             if kind == "estimated":
                 self.estimated_ok += 1
@@ -247,6 +262,11 @@ class Traffic:
                 self.cost_nanos += cost_nanos(self.prices[model], u)
             else:
                 self.unpriced_ok += 1
+
+    def count(self, status: int) -> None:
+        with self.lock:
+            self.sent += 1
+            self.status[str(status)] += 1
 
     def run(self, seconds: float) -> None:
         deadline = time.monotonic() + seconds
@@ -506,8 +526,11 @@ def test_known_values(stack):
     got = {x["metric"]["status_code"]: int(float(x["value"][1]))
            for x in p.vector("sum by (status_code) (llm_gateway_requests_total)")}
     assert got == dict(t.status)
-    assert {"200", "401", "500", "529"} <= set(got)
-    assert p.scalar("sum(llm_gateway_estimated_usage_requests_total)") == t.estimated_ok > 0
+    assert {"200", "401", "429", "500", "529"} <= set(got)
+    errors = {x["metric"]["error_type"] for x in p.vector("sum by (error_type) (llm_gateway_errors_total)")}
+    assert {"upstream_server_error", "overloaded", "rate_limited", "stream_interrupted", "invalid_key"} <= errors
+    assert p.scalar("sum(llm_gateway_estimated_usage_requests_total)") == t.estimated_ok + t.cut
+    assert t.estimated_ok > 0 and t.cut > 0
     assert p.scalar("sum(llm_gateway_unpriced_requests_total)") == t.unpriced_ok > 0
     assert p.scalar('sum(llm_gateway_total_tokens_total{team="batch"})') > 0
     if not any_pending("llm_gateway_ledger"):
