@@ -334,6 +334,7 @@ pub fn validate(raw: RawConfig, vars: &dyn Vars) -> Result<Config, ConfigErrors>
                 &path,
                 ScopeKind::Team,
                 &t.name,
+                &t.name,
                 t.limits.as_ref(),
                 t.budget.as_ref(),
             ),
@@ -348,6 +349,7 @@ pub fn validate(raw: RawConfig, vars: &dyn Vars) -> Result<Config, ConfigErrors>
                 &mpath,
                 ScopeKind::TeamModel,
                 &name,
+                &t.name,
                 m.limits.as_ref(),
                 m.budget.as_ref(),
             ) {
@@ -394,6 +396,7 @@ pub fn validate(raw: RawConfig, vars: &dyn Vars) -> Result<Config, ConfigErrors>
             &path,
             ScopeKind::Key,
             &k.name,
+            &k.team,
             k.limits.as_ref(),
             k.budget.as_ref(),
         );
@@ -497,6 +500,7 @@ fn rule(
     path: &str,
     kind: ScopeKind,
     name: &str,
+    team: &str,
     limits: Option<&RawLimitSet>,
     budget: Option<&RawBudget>,
 ) -> Option<Arc<Rule>> {
@@ -557,9 +561,10 @@ fn rule(
             }
         }
     };
-    Some(Rule::new(
+    Some(Rule::for_team(
         kind,
         name,
+        team,
         Limits {
             requests_per_minute: l.requests_per_minute,
             tokens_per_minute: l.tokens_per_minute,

@@ -120,6 +120,8 @@ pub struct Rule {
     pub kind: ScopeKind,
     /// The key name, team name, or `team/model`.
     pub name: Arc<str>,
+    /// The team the scope belongs to (the `team` label of the budget gauges).
+    pub team: Arc<str>,
     /// Rate and concurrency limits.
     pub limits: Limits,
     /// Budget, if any.
@@ -128,11 +130,28 @@ pub struct Rule {
 }
 
 impl Rule {
-    /// A rule for a scope.
+    /// A rule for a scope; a key's team is not known from its name, see [`Rule::for_team`].
     pub fn new(kind: ScopeKind, name: &str, limits: Limits, budget: Option<Budget>) -> Arc<Rule> {
+        let team = match kind {
+            ScopeKind::Key => "",
+            ScopeKind::Team => name,
+            ScopeKind::TeamModel => name.split_once('/').map_or(name, |(t, _)| t),
+        };
+        Rule::for_team(kind, name, team, limits, budget)
+    }
+
+    /// A rule for a scope of `team`.
+    pub fn for_team(
+        kind: ScopeKind,
+        name: &str,
+        team: &str,
+        limits: Limits,
+        budget: Option<Budget>,
+    ) -> Arc<Rule> {
         Arc::new(Rule {
             kind,
             name: name.into(),
+            team: team.into(),
             state: Mutex::new(RuleState::new(&limits, budget.as_ref())),
             limits,
             budget,
@@ -410,6 +429,7 @@ impl Limiter {
                                     limiter.metrics.budget(
                                         rule.kind.as_str(),
                                         &rule.name,
+                                        &rule.team,
                                         b.period.as_str(),
                                         b.limit_nanos,
                                         spent,
@@ -435,6 +455,7 @@ impl Limiter {
                 self.metrics.budget(
                     rule.kind.as_str(),
                     &rule.name,
+                    &rule.team,
                     b.period.as_str(),
                     b.limit_nanos,
                     spent,
@@ -463,6 +484,7 @@ impl Limiter {
                         Ok(spent) => metrics.budget(
                             rule.kind.as_str(),
                             &rule.name,
+                            &rule.team,
                             b.period.as_str(),
                             b.limit_nanos,
                             spent,

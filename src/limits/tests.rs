@@ -197,12 +197,12 @@ async fn blocking_budget_counts_reservations_and_spend() {
     let text = l.metrics.render(Format::Text);
     assert!(
         text.contains(
-            r#"llm_gateway_budget_spent_usd{scope="team",name="search",period="month"} 0.002"#
+            r#"llm_gateway_budget_spent_usd{scope="team",name="search",team="search",period="month"} 0.002"#
         ),
         "{text}"
     );
     assert!(text.contains(
-        r#"llm_gateway_budget_limit_usd{scope="team",name="search",period="month"} 0.01"#
+        r#"llm_gateway_budget_limit_usd{scope="team",name="search",team="search",period="month"} 0.01"#
     ));
 }
 
@@ -224,7 +224,7 @@ async fn alert_budgets_let_requests_through() {
     let text = l.metrics.render(Format::Text);
     assert!(
         text.contains(
-            r#"llm_gateway_budget_spent_usd{scope="key",name="k",period="day"} 0.000000015"#
+            r#"llm_gateway_budget_spent_usd{scope="key",name="k",team="",period="day"} 0.000000015"#
         ),
         "{text}"
     );

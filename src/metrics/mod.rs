@@ -217,7 +217,7 @@ impl Metrics {
             budgets: Family::new(
                 "llm_gateway_budget",
                 "",
-                &["scope", "name", "period"],
+                &["scope", "name", "team", "period"],
                 &on,
                 cap,
             ),
@@ -295,11 +295,12 @@ impl Metrics {
         &self,
         scope: &str,
         name: &str,
+        team: &str,
         period: &str,
         limit_nanos: u64,
         spent_nanos: u64,
     ) {
-        let b = self.budgets.get(&[scope, name, period]);
+        let b = self.budgets.get(&[scope, name, team, period]);
         b.limit
             .0
             .store(limit_nanos, std::sync::atomic::Ordering::Relaxed);

@@ -303,16 +303,15 @@ pub(super) fn render(m: &Metrics, format: Format) -> String {
         (m.estimated.name, m.estimated.overflowed()),
         (m.unpriced.name, m.unpriced.overflowed()),
     ];
+    // Every family's series exists from the start at 0, so `increase()` sees the first overflow.
     for (family, n) in families {
-        if n > 0 {
-            w.sample(
-                overflow,
-                "",
-                &[("family", family.into())],
-                None,
-                Value::Int(n),
-            );
-        }
+        w.sample(
+            overflow,
+            "",
+            &[("family", family.into())],
+            None,
+            Value::Int(n),
+        );
     }
 
     w.header(

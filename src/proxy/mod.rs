@@ -358,6 +358,7 @@ impl Gateway {
             start,
             upstream_start: Some(upstream_start),
             first_byte: None,
+            first_token: None,
             overhead: upstream_start - start,
             status: 0,
             stream,

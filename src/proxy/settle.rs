@@ -55,6 +55,8 @@ pub struct PendingRequest {
     pub(super) start: Instant,
     pub(super) upstream_start: Option<Instant>,
     pub(super) first_byte: Option<Instant>,
+    /// Streams: when the first output text (or tool-call arguments) passed.
+    pub(super) first_token: Option<Instant>,
     pub(super) overhead: Duration,
     pub(super) status: u16,
     pub(super) stream: bool,
@@ -99,7 +101,7 @@ impl PendingRequest {
             duration: now - self.start,
             upstream: self.upstream_start.map(|s| now - s),
             time_to_first_token: if self.stream {
-                self.first_byte.map(|t| t - self.start)
+                self.first_token.or(self.first_byte).map(|t| t - self.start)
             } else {
                 None
             },

@@ -105,9 +105,16 @@ impl TapBody {
                 scanner,
                 facts,
                 strip_usage,
-            } => scanner.feed(data, *strip_usage, &mut |ev| {
-                provider.stream_event(endpoint, ev.name, ev.data, facts)
-            }),
+            } => {
+                let out = scanner.feed(data, *strip_usage, &mut |ev| {
+                    provider.stream_event(endpoint, ev.name, ev.data, facts)
+                });
+                // Time to first token: the first event carrying output, not `message_start`.
+                if self.pending.first_token.is_none() && !facts.text.is_empty() {
+                    self.pending.first_token = Some(Instant::now());
+                }
+                out
+            }
         }
     }
 

@@ -47,11 +47,6 @@ from dashboards import fill, parse_label_values, queries, variable_queries
 # from this list once it is merged: the test then requires data from every panel and rule
 # over it (and turns on the config that makes the gateway produce it, below).
 PENDING_FAMILIES = [
-    "llm_gateway_rate_limit_allowed_total",
-    "llm_gateway_rate_limit_blocked_total",
-    "llm_gateway_budget_limit_usd",
-    "llm_gateway_budget_spent_usd",
-    "llm_gateway_limit_backend_errors_total",
     "llm_gateway_ledger_written_rows_total",
     "llm_gateway_ledger_dropped_rows_total",
     "llm_gateway_ledger_cost_usd",
@@ -106,7 +101,9 @@ models = ["llama-3.1-8b"]
 """
     limits = ("" if any_pending("llm_gateway_rate_limit")
               else "\nlimits = { requests_per_minute = 30 }")
-    for name, team, extra in (("search-app", "search", ""), ("support-bot", "support", ""),
+    key_budget = ("" if any_pending("llm_gateway_budget")
+                  else '\nbudget = { usd = 500, period = "month", action = "alert" }')
+    for name, team, extra in (("search-app", "search", key_budget), ("support-bot", "support", ""),
                               ("research-agent", "research", ""), ("batch-job", "batch", ""),
                               ("burst-app", "search", limits)):
         cfg += f'\n[[keys]]\nname = "{name}"\nkey = "tg-e2e-{name}"\nteam = "{team}"{extra}\n'
