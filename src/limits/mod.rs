@@ -158,6 +158,21 @@ impl Rule {
         })
     }
 
+    /// Sets this rule's budget gauges, if it has a budget.
+    fn publish_budget(&self, metrics: &Metrics, spent_nanos: u64) {
+        if let Some(b) = self.budget {
+            let (scope, period) = (self.kind.as_str(), b.period.as_str());
+            metrics.budget(
+                scope,
+                &self.name,
+                &self.team,
+                period,
+                b.limit_nanos,
+                spent_nanos,
+            );
+        }
+    }
+
     /// The bucket limits of this rule: (kind, capacity, period).
     fn buckets(&self) -> impl Iterator<Item = (LimitKind, u64, Duration)> + '_ {
         bucket_specs(&self.limits)
@@ -425,15 +440,8 @@ impl Limiter {
                     {
                         Ok(spent) => {
                             for (rule, spent) in rules.iter().zip(spent) {
-                                if let (Some(b), Some(spent)) = (rule.budget, spent) {
-                                    limiter.metrics.budget(
-                                        rule.kind.as_str(),
-                                        &rule.name,
-                                        &rule.team,
-                                        b.period.as_str(),
-                                        b.limit_nanos,
-                                        spent,
-                                    );
+                                if let Some(spent) = spent {
+                                    rule.publish_budget(&limiter.metrics, spent);
                                 }
                             }
                         }
@@ -450,17 +458,8 @@ impl Limiter {
     /// Sets the budget gauges of `rules` from memory state.
     fn publish_budgets(&self, rules: &[Arc<Rule>]) {
         for rule in rules {
-            if let Some(b) = rule.budget {
-                let spent = rule.state.lock().budget_spent();
-                self.metrics.budget(
-                    rule.kind.as_str(),
-                    &rule.name,
-                    &rule.team,
-                    b.period.as_str(),
-                    b.limit_nanos,
-                    spent,
-                );
-            }
+            let spent = rule.state.lock().budget_spent();
+            rule.publish_budget(&self.metrics, spent);
         }
     }
 
@@ -479,16 +478,8 @@ impl Limiter {
                 .collect();
             handle.spawn(async move {
                 for rule in rules {
-                    let Some(b) = rule.budget else { continue };
                     match r.budget_spent(&rule, unix_now(), offset).await {
-                        Ok(spent) => metrics.budget(
-                            rule.kind.as_str(),
-                            &rule.name,
-                            &rule.team,
-                            b.period.as_str(),
-                            b.limit_nanos,
-                            spent,
-                        ),
+                        Ok(spent) => rule.publish_budget(&metrics, spent),
                         Err(e) => {
                             metrics.limit_backend_error();
                             tracing::warn!(error = %e, "could not read budget spend from Redis");
