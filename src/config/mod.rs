@@ -55,6 +55,8 @@ pub struct Config {
     pub keys: KeyStore,
     /// Built-in prices with the config's overrides.
     pub prices: PriceTable,
+    /// `[ledger]`
+    pub ledger: crate::ledger::LedgerConfig,
 }
 
 /// `[server]`

@@ -28,6 +28,9 @@ pub struct RawConfig {
     /// `[[keys]]`: virtual keys.
     #[serde(default)]
     pub keys: Vec<RawKey>,
+    /// `[ledger]`: the usage ledger.
+    #[serde(default)]
+    pub ledger: crate::ledger::RawLedger,
 }
 
 /// `[server]`

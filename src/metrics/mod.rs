@@ -93,7 +93,35 @@ pub struct Metrics {
     in_flight: Family<Gauge>,
     estimated: Family<Counter>,
     unpriced: Family<Counter>,
+    /// Usage rows the ledger wrote to its database.
+    pub ledger_written: Counter,
+    /// Usage rows the ledger could not keep (channel full, or unwritten at the drain deadline).
+    pub ledger_dropped: Counter,
+    /// Usage rows the ledger writer holds in memory, not yet written.
+    pub ledger_buffered: Gauge,
     start_time: f64,
+}
+
+/// Requests and cost per (team, provider, model) over a time window, read from the ledger.
+#[derive(Debug, Clone, Default)]
+pub struct LedgerWindow {
+    /// One entry per group.
+    pub series: Vec<LedgerSeries>,
+}
+
+/// One group of a [`LedgerWindow`].
+#[derive(Debug, Clone, Default)]
+pub struct LedgerSeries {
+    /// Team.
+    pub team: String,
+    /// Provider.
+    pub provider: String,
+    /// Model.
+    pub model: String,
+    /// Finished requests in the window.
+    pub requests: i64,
+    /// Their cost in nano-USD.
+    pub cost_nanos: i64,
 }
 
 const USAGE_LABELS: &[&str] = &["provider", "model", "team", "key"];
@@ -186,6 +214,9 @@ impl Metrics {
                 &on,
                 cap,
             ),
+            ledger_written: Counter::default(),
+            ledger_dropped: Counter::default(),
+            ledger_buffered: Gauge::default(),
             start_time: SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map_or(0.0, |d| d.as_secs_f64()),
@@ -241,7 +272,12 @@ impl Metrics {
 
     /// Renders every family in `format`.
     pub fn render(&self, format: Format) -> String {
-        render::render(self, format)
+        render::render(self, format, None)
+    }
+
+    /// Renders every family, plus the ledger gauges of `ledger` when given.
+    pub fn render_with(&self, format: Format, ledger: Option<&LedgerWindow>) -> String {
+        render::render(self, format, ledger)
     }
 }
 

@@ -23,6 +23,7 @@ use hyper_util::rt::TokioExecutor;
 use parking_lot::Mutex;
 
 use crate::config::{Config, KeyInfo};
+use crate::ledger::{self, Ledger, UsageRow};
 use crate::metrics::{Metrics, Observation};
 use crate::providers::{ApiFormat, Endpoint};
 pub use error::ProxyError;
@@ -41,6 +42,8 @@ pub struct Gateway {
     pub config: Config,
     /// Metric families.
     pub metrics: Arc<Metrics>,
+    /// The usage ledger (rows go to its writer; never waited on).
+    pub ledger: Ledger,
     client: UpstreamClient,
     warned_unpriced: Mutex<HashSet<(String, String)>>,
 }
@@ -68,9 +71,16 @@ impl Gateway {
     /// A gateway for `config`.
     pub fn new(config: Config) -> Arc<Gateway> {
         let metrics = Metrics::new(&config.metrics.options);
+        Gateway::with_ledger(config, metrics, Ledger::disabled())
+    }
+
+    /// A gateway recording into `metrics` (created with [`Metrics::new`]) and `ledger`
+    /// (opened with [`Ledger::open`] on the same metrics).
+    pub fn with_ledger(config: Config, metrics: Arc<Metrics>, ledger: Ledger) -> Arc<Gateway> {
         Arc::new(Gateway {
             config,
             metrics,
+            ledger,
             client: upstream_client(),
             warned_unpriced: Mutex::new(HashSet::new()),
         })
@@ -95,8 +105,24 @@ impl Gateway {
         key: Option<&KeyInfo>,
         err: &ProxyError,
         start: Instant,
+        customer: Option<Box<str>>,
     ) {
         let (team, key_name) = key.map_or(("", ""), |k| (&*k.team, &*k.name));
+        let duration = start.elapsed();
+        self.ledger.record(UsageRow {
+            key_name: key.map_or_else(|| "".into(), |k| k.name.clone()),
+            team: key.map_or_else(|| "".into(), |k| k.team.clone()),
+            customer,
+            provider: "none".into(),
+            requested_model: err.requested_model().unwrap_or_default().into(),
+            model: "none".into(),
+            endpoint: endpoint.path(),
+            status_code: err.status(),
+            error_type: Some(err.error_type()),
+            duration,
+            started_at: chrono::Utc::now() - duration,
+            ..UsageRow::blank()
+        });
         self.metrics.record(&Observation {
             provider: "none",
             model: "none",
@@ -124,6 +150,7 @@ impl Gateway {
     ) -> Response<ResponseBody> {
         let start = Instant::now();
         let format = endpoint.format();
+        let customer = customer_header(req.headers());
         // Authenticate.
         let key = match self.config.keys.authenticate(presented_key(req.headers())) {
             Some(k) => k,
@@ -133,18 +160,18 @@ impl Gateway {
                 } else {
                     ProxyError::InvalidKey
                 };
-                self.record_rejection(endpoint, None, &err, start);
+                self.record_rejection(endpoint, None, &err, start, customer);
                 return error_response(format, &err);
             }
         };
         match self
             .clone()
-            .forward_as(endpoint, key.clone(), req, start)
+            .forward_as(endpoint, key.clone(), req, start, customer.clone())
             .await
         {
             Ok(resp) => resp,
             Err(err) => {
-                self.record_rejection(endpoint, Some(&key), &err, start);
+                self.record_rejection(endpoint, Some(&key), &err, start, customer);
                 error_response(format, &err)
             }
         }
@@ -156,6 +183,7 @@ impl Gateway {
         key: Arc<KeyInfo>,
         req: Request<Incoming>,
         start: Instant,
+        customer: Option<Box<str>>,
     ) -> Result<Response<ResponseBody>, ProxyError> {
         let format = endpoint.format();
         let (parts, body) = req.into_parts();
@@ -196,6 +224,12 @@ impl Gateway {
             request::rewrite(&body, &facts, route.upstream_model.as_deref(), inject)?;
         let requested_model: Box<str> = facts.model.as_ref().into();
         let stream = facts.stream;
+        let customer = customer.or_else(|| {
+            facts
+                .user
+                .as_deref()
+                .map(|u| ledger::row::bounded(u, ledger::row::MAX_CUSTOMER_CHARS))
+        });
 
         // Forward.
         let mut headers = parts.headers;
@@ -224,6 +258,8 @@ impl Gateway {
             stream,
             in_flight,
             settled: false,
+            customer,
+            upstream_request_id: None,
         };
         let sent = tokio::time::timeout(route.timeout, self.client.request(upstream_req)).await;
         let resp = match sent {
@@ -260,6 +296,7 @@ impl Gateway {
         let headers_at = Instant::now();
         let (mut parts, upstream_body) = resp.into_parts();
         pending.status = parts.status.as_u16();
+        pending.upstream_request_id = upstream_request_id(&parts.headers);
         strip_hop_headers(&mut parts.headers);
         let is_sse = parts
             .headers
@@ -295,6 +332,23 @@ fn presented_key(headers: &HeaderMap) -> Option<&str> {
         .get("x-api-key")
         .and_then(|v| v.to_str().ok())
         .map(str::trim)
+}
+
+/// The end user named by the client in `x-tollgate-customer`, for the ledger.
+fn customer_header(headers: &HeaderMap) -> Option<Box<str>> {
+    let v = headers.get("x-tollgate-customer")?.to_str().ok()?.trim();
+    (!v.is_empty()).then(|| ledger::row::bounded(v, ledger::row::MAX_CUSTOMER_CHARS))
+}
+
+/// The provider's request id: `x-request-id` (OpenAI and most others) or `request-id`
+/// (Anthropic).
+fn upstream_request_id(headers: &HeaderMap) -> Option<Box<str>> {
+    let v = headers
+        .get("x-request-id")
+        .or_else(|| headers.get("request-id"))?
+        .to_str()
+        .ok()?;
+    Some(ledger::row::bounded(v, ledger::row::MAX_REQUEST_ID_CHARS))
 }
 
 fn content_length(headers: &HeaderMap) -> Option<u64> {

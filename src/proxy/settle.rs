@@ -11,6 +11,7 @@ use bytes::Bytes;
 
 use super::Gateway;
 use crate::config::KeyInfo;
+use crate::ledger::UsageRow;
 use crate::metering::{Usage, estimate};
 use crate::metrics::{Gauge, Observation};
 use crate::providers::{Endpoint, Provider};
@@ -59,6 +60,10 @@ pub struct PendingRequest {
     pub(super) stream: bool,
     pub(super) in_flight: Arc<Gauge>,
     pub(super) settled: bool,
+    /// The end user, for the ledger: `x-tollgate-customer`, else the body's `user`.
+    pub(super) customer: Option<Box<str>>,
+    /// The provider's id of this request, from its response headers.
+    pub(super) upstream_request_id: Option<Box<str>>,
 }
 
 impl PendingRequest {
@@ -91,6 +96,12 @@ impl PendingRequest {
         if price.is_none() && !usage.is_zero() {
             self.gw.warn_unpriced(self.provider.name(), model);
         }
+        let duration = now - self.start;
+        let time_to_first_token = if self.stream {
+            self.first_byte.map(|t| t - self.start)
+        } else {
+            None
+        };
         self.gw.metrics.record(&Observation {
             provider: self.provider.name(),
             model,
@@ -103,14 +114,30 @@ impl PendingRequest {
             cost_nanos,
             priced: price.is_some(),
             estimated,
-            duration: now - self.start,
+            duration,
             upstream: self.upstream_start.map(|s| now - s),
-            time_to_first_token: if self.stream {
-                self.first_byte.map(|t| t - self.start)
-            } else {
-                None
-            },
+            time_to_first_token,
             overhead: Some(self.overhead),
+        });
+        self.gw.ledger.record(UsageRow {
+            id: uuid::Uuid::now_v7(),
+            started_at: chrono::Utc::now() - duration,
+            duration,
+            time_to_first_token,
+            key_name: self.key.name.clone(),
+            team: self.key.team.clone(),
+            customer: self.customer.take(),
+            provider: self.provider.name().into(),
+            requested_model: self.requested_model.clone(),
+            model: model.into(),
+            endpoint: self.endpoint.path(),
+            stream: self.stream,
+            status_code: status,
+            error_type,
+            usage,
+            cost_nanos: i64::try_from(cost_nanos).unwrap_or(i64::MAX),
+            estimated,
+            upstream_request_id: self.upstream_request_id.take(),
         });
     }
 
