@@ -96,39 +96,71 @@ pub async fn ledger_bench(url: &str, rows: usize, batch: usize) -> Result<(), St
         metrics.ledger_dropped.get()
     );
 
-    // The request path: build a row and `record` it, the writer running; the channel is big
-    // enough that nothing is dropped, so every call is a successful hand-over.
+    // The request path: `record` alone (rows built beforehand), then building the row as
+    // settlement does and recording it. The writer runs meanwhile; the channel is big enough
+    // that nothing is dropped, so every call is a successful hand-over.
     let n = 50_000.min(rows.max(1));
-    let metrics = Metrics::new(&MetricsOptions::default());
-    let ledger = Ledger::open(
-        &LedgerConfig {
-            channel_capacity: n + 1,
-            ..cfg.clone()
-        },
-        metrics.clone(),
-    )
-    .map_err(|e| e.to_string())?;
+    let small = LedgerConfig {
+        channel_capacity: n + 1,
+        ..cfg.clone()
+    };
     let key: Arc<str> = "search-app".into();
     let team: Arc<str> = "search".into();
-    let start = Instant::now();
-    for i in 0..n {
-        ledger.record(UsageRow {
-            key_name: key.clone(),
-            team: team.clone(),
-            provider: "openai".into(),
-            requested_model: "gpt-4o-mini".into(),
-            model: "gpt-4o-mini-2024-07-18".into(),
-            customer: None,
-            cost_nanos: i as i64,
-            ..UsageRow::blank()
-        });
+    // As settlement builds it (src/proxy/settle.rs).
+    let build = |i: usize| UsageRow {
+        id: uuid::Uuid::now_v7(),
+        started_at: chrono::Utc::now() - Duration::from_millis(120),
+        duration: Duration::from_millis(120),
+        time_to_first_token: None,
+        key_name: key.clone(),
+        team: team.clone(),
+        customer: None,
+        provider: "openai".into(),
+        requested_model: "gpt-4o-mini".into(),
+        model: "gpt-4o-mini-2024-07-18".into(),
+        endpoint: "/v1/chat/completions",
+        stream: false,
+        status_code: 200,
+        error_type: None,
+        usage: Usage {
+            input: 1200,
+            output: 300,
+            ..Usage::default()
+        },
+        cost_nanos: i as i64,
+        estimated: false,
+        upstream_request_id: Some("req_0123456789abcdef".into()),
+    };
+    for built_on_the_path in [false, true] {
+        let metrics = Metrics::new(&MetricsOptions::default());
+        let ledger = Ledger::open(&small, metrics.clone()).map_err(|e| e.to_string())?;
+        let prebuilt: Vec<UsageRow> = if built_on_the_path {
+            Vec::new()
+        } else {
+            (0..n).map(build).collect()
+        };
+        let start = Instant::now();
+        if built_on_the_path {
+            for i in 0..n {
+                ledger.record(build(i));
+            }
+        } else {
+            for row in prebuilt {
+                ledger.record(row);
+            }
+        }
+        let per_call = start.elapsed().as_nanos() as f64 / n as f64;
+        ledger.close().await;
+        println!(
+            "request path: {per_call:.0} ns per {} ({n} calls, dropped {}, written {})",
+            if built_on_the_path {
+                "row built and recorded"
+            } else {
+                "record() of a built row"
+            },
+            metrics.ledger_dropped.get(),
+            metrics.ledger_written.get()
+        );
     }
-    let per_call = start.elapsed().as_nanos() as f64 / n as f64;
-    ledger.close().await;
-    println!(
-        "request path: {per_call:.0} ns per row built and recorded ({n} calls, dropped {}, written {})",
-        metrics.ledger_dropped.get(),
-        metrics.ledger_written.get()
-    );
     Ok(())
 }

@@ -97,6 +97,7 @@ impl Ledger {
             metrics: metrics.clone(),
         };
         let handle = tokio::spawn(writer.run());
+        let windows = window::WindowCache::new(cfg.metrics_cache, metrics.max_series_per_family);
         tracing::info!(
             url = %config::redact(&cfg.url),
             backend = store.backend(),
@@ -110,7 +111,7 @@ impl Ledger {
                 metrics,
                 stop,
                 writer: Mutex::new(Some(handle)),
-                windows: window::WindowCache::new(cfg.metrics_cache),
+                windows,
                 last_drop_log: AtomicU64::new(0),
                 epoch: Instant::now(),
             })),

@@ -10,7 +10,7 @@ use chrono::{DateTime, Datelike, TimeZone, Utc};
 
 use super::report::{GroupKey, ReportQuery};
 use super::store::Store;
-use crate::metrics::{LedgerSeries, LedgerWindow};
+use crate::metrics::{LedgerSeries, LedgerWindow, OVERFLOW_VALUE};
 
 /// A half-open UTC window `[from, to)`.
 pub type Window = (DateTime<Utc>, DateTime<Utc>);
@@ -70,20 +70,22 @@ type Cached = (Instant, Arc<LedgerWindow>);
 /// Recently computed windows.
 pub struct WindowCache {
     ttl: Duration,
+    max_series: usize,
     entries: tokio::sync::Mutex<HashMap<(i64, i64), Cached>>,
 }
 
 impl WindowCache {
-    /// A cache whose entries live `ttl`.
-    pub fn new(ttl: Duration) -> WindowCache {
+    /// A cache whose entries live `ttl`, each with at most `max_series` series.
+    pub fn new(ttl: Duration, max_series: usize) -> WindowCache {
         WindowCache {
             ttl,
+            max_series: max_series.max(1),
             entries: tokio::sync::Mutex::new(HashMap::new()),
         }
     }
 
     /// The gauges of `[from, to)`: cached, else queried (one query at a time), else the last
-    /// value known, else none.
+    /// value known (empty if none).
     pub async fn get(
         &self,
         store: &Store,
@@ -102,40 +104,89 @@ impl WindowCache {
             to,
             group_by: vec![GroupKey::Team, GroupKey::Provider, GroupKey::Model],
         };
+        if entries.len() >= MAX_ENTRIES && !entries.contains_key(&key) {
+            entries.clear();
+        }
         match tokio::time::timeout(QUERY_TIMEOUT, store.report(&query)).await {
             Ok(Ok(report)) => {
+                let series = report
+                    .rows
+                    .into_iter()
+                    .map(|r| {
+                        let mut g = r.groups.into_iter();
+                        LedgerSeries {
+                            team: g.next().unwrap_or_default(),
+                            provider: g.next().unwrap_or_default(),
+                            model: g.next().unwrap_or_default(),
+                            requests: r.totals.requests,
+                            cost_nanos: r.totals.cost_nanos,
+                        }
+                    })
+                    .collect();
                 let w = Arc::new(LedgerWindow {
-                    series: report
-                        .rows
-                        .into_iter()
-                        .map(|r| {
-                            let mut g = r.groups.into_iter();
-                            LedgerSeries {
-                                team: g.next().unwrap_or_default(),
-                                provider: g.next().unwrap_or_default(),
-                                model: g.next().unwrap_or_default(),
-                                requests: r.totals.requests,
-                                cost_nanos: r.totals.cost_nanos,
-                            }
-                        })
-                        .collect(),
+                    series: capped(series, self.max_series),
                 });
-                if entries.len() >= MAX_ENTRIES && !entries.contains_key(&key) {
-                    entries.clear();
-                }
                 entries.insert(key, (Instant::now(), w.clone()));
                 Some(w)
             }
-            Ok(Err(e)) => {
-                tracing::warn!(error = %e, "ledger gauges: query failed");
-                stale
-            }
-            Err(_) => {
-                tracing::warn!("ledger gauges: the database did not answer in time");
-                stale
+            failed => {
+                match failed {
+                    Ok(Err(e)) => tracing::warn!(error = %e, "ledger gauges: query failed"),
+                    _ => tracing::warn!("ledger gauges: the database did not answer in time"),
+                }
+                // Served, and not asked again, until the entry expires: a database that is
+                // down costs one wait per `ttl`, not one per scrape.
+                let w = stale.unwrap_or_default();
+                entries.insert(key, (Instant::now(), w.clone()));
+                Some(w)
             }
         }
     }
+}
+
+/// At most `cap` series: the cheapest (team, provider, model) groups beyond it are folded
+/// into one `provider="__other__", model="__other__"` series per team (teams come from the
+/// config, so they are bounded), as the metric families fold their overflow.
+fn capped(mut series: Vec<LedgerSeries>, cap: usize) -> Vec<LedgerSeries> {
+    if series.len() <= cap {
+        return series;
+    }
+    series.sort_by(|a, b| {
+        b.cost_nanos
+            .cmp(&a.cost_nanos)
+            .then(b.requests.cmp(&a.requests))
+    });
+    let keep = (cap / 2).max(1);
+    let rest = series.split_off(keep);
+    let mut other: HashMap<String, LedgerSeries> = HashMap::new();
+    for s in rest {
+        let o = other.entry(s.team.clone()).or_insert_with(|| LedgerSeries {
+            team: s.team.clone(),
+            provider: OVERFLOW_VALUE.into(),
+            model: OVERFLOW_VALUE.into(),
+            ..LedgerSeries::default()
+        });
+        o.requests += s.requests;
+        o.cost_nanos += s.cost_nanos;
+    }
+    if keep + other.len() > cap {
+        // More teams than room: one series for all of the rest.
+        let mut all = LedgerSeries {
+            team: OVERFLOW_VALUE.into(),
+            provider: OVERFLOW_VALUE.into(),
+            model: OVERFLOW_VALUE.into(),
+            ..LedgerSeries::default()
+        };
+        for o in other.into_values() {
+            all.requests += o.requests;
+            all.cost_nanos += o.cost_nanos;
+        }
+        series.push(all);
+    } else {
+        series.extend(other.into_values());
+    }
+    series.sort_by(|a, b| (&a.team, &a.provider, &a.model).cmp(&(&b.team, &b.provider, &b.model)));
+    series
 }
 
 #[cfg(test)]
@@ -155,5 +206,33 @@ mod tests {
         assert_eq!(from.to_rfc3339(), "2026-12-31T00:00:00+00:00");
         assert_eq!(to.to_rfc3339(), "2027-01-01T00:00:00+00:00");
         assert!(MetricsWindow::None.around(now).is_none());
+    }
+
+    #[test]
+    fn gauges_past_the_cap_fold_into_other_per_team() {
+        let series: Vec<LedgerSeries> = (0..100)
+            .map(|i| LedgerSeries {
+                team: if i % 2 == 0 { "a" } else { "b" }.into(),
+                provider: "p".into(),
+                model: format!("m{i}"),
+                requests: 1,
+                cost_nanos: i,
+            })
+            .collect();
+        let out = capped(series, 10);
+        assert!(out.len() <= 10, "{}", out.len());
+        assert_eq!(out.iter().map(|s| s.requests).sum::<i64>(), 100);
+        assert_eq!(
+            out.iter().map(|s| s.cost_nanos).sum::<i64>(),
+            (0..100).sum::<i64>()
+        );
+        assert!(
+            out.iter()
+                .any(|s| s.team == "a" && s.model == OVERFLOW_VALUE)
+        );
+        assert!(
+            out.iter().any(|s| s.model == "m99"),
+            "the most expensive stay"
+        );
     }
 }

@@ -93,6 +93,8 @@ pub struct Metrics {
     in_flight: Family<Gauge>,
     estimated: Family<Counter>,
     unpriced: Family<Counter>,
+    /// The series cap of every family (`[metrics] max_series_per_family`).
+    pub max_series_per_family: usize,
     /// Usage rows the ledger wrote to its database.
     pub ledger_written: Counter,
     /// Usage rows the ledger could not keep (channel full, or unwritten at the drain deadline).
@@ -214,6 +216,7 @@ impl Metrics {
                 &on,
                 cap,
             ),
+            max_series_per_family: cap,
             ledger_written: Counter::default(),
             ledger_dropped: Counter::default(),
             ledger_buffered: Gauge::default(),
