@@ -1001,3 +1001,57 @@ async fn serve_drains_the_ledger_on_sigterm_and_keeps_no_prompt_text() {
     assert!(logs.contains("ledger"), "{logs}");
     db.finish().await;
 }
+
+/// SQLite locked by another writer: requests go on unslowed, rows wait in memory, and once
+/// the lock is gone every one of them is written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_locked_sqlite_database_is_retried_and_rows_catch_up() {
+    let sim = start_sim(SimOptions::default()).await;
+    let db = TestDb::new(Backend::Sqlite).await;
+    let store = Store::connect_lazy(&db.url, true, Duration::from_secs(5)).expect("store");
+    store.migrate().await.expect("migrate");
+    store.close().await;
+    let mut locker = sqlx::SqliteConnection::connect(&db.url)
+        .await
+        .expect("sqlite");
+    sqlx::query("BEGIN EXCLUSIVE")
+        .execute(&mut locker)
+        .await
+        .expect("lock");
+    let mut gw =
+        TestGateway::start_with_ledger(&config(sim, &db.url, "write_timeout_secs = 1")).await;
+    let n = 60;
+    let t = Instant::now();
+    let statuses = load(gw.addr, n, 6).await;
+    assert_eq!(statuses.len(), n);
+    assert!(
+        t.elapsed() < Duration::from_millis(900),
+        "requests did not wait for the locked database: {:?}",
+        t.elapsed()
+    );
+    let m = gw.gateway.metrics.clone();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while m.ledger_buffered.get() < n as i64 {
+        assert!(
+            Instant::now() < deadline,
+            "buffered {}",
+            m.ledger_buffered.get()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(m.ledger_written.get(), 0, "the database is locked");
+    sqlx::query("COMMIT")
+        .execute(&mut locker)
+        .await
+        .expect("unlock");
+    drop(locker);
+    wait_written(&gw, n as u64).await;
+    assert_eq!(m.ledger_dropped.get(), 0);
+    assert_eq!(m.ledger_buffered.get(), 0);
+    gw.shutdown().await;
+    assert_eq!(
+        db.scalar("SELECT COUNT(*) FROM tollgate_usage").await,
+        n as i64
+    );
+    db.finish().await;
+}

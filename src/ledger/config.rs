@@ -93,14 +93,18 @@ impl RawLedger {
     ) -> Result<LedgerConfig, Vec<(String, String)>> {
         let mut errors = Vec::new();
         let d = LedgerConfig::default();
+        // `None`: interpolation failed and `resolve` has reported it.
         let url = match &self.url {
-            Some(u) => resolve("ledger.url", u).unwrap_or_default(),
-            None => d.url.clone(),
+            Some(u) => resolve("ledger.url", u),
+            None => Some(d.url.clone()),
         };
-        if !(url.starts_with("sqlite:")
-            || url.starts_with("postgres://")
-            || url.starts_with("postgresql://"))
-        {
+        let url_ok = url.as_deref().is_none_or(|url| {
+            url.starts_with("sqlite:")
+                || url.starts_with("postgres://")
+                || url.starts_with("postgresql://")
+        });
+        let url = url.unwrap_or_default();
+        if !url_ok {
             errors.push((
                 "ledger.url".into(),
                 format!(

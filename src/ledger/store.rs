@@ -5,7 +5,6 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use futures_util::future::BoxFuture;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
@@ -86,13 +85,7 @@ impl Store {
 
     /// Applies the migrations this database has not seen. On PostgreSQL an advisory lock makes
     /// replicas starting together apply them once.
-    pub fn migrate(&self) -> BoxFuture<'_, Result<(), LedgerError>> {
-        // Boxed: the compiler cannot prove sqlx's executor futures Send for every lifetime
-        // inside a spawned task otherwise.
-        Box::pin(self.migrate_inner())
-    }
-
-    async fn migrate_inner(&self) -> Result<(), LedgerError> {
+    pub async fn migrate(&self) -> Result<(), LedgerError> {
         const TABLE: &str = "CREATE TABLE IF NOT EXISTS tollgate_migrations \
             (version BIGINT PRIMARY KEY, applied_at TEXT NOT NULL)";
         let now = Utc::now().to_rfc3339();
@@ -156,11 +149,7 @@ impl Store {
 
     /// Inserts `rows` in one statement: multi-row `VALUES` on SQLite, `UNNEST` of one array
     /// per column on PostgreSQL. Rows already present (a retried batch) are skipped.
-    pub fn insert<'a>(&'a self, rows: &'a [UsageRow]) -> BoxFuture<'a, Result<(), LedgerError>> {
-        Box::pin(self.insert_inner(rows))
-    }
-
-    async fn insert_inner(&self, rows: &[UsageRow]) -> Result<(), LedgerError> {
+    pub async fn insert(&self, rows: &[UsageRow]) -> Result<(), LedgerError> {
         if rows.is_empty() {
             return Ok(());
         }
@@ -254,11 +243,7 @@ impl Store {
     }
 
     /// Sums per group over `[from, to)`, sorted by the group values.
-    pub fn report<'a>(&'a self, q: &'a ReportQuery) -> BoxFuture<'a, Result<Report, LedgerError>> {
-        Box::pin(self.report_inner(q))
-    }
-
-    async fn report_inner(&self, q: &ReportQuery) -> Result<Report, LedgerError> {
+    pub async fn report(&self, q: &ReportQuery) -> Result<Report, LedgerError> {
         let pg = matches!(self, Store::Postgres(_));
         let mut select: Vec<String> = q
             .group_by
@@ -334,15 +319,7 @@ impl Store {
     }
 
     /// Cost in nano-USD of a team's or a key's requests since `since`.
-    pub fn spend_nanos<'a>(
-        &'a self,
-        filter: SpendFilter<'a>,
-        since: DateTime<Utc>,
-    ) -> BoxFuture<'a, Result<i64, LedgerError>> {
-        Box::pin(self.spend_inner(filter, since))
-    }
-
-    async fn spend_inner(
+    pub async fn spend_nanos(
         &self,
         filter: SpendFilter<'_>,
         since: DateTime<Utc>,
