@@ -119,26 +119,28 @@ impl PendingRequest {
             time_to_first_token,
             overhead: Some(self.overhead),
         });
-        self.gw.ledger.record(UsageRow {
-            id: uuid::Uuid::now_v7(),
-            started_at: chrono::Utc::now() - duration,
-            duration,
-            time_to_first_token,
-            key_name: self.key.name.clone(),
-            team: self.key.team.clone(),
-            customer: self.customer.take(),
-            provider: self.provider.name().into(),
-            requested_model: self.requested_model.clone(),
-            model: model.into(),
-            endpoint: self.endpoint.path(),
-            stream: self.stream,
-            status_code: status,
-            error_type,
-            usage,
-            cost_nanos: i64::try_from(cost_nanos).unwrap_or(i64::MAX),
-            estimated,
-            upstream_request_id: self.upstream_request_id.take(),
-        });
+        if self.gw.ledger.is_enabled() {
+            self.gw.ledger.record(UsageRow {
+                id: uuid::Uuid::now_v7(),
+                started_at: chrono::Utc::now() - duration,
+                duration,
+                time_to_first_token,
+                key_name: self.key.name.clone(),
+                team: self.key.team.clone(),
+                customer: self.customer.take(),
+                provider: self.provider.name().into(),
+                requested_model: self.requested_model.clone(),
+                model: model.into(),
+                endpoint: self.endpoint.path(),
+                stream: self.stream,
+                status_code: status,
+                error_type,
+                usage,
+                cost_nanos: i64::try_from(cost_nanos).unwrap_or(i64::MAX),
+                estimated,
+                upstream_request_id: self.upstream_request_id.take(),
+            });
+        }
     }
 
     /// Usage to count for a successful response. Reported usage is used as is when the
