@@ -1055,3 +1055,36 @@ async fn a_locked_sqlite_database_is_retried_and_rows_catch_up() {
     );
     db.finish().await;
 }
+
+/// What clients send is bounded before it is stored: model names and customer ids.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_strings_are_bounded_in_the_ledger() {
+    let sim = start_sim(SimOptions::default()).await;
+    let db = TestDb::new(Backend::Sqlite).await;
+    let mut gw = TestGateway::start_with_ledger(&config(sim, &db.url, "")).await;
+    let bearer = format!("Bearer {KEY}");
+    let long_customer = "c".repeat(1000);
+    let body = format!(r#"{{"model":"{}","messages":[]}}"#, "m".repeat(5000));
+    let (status, _, _) = post(
+        &gw.url("/v1/chat/completions"),
+        &[
+            ("authorization", &bearer),
+            ("x-tollgate-customer", &long_customer),
+        ],
+        &body,
+    )
+    .await;
+    assert_eq!(status, 404);
+    gw.shutdown().await;
+    assert_eq!(
+        db.scalar("SELECT LENGTH(requested_model) FROM tollgate_usage")
+            .await,
+        256
+    );
+    assert_eq!(
+        db.scalar("SELECT LENGTH(customer) FROM tollgate_usage WHERE error_type = 'unknown_model'")
+            .await,
+        256
+    );
+    db.finish().await;
+}

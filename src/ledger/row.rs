@@ -10,6 +10,8 @@ use crate::metering::Usage;
 
 /// Longest customer id kept; longer values are cut (they come from clients).
 pub const MAX_CUSTOMER_CHARS: usize = 256;
+/// Longest model name kept (they come from clients and providers).
+pub const MAX_MODEL_CHARS: usize = 256;
 /// Longest upstream request id kept.
 pub const MAX_REQUEST_ID_CHARS: usize = 128;
 

@@ -114,7 +114,10 @@ impl Gateway {
             team: key.map_or_else(|| "".into(), |k| k.team.clone()),
             customer,
             provider: "none".into(),
-            requested_model: err.requested_model().unwrap_or_default().into(),
+            requested_model: ledger::row::bounded(
+                err.requested_model().unwrap_or_default(),
+                ledger::row::MAX_MODEL_CHARS,
+            ),
             model: "none".into(),
             endpoint: endpoint.path(),
             status_code: err.status(),

@@ -12,6 +12,7 @@ use bytes::Bytes;
 use super::Gateway;
 use crate::config::KeyInfo;
 use crate::ledger::UsageRow;
+use crate::ledger::row::{MAX_MODEL_CHARS, bounded};
 use crate::metering::{Usage, estimate};
 use crate::metrics::{Gauge, Observation};
 use crate::providers::{Endpoint, Provider};
@@ -129,8 +130,8 @@ impl PendingRequest {
                 team: self.key.team.clone(),
                 customer: self.customer.take(),
                 provider: self.provider.name().into(),
-                requested_model: self.requested_model.clone(),
-                model: model.into(),
+                requested_model: bounded(&self.requested_model, MAX_MODEL_CHARS),
+                model: bounded(model, MAX_MODEL_CHARS),
                 endpoint: self.endpoint.path(),
                 stream: self.stream,
                 status_code: status,
