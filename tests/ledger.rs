@@ -401,6 +401,17 @@ async fn rows_written_under_concurrent_load_equal_requests_served(backend: Backe
     let cost = db.scalar(&sum("cost_nanos")).await as f64 / 1e9;
     assert!(cost > 0.0);
     assert!((cost - scrape.sum("llm_gateway_cost_usd_total", &[])).abs() < 1e-8);
+    // The hourly rollup holds the same sums.
+    let hourly = |c: &str| format!("SELECT CAST(SUM({c}) AS BIGINT) FROM tollgate_usage_hourly");
+    assert_eq!(db.scalar(&hourly("requests")).await, n as i64);
+    for c in [
+        "input_tokens",
+        "output_tokens",
+        "cached_read_tokens",
+        "cost_nanos",
+    ] {
+        assert_eq!(db.scalar(&hourly(c)).await, db.scalar(&sum(c)).await, "{c}");
+    }
     // Never the prompt.
     assert!(!db.contains(MARKER).await, "prompt text in the ledger");
     db.finish().await;
@@ -730,6 +741,37 @@ async fn windows_are_half_open_and_utc(backend: Backend) {
         .await
         .expect("report");
     assert!(empty.rows.is_empty());
+
+    // The hourly rollup (kept by a trigger, and not doubled by the retried batch) answers
+    // hour-aligned windows exactly as the rows do; other windows read the rows.
+    assert_eq!(
+        db.scalar("SELECT CAST(SUM(requests) AS BIGINT) FROM tollgate_usage_hourly")
+            .await,
+        5
+    );
+    for (from, to) in [
+        ("2026-10-01", "2027-01-01"),
+        ("2026-11-01", "2026-12-01"),
+        ("2026-11-15T23:00:00Z", "2026-11-16T00:00:00Z"),
+        ("2026-11-15T23:30:00Z", "2026-12-01T00:00:00.000001Z"),
+    ] {
+        for by in [
+            "",
+            "team",
+            "day,team",
+            "model,provider,team",
+            "hour",
+            "month",
+            "key",
+        ] {
+            let q = q(from, to, by);
+            assert_eq!(
+                store.report(&q).await.expect("report").rows,
+                store.report_rows(&q).await.expect("report").rows,
+                "{from} {to} {by}"
+            );
+        }
+    }
 
     // Spend since a time, for budgets: inclusive of the start.
     let cfg = LedgerConfig {

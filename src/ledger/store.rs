@@ -9,17 +9,25 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
-use sqlx::{QueryBuilder, Row};
+use sqlx::{Executor, QueryBuilder, Row};
 
 use super::LedgerError;
 use super::config::redact;
-use super::report::{Report, ReportQuery, ReportRow, Totals};
+use super::report::{GroupKey, Report, ReportQuery, ReportRow, Totals};
 use super::row::{UsageRow, micros, tokens};
 
 /// Schema migrations, in order: (version, SQL).
-const SQLITE_MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("migrations/sqlite/0001_usage.sql"))];
-const POSTGRES_MIGRATIONS: &[(i64, &str)] =
-    &[(1, include_str!("migrations/postgres/0001_usage.sql"))];
+const SQLITE_MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("migrations/sqlite/0001_usage.sql")),
+    (2, include_str!("migrations/sqlite/0002_hourly_rollup.sql")),
+];
+const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("migrations/postgres/0001_usage.sql")),
+    (
+        2,
+        include_str!("migrations/postgres/0002_hourly_rollup.sql"),
+    ),
+];
 
 /// Columns of `tollgate_usage`, in insert order.
 const COLUMNS: &str = "id, started_at, duration_us, ttft_us, key_name, team, customer, provider, \
@@ -101,9 +109,8 @@ impl Store {
                     if v <= current {
                         continue;
                     }
-                    for stmt in statements(sql) {
-                        sqlx::query(stmt).execute(&mut *tx).await?;
-                    }
+                    // Several statements: run as one (unprepared, no arguments).
+                    (&mut *tx).execute(sql).await?;
                     sqlx::query(
                         "INSERT INTO tollgate_migrations (version, applied_at) VALUES (?, ?)",
                     )
@@ -129,9 +136,8 @@ impl Store {
                     if v <= current {
                         continue;
                     }
-                    for stmt in statements(sql) {
-                        sqlx::query(stmt).execute(&mut *tx).await?;
-                    }
+                    // Several statements: run as one (unprepared, no arguments).
+                    (&mut *tx).execute(sql).await?;
                     sqlx::query(
                         "INSERT INTO tollgate_migrations (version, applied_at) VALUES ($1, $2)",
                     )
@@ -242,16 +248,36 @@ impl Store {
         Ok(())
     }
 
-    /// Sums per group over `[from, to)`, sorted by the group values.
+    /// Sums per group over `[from, to)`, sorted by the group values: from the hourly rollup
+    /// when it holds the answer (a window on whole UTC hours, grouped by team, provider, model
+    /// or time buckets), else from the rows.
     pub async fn report(&self, q: &ReportQuery) -> Result<Report, LedgerError> {
+        self.report_from(q, rollup_answers(q)).await
+    }
+
+    /// The same report, always read from the rows themselves (for checks and comparisons).
+    pub async fn report_rows(&self, q: &ReportQuery) -> Result<Report, LedgerError> {
+        self.report_from(q, false).await
+    }
+
+    async fn report_from(&self, q: &ReportQuery, hourly: bool) -> Result<Report, LedgerError> {
         let pg = matches!(self, Store::Postgres(_));
+        let (table, time) = if hourly {
+            ("tollgate_usage_hourly", "hour")
+        } else {
+            ("tollgate_usage", "started_at")
+        };
         let mut select: Vec<String> = q
             .group_by
             .iter()
             .enumerate()
-            .map(|(i, k)| format!("{} AS g{i}", k.sql(pg)))
+            .map(|(i, k)| format!("{} AS g{i}", k.sql(pg).replace("started_at", time)))
             .collect();
-        select.push("COUNT(*) AS requests".into());
+        select.push(if hourly {
+            "CAST(COALESCE(SUM(requests), 0) AS BIGINT) AS requests".into()
+        } else {
+            "COUNT(*) AS requests".into()
+        });
         for c in [
             "input_tokens",
             "output_tokens",
@@ -264,7 +290,7 @@ impl Store {
         }
         let (p1, p2) = if pg { ("$1", "$2") } else { ("?", "?") };
         let mut sql = format!(
-            "SELECT {} FROM tollgate_usage WHERE started_at >= {p1} AND started_at < {p2}",
+            "SELECT {} FROM {table} WHERE {time} >= {p1} AND {time} < {p2}",
             select.join(", ")
         );
         if !q.group_by.is_empty() {
@@ -361,13 +387,25 @@ impl Store {
     }
 }
 
-/// The statements of a migration file (no `;` inside its strings or comments).
-fn statements(sql: &str) -> impl Iterator<Item = &str> {
-    sql.split(';').filter(|s| {
-        s.lines()
-            .map(str::trim)
-            .any(|l| !l.is_empty() && !l.starts_with("--"))
-    })
+/// Can the hourly rollup answer `q` exactly?
+fn rollup_answers(q: &ReportQuery) -> bool {
+    const HOUR_MICROS: i64 = 3_600_000_000;
+    let whole_hour = |t: DateTime<Utc>| {
+        t.timestamp_micros().rem_euclid(HOUR_MICROS) == 0 && t.timestamp_subsec_nanos() % 1000 == 0
+    };
+    whole_hour(q.from)
+        && whole_hour(q.to)
+        && q.group_by.iter().all(|k| {
+            matches!(
+                k,
+                GroupKey::Team
+                    | GroupKey::Provider
+                    | GroupKey::Model
+                    | GroupKey::Month
+                    | GroupKey::Day
+                    | GroupKey::Hour
+            )
+        })
 }
 
 /// Reading a result row by index, whichever the backend.
