@@ -71,6 +71,21 @@ impl TestDb {
                          TOLLGATE_TEST_POSTGRES"
                     )
                 });
+                // Databases of earlier runs that failed before dropping theirs.
+                let stale: Vec<String> = sqlx::query_scalar(
+                    "SELECT datname FROM pg_database WHERE datname LIKE 'tollgate_test_%'",
+                )
+                .fetch_all(&mut conn)
+                .await
+                .expect("list databases");
+                for old in stale {
+                    let pid = old.trim_start_matches("tollgate_test_").split('_').next();
+                    if pid.is_some_and(|p| !std::path::Path::new(&format!("/proc/{p}")).exists()) {
+                        let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {old} WITH (FORCE)"))
+                            .execute(&mut conn)
+                            .await;
+                    }
+                }
                 let name = format!("tollgate_test_{tag}");
                 sqlx::query(&format!("DROP DATABASE IF EXISTS {name}"))
                     .execute(&mut conn)
