@@ -287,8 +287,13 @@ fn main() -> ExitCode {
     if let Command::Check { config } = &cli.command {
         return match Config::load(config) {
             Ok(cfg) => {
+                let ledger = if cfg.ledger.enabled {
+                    tollgate::ledger::config::redact(&cfg.ledger.url)
+                } else {
+                    "off".into()
+                };
                 println!(
-                    "{}: OK ({} providers, {} keys, {} priced model ids, prices as of {})",
+                    "{}: OK ({} providers, {} keys, {} priced model ids, prices as of {}, ledger {ledger})",
                     config.display(),
                     cfg.providers.len(),
                     cfg.keys.len(),
