@@ -14,6 +14,11 @@ pub fn demo_config(sim_addr: &str, listen: &str) -> String {
 [server]
 listen = "{listen}"
 
+[ledger]
+url = "sqlite://tollgate-demo.db"
+admin_token = "tg-demo-admin"
+metrics_window = "day"
+
 [[providers]]
 name = "openai"
 kind = "openai"

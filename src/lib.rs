@@ -7,6 +7,8 @@
 //! - [`providers`]: one file per provider, each implementing [`providers::Provider`];
 //! - [`metering`]: normalised [`metering::Usage`], the price table, token estimates;
 //! - [`metrics`]: every metric family and the Prometheus/OpenMetrics exposition;
+//! - [`ledger`]: one usage row per request, batched into SQLite or PostgreSQL, and the usage
+//!   reports;
 //! - [`sim`]: the simulated provider used by `tollgate demo`, the tests and the benchmark;
 //! - [`demo`]: the demo: simulated provider, gateway and a little synthetic traffic.
 //!
@@ -17,12 +19,14 @@
 //! it, swaps the client's key for the provider's, and forwards. The response body is returned
 //! wrapped in a [`proxy::tap::TapBody`], which passes every frame on as it arrives and reads
 //! usage from the JSON body or the SSE events; when the body ends, breaks, or the client goes
-//! away, [`proxy::settle::PendingRequest`] settles usage, cost and metrics exactly once.
+//! away, [`proxy::settle::PendingRequest`] settles usage, cost and metrics exactly once, and
+//! hands a [`ledger::UsageRow`] to the ledger's writer without waiting.
 
 #![forbid(unsafe_code)]
 
 pub mod config;
 pub mod demo;
+pub mod ledger;
 pub mod limits;
 pub mod metering;
 pub mod metrics;

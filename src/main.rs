@@ -1,4 +1,4 @@
-//! The `tollgate` command: `serve`, `check`, `demo` and `sim`.
+//! The `tollgate` command: `serve`, `check`, `usage`, `demo` and `sim`.
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -9,8 +9,12 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use tokio::net::TcpListener;
 use tollgate::config::Config;
+use tollgate::ledger::{Ledger, ReportQuery};
+use tollgate::metrics::Metrics;
 use tollgate::proxy::Gateway;
 use tollgate::{demo, server, sim};
+
+mod ledger_cli;
 
 #[derive(Parser)]
 #[command(
@@ -54,6 +58,39 @@ enum Command {
         /// Synthetic requests per second (0 for none).
         #[arg(long, default_value_t = 5)]
         rate: u32,
+    },
+    /// Usage from the ledger: requests, tokens and cost per group over [from, to), UTC.
+    Usage {
+        /// The config file (its `[ledger] url` is read).
+        #[arg(long, short, env = "TOLLGATE_CONFIG", default_value = "tollgate.toml")]
+        config: PathBuf,
+        /// Start, inclusive: a date (2026-11-01, midnight UTC) or an RFC 3339 time.
+        #[arg(long)]
+        from: String,
+        /// End, exclusive: a date or an RFC 3339 time.
+        #[arg(long)]
+        to: String,
+        /// Group columns, comma-separated: team, key, customer, provider, model,
+        /// requested_model, endpoint, status_code, error_type, stream, estimated, month, day, hour.
+        #[arg(long, default_value = "")]
+        by: String,
+        /// CSV instead of a table.
+        #[arg(long)]
+        csv: bool,
+    },
+    /// Measures the ledger writer: rows per second into a database, and the cost of one
+    /// `record` call on the request path.
+    #[command(hide = true)]
+    LedgerBench {
+        /// Database URL (sqlite://FILE or postgres://...).
+        #[arg(long)]
+        url: String,
+        /// Rows to write.
+        #[arg(long, default_value_t = 200_000)]
+        rows: usize,
+        /// Rows per insert.
+        #[arg(long, default_value_t = 1000)]
+        batch: usize,
     },
     /// Run only the simulated provider (OpenAI and Anthropic shapes), for tests and benchmarks.
     Sim {
@@ -134,7 +171,10 @@ async fn serve(config: Config, listen: Option<SocketAddr>) -> Result<(), String>
         prices_as_of = config.prices.as_of(),
         "config loaded"
     );
-    let gateway = Gateway::new(config)?;
+    let metrics = Metrics::new(&config.metrics.options);
+    let ledger = Ledger::open(&config.ledger, metrics.clone()).map_err(|e| e.to_string())?;
+    let gateway = Gateway::with_ledger(config, metrics, ledger.clone())?;
+    gateway.restore_budgets().await;
     let listener = bind(addr).await?;
     let local = listener.local_addr().map_err(|e| e.to_string())?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -162,6 +202,8 @@ async fn serve(config: Config, listen: Option<SocketAddr>) -> Result<(), String>
     for t in tasks {
         let _ = t.await;
     }
+    // Every request has finished and settled: the writer writes what it holds, then exits.
+    ledger.close().await;
     Ok(())
 }
 
@@ -173,6 +215,28 @@ async fn run(cli: Cli) -> Result<(), String> {
             serve(cfg, listen).await
         }
         Command::Check { .. } => unreachable!("handled before the runtime starts"),
+        Command::Usage {
+            config,
+            from,
+            to,
+            by,
+            csv,
+        } => {
+            let cfg = Config::load(&config)
+                .map_err(|e| format!("invalid config {}:\n{e}", config.display()))?;
+            let query = ReportQuery::parse(Some(&from), Some(&to), Some(&by))?;
+            let report = ledger_cli::usage_report(&cfg.ledger, &query).await?;
+            let out = if csv {
+                report.to_csv()
+            } else {
+                report.to_table()
+            };
+            print!("{out}");
+            Ok(())
+        }
+        Command::LedgerBench { url, rows, batch } => {
+            ledger_cli::ledger_bench(&url, rows, batch).await
+        }
         Command::Sim {
             listen,
             delay_ms,
@@ -204,6 +268,7 @@ async fn run(cli: Cli) -> Result<(), String> {
             eprintln!(
                 "Tollgate demo: simulated provider on {sim_addr}; gateway on http://{listen}\n\
                  metrics: curl http://{listen}/metrics\n\
+                 usage:   curl -H 'Authorization: Bearer tg-demo-admin' 'http://{listen}/api/v1/usage?from=2026-01-01&to=2100-01-01&group_by=team,model'\n\
                  try:     curl http://{listen}/v1/chat/completions -H 'Authorization: Bearer tg-demo-search' \\\n\
                  \x20          -H 'Content-Type: application/json' -d '{{\"model\":\"gpt-4o-mini\",\"messages\":[{{\"role\":\"user\",\"content\":\"hi\"}}]}}'"
             );
@@ -221,8 +286,13 @@ fn main() -> ExitCode {
     if let Command::Check { config } = &cli.command {
         return match Config::load(config) {
             Ok(cfg) => {
+                let ledger = if cfg.ledger.enabled {
+                    tollgate::ledger::config::redact(&cfg.ledger.url)
+                } else {
+                    "off".into()
+                };
                 println!(
-                    "{}: OK ({} providers, {} keys, {} priced model ids, prices as of {})",
+                    "{}: OK ({} providers, {} keys, {} priced model ids, prices as of {}, ledger {ledger})",
                     config.display(),
                     cfg.providers.len(),
                     cfg.keys.len(),

@@ -505,3 +505,71 @@ limits = { requests_per_minute = 1000 }
     }
     assert!(recovered, "the gateway reconnected to Redis");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_memory_budgets_are_restored_from_the_ledger_after_a_restart() {
+    let sim = start_sim().await;
+    let dir = std::env::temp_dir().join(unique_prefix("restore"));
+    std::fs::create_dir_all(&dir).expect("tmp dir");
+    let keys = format!(
+        r#"
+[ledger]
+url = "sqlite://{}/ledger.db"
+
+[[keys]]
+name = "restored"
+key = "tg-restore-key"
+team = "ops"
+budget = {{ usd = 0.0002, period = "month", action = "block" }}
+"#,
+        dir.display()
+    );
+    let text = config(sim, "", &keys);
+    let body =
+        r#"{"model":"gpt-4o","messages":[{"role":"user","content":"hello"}],"max_tokens":4}"#;
+    let auth = [("authorization", "Bearer tg-restore-key")];
+    let gw = TestGateway::start_with_ledger(&text).await;
+    let mut sent = 0.0;
+    loop {
+        let (status, _, _) = post(&gw.url("/v1/chat/completions"), &auth, body).await;
+        sent += 1.0;
+        if status == 429 {
+            break;
+        }
+        assert!(sent < 30.0, "the budget never blocked");
+    }
+    // Every row on disk before the "restart".
+    for _ in 0..200 {
+        if gw
+            .scrape()
+            .await
+            .sum("llm_gateway_ledger_written_rows_total", &[])
+            >= sent
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let spent_before = gw
+        .scrape()
+        .await
+        .sum("llm_gateway_budget_spent_usd", &[("name", "restored")]);
+    drop(gw);
+    let config = tollgate::config::Config::from_toml(
+        &text,
+        &std::collections::HashMap::<String, String>::new(),
+    )
+    .expect("valid");
+    let metrics = tollgate::metrics::Metrics::new(&config.metrics.options);
+    let ledger = tollgate::ledger::Ledger::open(&config.ledger, metrics.clone()).expect("ledger");
+    let gateway = tollgate::proxy::Gateway::with_ledger(config, metrics, ledger).expect("gateway");
+    gateway.restore_budgets().await;
+    let text_metrics = gateway.metrics.render(tollgate::metrics::Format::Text);
+    let restored =
+        Scrape::parse(&text_metrics).sum("llm_gateway_budget_spent_usd", &[("name", "restored")]);
+    assert!(
+        spent_before >= 0.0002 && (restored - spent_before).abs() < 1e-12,
+        "restored {restored}, before {spent_before}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -59,6 +59,8 @@ pub struct Config {
     pub limits: LimitsConfig,
     /// Every limit rule (keys, teams, team-models), for publishing budgets.
     pub rules: Vec<Arc<crate::limits::Rule>>,
+    /// `[ledger]`
+    pub ledger: crate::ledger::LedgerConfig,
 }
 
 /// Where limit state lives.

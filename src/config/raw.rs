@@ -34,6 +34,9 @@ pub struct RawConfig {
     /// `[limits]`: where limit state lives.
     #[serde(default)]
     pub limits: RawLimitsSection,
+    /// `[ledger]`: the usage ledger.
+    #[serde(default)]
+    pub ledger: crate::ledger::RawLedger,
 }
 
 /// `[limits]`

@@ -157,3 +157,31 @@ fn unknown_fields_and_type_errors_are_rejected_with_location() {
         .0;
     assert!(errs[0].message.contains("listne"), "{errs:?}");
 }
+
+#[test]
+fn ledger_secrets_come_from_the_environment_and_errors_have_paths() {
+    let text = format!(
+        "{GOOD}\n[ledger]\nurl = \"postgres://tollgate:${{APP_KEY}}@db/tollgate\"\nadmin_token = \"${{OPENAI_API_KEY}}-admin\"\n"
+    );
+    let cfg = Config::from_toml(&text, &vars()).expect("valid");
+    assert_eq!(
+        cfg.ledger.url,
+        "postgres://tollgate:tg-app-secret@db/tollgate"
+    );
+    assert_eq!(cfg.ledger.admin_token.as_deref(), Some("sk-real-admin"));
+    let defaults = Config::from_toml(GOOD, &vars()).expect("valid");
+    assert_eq!(defaults.ledger.url, "sqlite://tollgate.db");
+
+    let text = format!(
+        "{GOOD}\n[ledger]\nurl = \"${{NO_SUCH_VAR}}\"\nmetrics_window = \"week\"\nflush_ms = 5\n"
+    );
+    let err = Config::from_toml(&text, &vars())
+        .err()
+        .expect("unknown key");
+    assert!(err.to_string().contains("flush_ms"), "{err}");
+    let text = format!("{GOOD}\n[ledger]\nurl = \"${{NO_SUCH_VAR}}\"\nmetrics_window = \"week\"\n");
+    let err = Config::from_toml(&text, &vars()).err().expect("invalid");
+    let paths: Vec<_> = err.0.iter().map(|e| e.path.as_str()).collect();
+    assert!(paths.contains(&"ledger.url"), "{err}");
+    assert!(paths.contains(&"ledger.metrics_window"), "{err}");
+}

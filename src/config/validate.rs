@@ -423,6 +423,16 @@ pub fn validate(raw: RawConfig, vars: &dyn Vars) -> Result<Config, ConfigErrors>
         }));
     }
 
+    let ledger = raw
+        .ledger
+        .validate(&mut |path, v| resolve(&mut errors, path, v, vars))
+        .unwrap_or_else(|errs| {
+            for (path, message) in errs {
+                errors.push(path, message);
+            }
+            Default::default()
+        });
+
     if !errors.0.is_empty() {
         return Err(ConfigErrors(errors.0));
     }
@@ -446,6 +456,7 @@ pub fn validate(raw: RawConfig, vars: &dyn Vars) -> Result<Config, ConfigErrors>
         prices,
         limits,
         rules: all_rules,
+        ledger,
     })
 }
 

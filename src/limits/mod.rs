@@ -364,6 +364,16 @@ impl Limiter {
         }
     }
 
+    /// True for the in-memory backend, whose state a restart loses.
+    pub fn is_memory(&self) -> bool {
+        matches!(self.backend, Backend::Memory)
+    }
+
+    /// Budget time zone, seconds east of UTC.
+    pub fn offset_secs(&self) -> i64 {
+        self.offset_secs
+    }
+
     /// What the gateway does when the backend fails.
     pub fn on_backend_error(&self) -> OnBackendError {
         self.on_error

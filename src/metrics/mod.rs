@@ -97,6 +97,14 @@ pub struct Metrics {
     rate_limit_blocked: Family<Counter>,
     budgets: Family<BudgetCells>,
     limit_backend_errors: Counter,
+    /// The series cap of every family (`[metrics] max_series_per_family`).
+    pub max_series_per_family: usize,
+    /// Usage rows the ledger wrote to its database.
+    pub ledger_written: Counter,
+    /// Usage rows the ledger could not keep (channel full, or unwritten at the drain deadline).
+    pub ledger_dropped: Counter,
+    /// Usage rows the ledger writer holds in memory, not yet written.
+    pub ledger_buffered: Gauge,
     start_time: f64,
 }
 
@@ -107,6 +115,28 @@ pub struct BudgetCells {
     pub limit: Counter,
     /// Spent this period (set, not added).
     pub spent: std::sync::atomic::AtomicU64,
+}
+
+/// Requests and cost per (team, provider, model) over a time window, read from the ledger.
+#[derive(Debug, Clone, Default)]
+pub struct LedgerWindow {
+    /// One entry per group.
+    pub series: Vec<LedgerSeries>,
+}
+
+/// One group of a [`LedgerWindow`].
+#[derive(Debug, Clone, Default)]
+pub struct LedgerSeries {
+    /// Team.
+    pub team: String,
+    /// Provider.
+    pub provider: String,
+    /// Model.
+    pub model: String,
+    /// Finished requests in the window.
+    pub requests: i64,
+    /// Their cost in nano-USD.
+    pub cost_nanos: i64,
 }
 
 const USAGE_LABELS: &[&str] = &["provider", "model", "team", "key"];
@@ -222,6 +252,10 @@ impl Metrics {
                 cap,
             ),
             limit_backend_errors: Counter::default(),
+            max_series_per_family: cap,
+            ledger_written: Counter::default(),
+            ledger_dropped: Counter::default(),
+            ledger_buffered: Gauge::default(),
             start_time: SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map_or(0.0, |d| d.as_secs_f64()),
@@ -310,7 +344,12 @@ impl Metrics {
 
     /// Renders every family in `format`.
     pub fn render(&self, format: Format) -> String {
-        render::render(self, format)
+        render::render(self, format, None)
+    }
+
+    /// Renders every family, plus the ledger gauges of `ledger` when given.
+    pub fn render_with(&self, format: Format, ledger: Option<&LedgerWindow>) -> String {
+        render::render(self, format, ledger)
     }
 }
 

@@ -6,7 +6,7 @@
 use std::fmt::Write;
 
 use super::cells::Histogram;
-use super::{Family, Metrics, process};
+use super::{Family, LedgerWindow, Metrics, process};
 use crate::metering::nanos_to_usd;
 
 /// Content type of the 0.0.4 text format.
@@ -166,7 +166,7 @@ where
     }
 }
 
-pub(super) fn render(m: &Metrics, format: Format) -> String {
+pub(super) fn render(m: &Metrics, format: Format, ledger: Option<&LedgerWindow>) -> String {
     let mut w = Writer {
         out: String::with_capacity(16 * 1024),
         format,
@@ -314,6 +314,8 @@ pub(super) fn render(m: &Metrics, format: Format) -> String {
         );
     }
 
+    ledger_families(&mut w, m, ledger);
+
     w.header(
         "llm_gateway_build_info",
         Kind::Gauge,
@@ -331,4 +333,68 @@ pub(super) fn render(m: &Metrics, format: Format) -> String {
         w.out.push_str("# EOF\n");
     }
     w.out
+}
+
+fn ledger_families(w: &mut Writer, m: &Metrics, ledger: Option<&LedgerWindow>) {
+    let written = "llm_gateway_ledger_written_rows_total";
+    w.header(
+        written,
+        Kind::Counter,
+        "Usage rows the ledger wrote to its database.",
+    );
+    w.sample(written, "", &[], None, Value::Int(m.ledger_written.get()));
+    let dropped = "llm_gateway_ledger_dropped_rows_total";
+    w.header(
+        dropped,
+        Kind::Counter,
+        "Usage rows the ledger could not keep: its channel was full, or the database did not take them before shutdown.",
+    );
+    w.sample(dropped, "", &[], None, Value::Int(m.ledger_dropped.get()));
+    let buffered = "llm_gateway_ledger_buffered_rows";
+    w.header(
+        buffered,
+        Kind::Gauge,
+        "Usage rows the ledger writer holds in memory, not yet written.",
+    );
+    w.sample(
+        buffered,
+        "",
+        &[],
+        None,
+        Value::SignedInt(m.ledger_buffered.get()),
+    );
+    let Some(ledger) = ledger else {
+        return;
+    };
+    let cost = "llm_gateway_ledger_cost_usd";
+    let requests = "llm_gateway_ledger_requests";
+    let labels = |s: &super::LedgerSeries| -> Vec<(&'static str, Box<str>)> {
+        vec![
+            ("team", s.team.as_str().into()),
+            ("provider", s.provider.as_str().into()),
+            ("model", s.model.as_str().into()),
+        ]
+    };
+    w.header(
+        cost,
+        Kind::Gauge,
+        "Cost in USD recorded in the ledger over the window (the configured one, or from/to of the scrape).",
+    );
+    for s in &ledger.series {
+        w.sample(
+            cost,
+            "",
+            &labels(s),
+            None,
+            Value::Float(s.cost_nanos as f64 / 1e9),
+        );
+    }
+    w.header(
+        requests,
+        Kind::Gauge,
+        "Requests recorded in the ledger over the window (the configured one, or from/to of the scrape).",
+    );
+    for s in &ledger.series {
+        w.sample(requests, "", &labels(s), None, Value::SignedInt(s.requests));
+    }
 }

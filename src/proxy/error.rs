@@ -90,6 +90,14 @@ impl ProxyError {
         }
     }
 
+    /// The model the client asked for, when the error is about it.
+    pub fn requested_model(&self) -> Option<&str> {
+        match self {
+            ProxyError::UnknownModel(m) | ProxyError::EndpointNotServed { model: m, .. } => Some(m),
+            _ => None,
+        }
+    }
+
     /// The bounded `error_type` label.
     pub fn error_type(&self) -> &'static str {
         match self {

@@ -23,6 +23,7 @@ use hyper_util::rt::TokioExecutor;
 use parking_lot::Mutex;
 
 use crate::config::{Config, KeyInfo, LimitsBackend};
+use crate::ledger::{self, Ledger, UsageRow};
 use crate::limits::{self, Demand, Limiter, Rejection};
 use crate::metering::Usage;
 use crate::metrics::{Metrics, Observation};
@@ -30,6 +31,19 @@ use crate::providers::{ApiFormat, Endpoint};
 pub use error::ProxyError;
 use settle::{Ending, Facts, PendingRequest, status_label};
 use tap::TapBody;
+
+/// A request the gateway answered itself, for [`Gateway::record_refusal`].
+struct Refusal<'a> {
+    endpoint: Endpoint,
+    key: Option<&'a KeyInfo>,
+    provider: &'a str,
+    requested_model: &'a str,
+    model: &'a str,
+    status: u16,
+    error_type: &'static str,
+    start: Instant,
+    customer: Option<Box<str>>,
+}
 
 /// The body of every response the gateway sends.
 pub type ResponseBody = Either<Full<Bytes>, TapBody>;
@@ -45,6 +59,8 @@ pub struct Gateway {
     pub metrics: Arc<Metrics>,
     /// Rate limits and budgets.
     pub limiter: Arc<Limiter>,
+    /// The usage ledger (rows go to its writer; never waited on).
+    pub ledger: Ledger,
     client: UpstreamClient,
     warned_unpriced: Mutex<HashSet<(String, String)>>,
     last_limit_error_log: Mutex<Option<Instant>>,
@@ -73,6 +89,16 @@ impl Gateway {
     /// A gateway for `config`.
     pub fn new(config: Config) -> Result<Arc<Gateway>, String> {
         let metrics = Metrics::new(&config.metrics.options);
+        Gateway::with_ledger(config, metrics, Ledger::disabled())
+    }
+
+    /// A gateway recording into `metrics` (created with [`Metrics::new`]) and `ledger`
+    /// (opened with [`Ledger::open`] on the same metrics).
+    pub fn with_ledger(
+        config: Config,
+        metrics: Arc<Metrics>,
+        ledger: Ledger,
+    ) -> Result<Arc<Gateway>, String> {
         let l = &config.limits;
         let backend = match &l.backend {
             LimitsBackend::Memory => limits::Backend::Memory,
@@ -92,6 +118,7 @@ impl Gateway {
             config,
             metrics,
             limiter,
+            ledger,
             client: upstream_client(),
             warned_unpriced: Mutex::new(HashSet::new()),
             last_limit_error_log: Mutex::new(None),
@@ -154,6 +181,51 @@ impl Gateway {
         }
     }
 
+    /// In-memory budgets start from zero: restore this period's spend from the ledger, so a
+    /// restart does not hand out a fresh budget. (Redis keeps its own.)
+    pub async fn restore_budgets(&self) {
+        if !self.ledger.is_enabled() || !self.limiter.is_memory() {
+            return;
+        }
+        let now = chrono::Utc::now().timestamp();
+        let mut restored = 0;
+        for rule in &self.config.rules {
+            let Some(budget) = rule.budget else { continue };
+            let (start, _) = budget.period.bounds(now, self.limiter.offset_secs());
+            let Some(since) = chrono::DateTime::from_timestamp(start, 0) else {
+                continue;
+            };
+            let filter = match rule.kind {
+                limits::ScopeKind::Key => ledger::SpendFilter::Key(&rule.name),
+                limits::ScopeKind::Team => ledger::SpendFilter::Team(&rule.name),
+                limits::ScopeKind::TeamModel => {
+                    let prefix = format!("{}/", rule.team);
+                    let model = rule
+                        .name
+                        .strip_prefix(prefix.as_str())
+                        .unwrap_or(&rule.name);
+                    ledger::SpendFilter::TeamModel(&rule.team, model)
+                }
+            };
+            match self.ledger.spend_nanos(filter, since).await {
+                Ok(spent) => {
+                    self.limiter
+                        .restore_spend(rule, u64::try_from(spent).unwrap_or(0));
+                    restored += 1;
+                }
+                Err(e) => tracing::warn!(scope = rule.kind.as_str(), name = %rule.name, error = %e,
+                    "could not restore budget spend from the ledger; it starts from 0"),
+            }
+        }
+        self.limiter.publish_all(&self.config.rules);
+        if restored > 0 {
+            tracing::info!(
+                budgets = restored,
+                "budget spend of the current periods restored from the ledger"
+            );
+        }
+    }
+
     /// Logs once per (provider, model) that a model has no price.
     pub(crate) fn warn_unpriced(&self, provider: &str, model: &str) {
         let mut warned = self.warned_unpriced.lock();
@@ -166,64 +238,63 @@ impl Gateway {
         }
     }
 
-    /// Counts a request the gateway refused before it reached a provider.
+    /// Counts a request the gateway refused before a provider answered (bad input, unknown
+    /// key or model, a limit or budget), in the metrics and as a ledger row.
+    fn record_refusal(&self, r: Refusal<'_>) {
+        let (team, key_name) = r.key.map_or(("", ""), |k| (&*k.team, &*k.name));
+        let duration = r.start.elapsed();
+        self.ledger.record(UsageRow {
+            key_name: r.key.map_or_else(|| "".into(), |k| k.name.clone()),
+            team: r.key.map_or_else(|| "".into(), |k| k.team.clone()),
+            customer: r.customer,
+            provider: r.provider.into(),
+            requested_model: ledger::row::bounded(r.requested_model, ledger::row::MAX_MODEL_CHARS),
+            model: ledger::row::bounded(r.model, ledger::row::MAX_MODEL_CHARS),
+            endpoint: r.endpoint.path(),
+            status_code: r.status,
+            error_type: Some(r.error_type),
+            duration,
+            started_at: chrono::Utc::now() - duration,
+            ..UsageRow::blank()
+        });
+        self.metrics.record(&Observation {
+            provider: r.provider,
+            model: r.model,
+            team,
+            key: key_name,
+            endpoint: r.endpoint.path(),
+            status_code: status_label(r.status),
+            error_type: Some(r.error_type),
+            usage: Default::default(),
+            cost_nanos: 0,
+            priced: true,
+            estimated: false,
+            duration,
+            upstream: None,
+            time_to_first_token: None,
+            overhead: Some(duration),
+        });
+    }
+
+    /// A refusal before routing: no provider, model `none`.
     fn record_rejection(
         &self,
         endpoint: Endpoint,
         key: Option<&KeyInfo>,
         err: &ProxyError,
         start: Instant,
+        customer: Option<Box<str>>,
     ) {
-        let (team, key_name) = key.map_or(("", ""), |k| (&*k.team, &*k.name));
-        self.metrics.record(&Observation {
+        self.record_refusal(Refusal {
+            endpoint,
+            key,
             provider: "none",
+            requested_model: err.requested_model().unwrap_or_default(),
             model: "none",
-            team,
-            key: key_name,
-            endpoint: endpoint.path(),
-            status_code: status_label(err.status()),
-            error_type: Some(err.error_type()),
-            usage: Default::default(),
-            cost_nanos: 0,
-            priced: true,
-            estimated: false,
-            duration: start.elapsed(),
-            upstream: None,
-            time_to_first_token: None,
-            overhead: Some(start.elapsed()),
-        });
-    }
-
-    /// Counts a request refused by a limit: 429, with the limit's `error_type`.
-    fn record_limited(
-        &self,
-        endpoint: Endpoint,
-        key: &KeyInfo,
-        provider: &str,
-        model: &str,
-        r: &Rejection,
-        start: Instant,
-    ) {
-        self.metrics.record(&Observation {
-            provider,
-            model,
-            team: &key.team,
-            key: &key.name,
-            endpoint: endpoint.path(),
-            status_code: status_label(429),
-            error_type: Some(if r.limit == limits::LimitKind::Budget {
-                "budget_exceeded"
-            } else {
-                "gateway_rate_limited"
-            }),
-            usage: Default::default(),
-            cost_nanos: 0,
-            priced: true,
-            estimated: false,
-            duration: start.elapsed(),
-            upstream: None,
-            time_to_first_token: None,
-            overhead: Some(start.elapsed()),
+            status: err.status(),
+            error_type: err.error_type(),
+            start,
+            customer,
         });
     }
 
@@ -235,6 +306,7 @@ impl Gateway {
     ) -> Response<ResponseBody> {
         let start = Instant::now();
         let format = endpoint.format();
+        let customer = customer_header(req.headers());
         // Authenticate.
         let key = match self.config.keys.authenticate(presented_key(req.headers())) {
             Some(k) => k,
@@ -244,18 +316,18 @@ impl Gateway {
                 } else {
                     ProxyError::InvalidKey
                 };
-                self.record_rejection(endpoint, None, &err, start);
+                self.record_rejection(endpoint, None, &err, start, customer);
                 return error_response(format, &err);
             }
         };
         match self
             .clone()
-            .forward_as(endpoint, key.clone(), req, start)
+            .forward_as(endpoint, key.clone(), req, start, customer.clone())
             .await
         {
             Ok(resp) => resp,
             Err(err) => {
-                self.record_rejection(endpoint, Some(&key), &err, start);
+                self.record_rejection(endpoint, Some(&key), &err, start, customer);
                 error_response(format, &err)
             }
         }
@@ -267,6 +339,7 @@ impl Gateway {
         key: Arc<KeyInfo>,
         req: Request<Incoming>,
         start: Instant,
+        customer: Option<Box<str>>,
     ) -> Result<Response<ResponseBody>, ProxyError> {
         let format = endpoint.format();
         let (parts, body) = req.into_parts();
@@ -318,14 +391,26 @@ impl Gateway {
         {
             Ok(a) => a,
             Err(Ok(rejection)) => {
-                self.record_limited(
+                let error_type = if rejection.limit == limits::LimitKind::Budget {
+                    "budget_exceeded"
+                } else {
+                    "gateway_rate_limited"
+                };
+                let customer = customer.or_else(|| {
+                    let user = facts.user.as_deref()?;
+                    Some(ledger::row::bounded(user, ledger::row::MAX_CUSTOMER_CHARS))
+                });
+                self.record_refusal(Refusal {
                     endpoint,
-                    &key,
-                    provider.name(),
-                    &facts.model,
-                    &rejection,
+                    key: Some(&key),
+                    provider: provider.name(),
+                    requested_model: &facts.model,
+                    model: &facts.model,
+                    status: 429,
+                    error_type,
                     start,
-                );
+                    customer,
+                });
                 return Ok(rate_limited_response(format, &rejection));
             }
             Err(Err(e)) => return Err(e),
@@ -335,6 +420,12 @@ impl Gateway {
             request::rewrite(&body, &facts, route.upstream_model.as_deref(), inject)?;
         let requested_model: Box<str> = facts.model.as_ref().into();
         let stream = facts.stream;
+        let customer = customer.or_else(|| {
+            facts
+                .user
+                .as_deref()
+                .map(|u| ledger::row::bounded(u, ledger::row::MAX_CUSTOMER_CHARS))
+        });
 
         // Forward.
         let mut headers = parts.headers;
@@ -365,6 +456,8 @@ impl Gateway {
             in_flight,
             admission,
             settled: false,
+            customer,
+            upstream_request_id: None,
         };
         let sent = tokio::time::timeout(route.timeout, self.client.request(upstream_req)).await;
         let resp = match sent {
@@ -401,6 +494,7 @@ impl Gateway {
         let headers_at = Instant::now();
         let (mut parts, upstream_body) = resp.into_parts();
         pending.status = parts.status.as_u16();
+        pending.upstream_request_id = upstream_request_id(&parts.headers);
         strip_hop_headers(&mut parts.headers);
         if let Some(q) = quota {
             q.write_headers(&mut parts.headers);
@@ -439,6 +533,23 @@ fn presented_key(headers: &HeaderMap) -> Option<&str> {
         .get("x-api-key")
         .and_then(|v| v.to_str().ok())
         .map(str::trim)
+}
+
+/// The end user named by the client in `x-tollgate-customer`, for the ledger.
+fn customer_header(headers: &HeaderMap) -> Option<Box<str>> {
+    let v = headers.get("x-tollgate-customer")?.to_str().ok()?.trim();
+    (!v.is_empty()).then(|| ledger::row::bounded(v, ledger::row::MAX_CUSTOMER_CHARS))
+}
+
+/// The provider's request id: `x-request-id` (OpenAI and most others) or `request-id`
+/// (Anthropic).
+fn upstream_request_id(headers: &HeaderMap) -> Option<Box<str>> {
+    let v = headers
+        .get("x-request-id")
+        .or_else(|| headers.get("request-id"))?
+        .to_str()
+        .ok()?;
+    Some(ledger::row::bounded(v, ledger::row::MAX_REQUEST_ID_CHARS))
 }
 
 fn content_length(headers: &HeaderMap) -> Option<u64> {

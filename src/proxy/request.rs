@@ -30,6 +30,36 @@ struct Raw<'a> {
     max_completion_tokens: Option<u64>,
     #[serde(default)]
     max_output_tokens: Option<u64>,
+    /// OpenAI's end-user id (the ledger's customer).
+    #[serde(borrow, default)]
+    user: Option<Lenient<'a>>,
+    #[serde(borrow, default)]
+    metadata: Option<Metadata<'a>>,
+}
+
+/// Anthropic's `metadata.user_id`.
+#[derive(Deserialize)]
+struct Metadata<'a> {
+    #[serde(borrow, default)]
+    user_id: Option<Lenient<'a>>,
+}
+
+/// A string, or anything else (ignored): the gateway does not reject what the provider may
+/// accept.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Lenient<'a> {
+    Str(#[serde(borrow)] Str<'a>),
+    Other(serde::de::IgnoredAny),
+}
+
+impl Lenient<'_> {
+    fn text(&self) -> Option<&str> {
+        match self {
+            Lenient::Str(s) if !s.is_empty() => Some(s),
+            _ => None,
+        }
+    }
 }
 
 /// The request facts the gateway routes and meters by.
@@ -47,6 +77,8 @@ pub struct RequestFacts<'a> {
     has_stream_options: bool,
     /// The output cap the client set, if any.
     pub max_tokens: Option<u64>,
+    /// The end user: OpenAI's `user` or Anthropic's `metadata.user_id`, when a string.
+    pub user: Option<Box<str>>,
 }
 
 impl<'a> RequestFacts<'a> {
@@ -86,6 +118,12 @@ impl<'a> RequestFacts<'a> {
                 .max_tokens
                 .or(raw.max_completion_tokens)
                 .or(raw.max_output_tokens),
+            user: raw
+                .user
+                .as_ref()
+                .and_then(Lenient::text)
+                .or_else(|| raw.metadata.as_ref()?.user_id.as_ref()?.text())
+                .map(Into::into),
         })
     }
 }
@@ -172,6 +210,16 @@ mod tests {
         assert_eq!((&*f.model, f.stream), ("m", false));
         let f = facts(br#"{"model":"meta-llama\/Llama-3"}"#);
         assert_eq!(&*f.model, "meta-llama/Llama-3");
+    }
+
+    #[test]
+    fn reads_the_end_user() {
+        let f = facts(br#"{"model":"m","user":"u-42"}"#);
+        assert_eq!(f.user.as_deref(), Some("u-42"));
+        let f = facts(br#"{"model":"m","metadata":{"user_id":"a-7"}}"#);
+        assert_eq!(f.user.as_deref(), Some("a-7"));
+        let f = facts(br#"{"model":"m","user":{"id":1}}"#);
+        assert_eq!(f.user, None);
     }
 
     #[test]

@@ -11,6 +11,8 @@ use bytes::Bytes;
 
 use super::Gateway;
 use crate::config::KeyInfo;
+use crate::ledger::UsageRow;
+use crate::ledger::row::{MAX_MODEL_CHARS, bounded};
 use crate::limits::Admission;
 use crate::metering::{Usage, estimate};
 use crate::metrics::{Gauge, Observation};
@@ -63,6 +65,10 @@ pub struct PendingRequest {
     pub(super) in_flight: Arc<Gauge>,
     pub(super) admission: Option<Admission>,
     pub(super) settled: bool,
+    /// The end user, for the ledger: `x-tollgate-customer`, else the body's `user`.
+    pub(super) customer: Option<Box<str>>,
+    /// The provider's id of this request, from its response headers.
+    pub(super) upstream_request_id: Option<Box<str>>,
 }
 
 impl PendingRequest {
@@ -107,6 +113,10 @@ impl PendingRequest {
             },
             overhead: self.overhead,
             admission: self.admission.take(),
+            stream: self.stream,
+            finished_at: chrono::Utc::now(),
+            customer: self.customer.take(),
+            upstream_request_id: self.upstream_request_id.take(),
         };
         if !needs_estimate {
             closing.finish();
@@ -160,6 +170,10 @@ struct Closing {
     time_to_first_token: Option<Duration>,
     overhead: Duration,
     admission: Option<Admission>,
+    stream: bool,
+    finished_at: chrono::DateTime<chrono::Utc>,
+    customer: Option<Box<str>>,
+    upstream_request_id: Option<Box<str>>,
 }
 
 impl Closing {
@@ -196,6 +210,28 @@ impl Closing {
             time_to_first_token: self.time_to_first_token,
             overhead: Some(self.overhead),
         });
+        if self.gw.ledger.is_enabled() {
+            self.gw.ledger.record(UsageRow {
+                id: uuid::Uuid::now_v7(),
+                started_at: self.finished_at - self.duration,
+                duration: self.duration,
+                time_to_first_token: self.time_to_first_token,
+                key_name: self.key.name.clone(),
+                team: self.key.team.clone(),
+                customer: self.customer,
+                provider: self.provider.name().into(),
+                requested_model: bounded(&self.requested_model, MAX_MODEL_CHARS),
+                model: bounded(model, MAX_MODEL_CHARS),
+                endpoint: self.endpoint.path(),
+                stream: self.stream,
+                status_code: self.status,
+                error_type: self.error_type,
+                usage: self.usage,
+                cost_nanos: i64::try_from(cost_nanos).unwrap_or(i64::MAX),
+                estimated: self.estimated,
+                upstream_request_id: self.upstream_request_id,
+            });
+        }
     }
 }
 

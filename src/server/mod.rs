@@ -2,6 +2,7 @@
 //! resolves, then lets in-flight requests finish within a grace period.
 
 mod routes;
+mod usage;
 
 use std::convert::Infallible;
 use std::future::Future;

@@ -46,7 +46,12 @@ impl Routes {
             return self.gateway.clone().forward(endpoint, req).await;
         }
         match (req.method(), path) {
-            (&Method::GET, "/metrics" | "/api/v1/metrics") if self.metrics => self.metrics(&req),
+            (&Method::GET, "/metrics" | "/api/v1/metrics") if self.metrics => {
+                self.metrics(&req).await
+            }
+            (&Method::GET, "/api/v1/usage") => {
+                super::usage::usage(&self.gateway.ledger, req.headers(), req.uri().query()).await
+            }
             (&Method::GET, "/v1/models") if self.proxy => self.models(&req),
             (&Method::GET, "/health" | "/healthz" | "/ready") => {
                 text(StatusCode::OK, "text/plain", "ok\n".into())
@@ -68,7 +73,7 @@ impl Routes {
         }
     }
 
-    fn metrics(&self, req: &Request<Incoming>) -> Response<ResponseBody> {
+    async fn metrics(&self, req: &Request<Incoming>) -> Response<ResponseBody> {
         if let Some(token) = &self.gateway.config.metrics.bearer_token {
             let presented = req
                 .headers()
@@ -91,7 +96,20 @@ impl Routes {
             .get(header::ACCEPT)
             .and_then(|v| v.to_str().ok());
         let format = Format::from_accept(accept);
-        let body = self.gateway.metrics.render(format);
+        let window = match super::usage::metrics_window(req.uri().query()) {
+            Ok(w) => w,
+            Err(e) => {
+                return text(
+                    StatusCode::BAD_REQUEST,
+                    "text/plain",
+                    format!("{e}\n").into(),
+                );
+            }
+        };
+        // The ledger gauges: from the database, cached, so a scrape costs a query at most
+        // every `[ledger] metrics_cache_secs`.
+        let ledger = self.gateway.ledger.window_gauges(window).await;
+        let body = self.gateway.metrics.render_with(format, ledger.as_deref());
         text(StatusCode::OK, format.content_type(), body.into())
     }
 
@@ -162,6 +180,6 @@ fn text(status: StatusCode, content_type: &'static str, body: Bytes) -> Response
     resp
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+pub(super) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }

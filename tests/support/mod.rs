@@ -24,18 +24,32 @@ pub struct TestGateway {
     pub addr: SocketAddr,
     pub gateway: Arc<Gateway>,
     stop: Option<oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl TestGateway {
     pub async fn start(config_text: &str) -> TestGateway {
         let vars: HashMap<String, String> = HashMap::new();
         let config = Config::from_toml(config_text, &vars).expect("test config is valid");
-        let gateway = Gateway::new(config).expect("gateway");
+        TestGateway::serve(Gateway::new(config).expect("gateway")).await
+    }
+
+    /// A gateway whose `[ledger]` is opened as `tollgate serve` opens it.
+    pub async fn start_with_ledger(config_text: &str) -> TestGateway {
+        let vars: HashMap<String, String> = HashMap::new();
+        let config = Config::from_toml(config_text, &vars).expect("test config is valid");
+        let metrics = tollgate::metrics::Metrics::new(&config.metrics.options);
+        let ledger =
+            tollgate::ledger::Ledger::open(&config.ledger, metrics.clone()).expect("ledger opens");
+        TestGateway::serve(Gateway::with_ledger(config, metrics, ledger).expect("gateway")).await
+    }
+
+    async fn serve(gateway: Arc<Gateway>) -> TestGateway {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let (tx, rx) = oneshot::channel();
         let routes = server::main_routes(gateway.clone());
-        tokio::spawn(server::run(
+        let server = tokio::spawn(server::run(
             listener,
             routes,
             async move {
@@ -47,7 +61,20 @@ impl TestGateway {
             addr,
             gateway,
             stop: Some(tx),
+            server: Some(server),
         }
+    }
+
+    /// Stops as `tollgate serve` does on SIGTERM: no new connections, requests in flight
+    /// finish, then the ledger writes everything it holds.
+    pub async fn shutdown(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(server) = self.server.take() {
+            server.await.expect("server task");
+        }
+        self.gateway.ledger.close().await;
     }
 
     pub fn url(&self, path: &str) -> String {

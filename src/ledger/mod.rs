@@ -1,0 +1,221 @@
+//! The usage ledger: one [`UsageRow`] per finished request, kept in SQLite (default) or
+//! PostgreSQL, with the reports behind `GET /api/v1/usage` and `tollgate usage`.
+//!
+//! The request path only calls [`Ledger::record`], a `try_send` into a bounded channel: it
+//! never waits and never fails. A full channel counts the row in
+//! `llm_gateway_ledger_dropped_rows_total` (and says so in the log, at most every 10 s). The
+//! [`writer`] task batches rows into the database and retries while it is down; at shutdown
+//! [`Ledger::close`] makes it write everything it holds before the process exits.
+
+pub mod config;
+pub mod report;
+pub mod row;
+pub mod store;
+pub mod window;
+mod writer;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use parking_lot::Mutex;
+use tokio::sync::{mpsc, watch};
+
+pub use config::{LedgerConfig, RawLedger};
+pub use report::{Report, ReportQuery};
+pub use row::UsageRow;
+pub use store::{SpendFilter, Store};
+pub use window::MetricsWindow;
+
+use crate::metrics::{LedgerWindow, Metrics};
+
+/// What can go wrong talking to the ledger database.
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerError {
+    /// `[ledger] enabled = false`.
+    #[error("the ledger is disabled ([ledger] enabled = false)")]
+    Disabled,
+    /// The URL could not be read.
+    #[error("invalid ledger URL {url}: {reason}")]
+    Url {
+        /// The URL, password redacted.
+        url: String,
+        /// Why.
+        reason: String,
+    },
+    /// The database answered with an error (or could not be reached).
+    #[error("ledger database: {0}")]
+    Database(#[from] sqlx::Error),
+    /// The database did not answer in time.
+    #[error("the ledger database did not answer within {0:?}")]
+    Timeout(Duration),
+}
+
+/// The ledger handle: cheap to clone, shared by the request path and the admin endpoints.
+#[derive(Clone)]
+pub struct Ledger {
+    inner: Option<Arc<Inner>>,
+}
+
+struct Inner {
+    tx: mpsc::Sender<UsageRow>,
+    store: Store,
+    cfg: LedgerConfig,
+    metrics: Arc<Metrics>,
+    stop: watch::Sender<bool>,
+    writer: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    windows: window::WindowCache,
+    /// Seconds since `epoch` of the last "channel full" log line, plus one (0: never).
+    last_drop_log: AtomicU64,
+    epoch: Instant,
+}
+
+/// Seconds between two "rows dropped" log lines.
+const DROP_LOG_EVERY_SECS: u64 = 10;
+
+impl Ledger {
+    /// A ledger that keeps nothing (`[ledger] enabled = false`, and in-process tests).
+    pub fn disabled() -> Ledger {
+        Ledger { inner: None }
+    }
+
+    /// Opens the store of `cfg` (lazily: a database that is down is retried by the writer,
+    /// the gateway starts anyway) and starts the writer. Must run inside a Tokio runtime.
+    pub fn open(cfg: &LedgerConfig, metrics: Arc<Metrics>) -> Result<Ledger, LedgerError> {
+        if !cfg.enabled {
+            return Ok(Ledger::disabled());
+        }
+        let store = Store::connect_lazy(&cfg.url, true, cfg.write_timeout)?;
+        let (tx, rx) = mpsc::channel(cfg.channel_capacity);
+        let (stop, stop_rx) = watch::channel(false);
+        let writer = writer::Writer {
+            rx,
+            stop: stop_rx,
+            store: store.clone(),
+            cfg: cfg.clone(),
+            metrics: metrics.clone(),
+        };
+        let handle = tokio::spawn(writer.run());
+        let windows = window::WindowCache::new(cfg.metrics_cache, metrics.max_series_per_family);
+        tracing::info!(
+            url = %config::redact(&cfg.url),
+            backend = store.backend(),
+            "ledger: writing usage rows"
+        );
+        Ok(Ledger {
+            inner: Some(Arc::new(Inner {
+                tx,
+                store,
+                cfg: cfg.clone(),
+                metrics,
+                stop,
+                writer: Mutex::new(Some(handle)),
+                windows,
+                last_drop_log: AtomicU64::new(0),
+                epoch: Instant::now(),
+            })),
+        })
+    }
+
+    /// True when rows are kept.
+    pub fn is_enabled(&self) -> bool {
+        self.inner.is_some()
+    }
+
+    /// The validated config, when enabled.
+    pub fn config(&self) -> Option<&LedgerConfig> {
+        self.inner.as_ref().map(|i| &i.cfg)
+    }
+
+    /// Hands `row` to the writer without waiting. A full channel drops the row, counts it in
+    /// `llm_gateway_ledger_dropped_rows_total` and logs (at most every 10 s).
+    pub fn record(&self, row: UsageRow) {
+        let Some(inner) = &self.inner else {
+            return;
+        };
+        if inner.tx.try_send(row).is_err() {
+            inner.metrics.ledger_dropped.add(1);
+            inner.log_drop();
+        }
+    }
+
+    /// Hands `row` to the writer, waiting for room in the channel. For benchmarks and tools,
+    /// never for the request path.
+    #[doc(hidden)]
+    pub async fn record_waiting(&self, row: UsageRow) {
+        if let Some(inner) = &self.inner {
+            let _ = inner.tx.send(row).await;
+        }
+    }
+
+    /// The database behind the ledger, for reports.
+    pub fn store(&self) -> Result<&Store, LedgerError> {
+        self.inner
+            .as_ref()
+            .map(|i| &i.store)
+            .ok_or(LedgerError::Disabled)
+    }
+
+    /// Cost in nano-USD of a team's or a key's requests since `since` (budgets restore their
+    /// period's spend from this at start-up). Rows not yet written are not included.
+    pub async fn spend_nanos(
+        &self,
+        filter: SpendFilter<'_>,
+        since: DateTime<Utc>,
+    ) -> Result<i64, LedgerError> {
+        let inner = self.inner.as_ref().ok_or(LedgerError::Disabled)?;
+        let timeout = inner.cfg.write_timeout;
+        tokio::time::timeout(timeout, inner.store.spend_nanos(filter, since))
+            .await
+            .map_err(|_| LedgerError::Timeout(timeout))?
+    }
+
+    /// A usage report, bounded by the configured database timeout.
+    pub async fn report(&self, q: &ReportQuery) -> Result<Report, LedgerError> {
+        let inner = self.inner.as_ref().ok_or(LedgerError::Disabled)?;
+        let timeout = inner.cfg.write_timeout;
+        tokio::time::timeout(timeout, inner.store.report(q))
+            .await
+            .map_err(|_| LedgerError::Timeout(timeout))?
+    }
+
+    /// The ledger gauges for `[from, to)`, or for the configured default window when `None`;
+    /// cached for `metrics_cache_secs`.
+    pub async fn window_gauges(&self, window: Option<window::Window>) -> Option<Arc<LedgerWindow>> {
+        let inner = self.inner.as_ref()?;
+        let (from, to) = window.or_else(|| inner.cfg.metrics_window.around(Utc::now()))?;
+        inner.windows.get(&inner.store, from, to).await
+    }
+
+    /// Stops the writer after it has written every row it holds or that is waiting in the
+    /// channel (within `drain_timeout`). Call after the server has finished its requests.
+    pub async fn close(&self) {
+        let Some(inner) = &self.inner else {
+            return;
+        };
+        let _ = inner.stop.send(true);
+        let handle = inner.writer.lock().take();
+        if let Some(h) = handle {
+            let _ = h.await;
+        }
+    }
+}
+
+impl Inner {
+    fn log_drop(&self) {
+        let now = self.epoch.elapsed().as_secs() + 1;
+        let last = self.last_drop_log.load(Ordering::Relaxed);
+        if (last == 0 || now >= last + DROP_LOG_EVERY_SECS)
+            && self
+                .last_drop_log
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            tracing::warn!(
+                dropped_total = self.metrics.ledger_dropped.get(),
+                "ledger: the writer is behind and its channel is full; usage rows are being dropped (llm_gateway_ledger_dropped_rows_total)"
+            );
+        }
+    }
+}

@@ -1,0 +1,451 @@
+//! The two backends behind one type: SQLite (embedded, WAL) and PostgreSQL (several replicas
+//! writing to one store). Queries are built at run time; nothing needs a database to compile.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use sqlx::{Executor, QueryBuilder, Row};
+
+use super::LedgerError;
+use super::config::redact;
+use super::report::{GroupKey, Report, ReportQuery, ReportRow, Totals};
+use super::row::{UsageRow, micros, tokens};
+
+/// Schema migrations, in order: (version, SQL).
+const SQLITE_MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("migrations/sqlite/0001_usage.sql")),
+    (2, include_str!("migrations/sqlite/0002_hourly_rollup.sql")),
+];
+const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("migrations/postgres/0001_usage.sql")),
+    (
+        2,
+        include_str!("migrations/postgres/0002_hourly_rollup.sql"),
+    ),
+];
+
+/// Columns of `tollgate_usage`, in insert order.
+const COLUMNS: &str = "id, started_at, duration_us, ttft_us, key_name, team, customer, provider, \
+    requested_model, model, endpoint, stream, status_code, error_type, input_tokens, \
+    output_tokens, cached_read_tokens, cache_write_tokens, cache_write_1h_tokens, \
+    reasoning_tokens, cost_nanos, estimated, upstream_request_id";
+
+/// Which rows a spend query sums.
+#[derive(Debug, Clone, Copy)]
+pub enum SpendFilter<'a> {
+    /// Every key of a team.
+    Team(&'a str),
+    /// One virtual key, by name.
+    Key(&'a str),
+    /// A team's requests for one model, as the clients named it.
+    TeamModel(&'a str, &'a str),
+}
+
+/// A connection pool to the ledger database.
+#[derive(Clone)]
+pub enum Store {
+    /// Embedded SQLite.
+    Sqlite(SqlitePool),
+    /// PostgreSQL.
+    Postgres(PgPool),
+}
+
+impl Store {
+    /// A pool for `url` that connects on first use; `create` makes a missing SQLite file.
+    /// `timeout` bounds acquiring a connection and SQLite's wait on a locked database.
+    pub fn connect_lazy(url: &str, create: bool, timeout: Duration) -> Result<Store, LedgerError> {
+        let bad = |e: sqlx::Error| LedgerError::Url {
+            url: redact(url),
+            reason: e.to_string(),
+        };
+        if url.starts_with("sqlite:") {
+            let opts = SqliteConnectOptions::from_str(url)
+                .map_err(bad)?
+                .create_if_missing(create)
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Normal)
+                .busy_timeout(timeout);
+            let pool = SqlitePoolOptions::new()
+                .max_connections(4)
+                .acquire_timeout(timeout)
+                .connect_lazy_with(opts);
+            Ok(Store::Sqlite(pool))
+        } else {
+            let opts = PgConnectOptions::from_str(url).map_err(bad)?;
+            let pool = PgPoolOptions::new()
+                .max_connections(4)
+                .acquire_timeout(timeout)
+                .connect_lazy_with(opts);
+            Ok(Store::Postgres(pool))
+        }
+    }
+
+    /// `sqlite` or `postgres`.
+    pub fn backend(&self) -> &'static str {
+        match self {
+            Store::Sqlite(_) => "sqlite",
+            Store::Postgres(_) => "postgres",
+        }
+    }
+
+    /// Applies the migrations this database has not seen. On PostgreSQL an advisory lock makes
+    /// replicas starting together apply them once.
+    pub async fn migrate(&self) -> Result<(), LedgerError> {
+        const TABLE: &str = "CREATE TABLE IF NOT EXISTS tollgate_migrations \
+            (version BIGINT PRIMARY KEY, applied_at TEXT NOT NULL)";
+        let now = Utc::now().to_rfc3339();
+        match self {
+            Store::Sqlite(pool) => {
+                let mut tx = pool.begin().await?;
+                sqlx::query(TABLE).execute(&mut *tx).await?;
+                let current: i64 =
+                    sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM tollgate_migrations")
+                        .fetch_one(&mut *tx)
+                        .await?;
+                for &(v, sql) in SQLITE_MIGRATIONS {
+                    if v <= current {
+                        continue;
+                    }
+                    // Several statements: run as one (unprepared, no arguments).
+                    (&mut *tx).execute(sql).await?;
+                    sqlx::query(
+                        "INSERT INTO tollgate_migrations (version, applied_at) VALUES (?, ?)",
+                    )
+                    .bind(v)
+                    .bind(&now)
+                    .execute(&mut *tx)
+                    .await?;
+                    tracing::info!(version = v, "ledger: applied SQLite migration");
+                }
+                tx.commit().await?;
+            }
+            Store::Postgres(pool) => {
+                let mut tx = pool.begin().await?;
+                sqlx::query("SELECT pg_advisory_xact_lock(7470657721)")
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query(TABLE).execute(&mut *tx).await?;
+                let current: i64 =
+                    sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM tollgate_migrations")
+                        .fetch_one(&mut *tx)
+                        .await?;
+                for &(v, sql) in POSTGRES_MIGRATIONS {
+                    if v <= current {
+                        continue;
+                    }
+                    // Several statements: run as one (unprepared, no arguments).
+                    (&mut *tx).execute(sql).await?;
+                    sqlx::query(
+                        "INSERT INTO tollgate_migrations (version, applied_at) VALUES ($1, $2)",
+                    )
+                    .bind(v)
+                    .bind(&now)
+                    .execute(&mut *tx)
+                    .await?;
+                    tracing::info!(version = v, "ledger: applied PostgreSQL migration");
+                }
+                tx.commit().await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Inserts `rows` in one statement: multi-row `VALUES` on SQLite, `UNNEST` of one array
+    /// per column on PostgreSQL. Rows already present (a retried batch) are skipped.
+    pub async fn insert(&self, rows: &[UsageRow]) -> Result<(), LedgerError> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        match self {
+            Store::Sqlite(pool) => {
+                let mut qb = QueryBuilder::<sqlx::Sqlite>::new(format!(
+                    "INSERT OR IGNORE INTO tollgate_usage ({COLUMNS}) "
+                ));
+                qb.push_values(rows, |mut b, r| {
+                    b.push_bind(r.id.to_string())
+                        .push_bind(r.started_at_micros())
+                        .push_bind(micros(r.duration))
+                        .push_bind(r.time_to_first_token.map(micros))
+                        .push_bind(&*r.key_name)
+                        .push_bind(&*r.team)
+                        .push_bind(r.customer.as_deref())
+                        .push_bind(&*r.provider)
+                        .push_bind(&*r.requested_model)
+                        .push_bind(&*r.model)
+                        .push_bind(r.endpoint)
+                        .push_bind(r.stream)
+                        .push_bind(i32::from(r.status_code))
+                        .push_bind(r.error_type)
+                        .push_bind(tokens(r.usage.input))
+                        .push_bind(tokens(r.usage.output))
+                        .push_bind(tokens(r.usage.cached_read))
+                        .push_bind(tokens(r.usage.cache_write))
+                        .push_bind(tokens(r.usage.cache_write_1h))
+                        .push_bind(tokens(r.usage.reasoning))
+                        .push_bind(r.cost_nanos)
+                        .push_bind(r.estimated)
+                        .push_bind(r.upstream_request_id.as_deref());
+                });
+                qb.build().execute(pool).await?;
+            }
+            Store::Postgres(pool) => {
+                let sql = format!(
+                    "INSERT INTO tollgate_usage ({COLUMNS}) SELECT * FROM UNNEST(\
+                     $1::uuid[], $2::timestamptz[], $3::int8[], $4::int8[], $5::text[], \
+                     $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], \
+                     $12::bool[], $13::int4[], $14::text[], $15::int8[], $16::int8[], \
+                     $17::int8[], $18::int8[], $19::int8[], $20::int8[], $21::int8[], \
+                     $22::bool[], $23::text[]) ON CONFLICT (id) DO NOTHING"
+                );
+                let col = |f: &dyn Fn(&UsageRow) -> i64| rows.iter().map(f).collect::<Vec<i64>>();
+                sqlx::query(&sql)
+                    .bind(rows.iter().map(|r| r.id).collect::<Vec<_>>())
+                    .bind(rows.iter().map(|r| r.started_at).collect::<Vec<_>>())
+                    .bind(col(&|r| micros(r.duration)))
+                    .bind(
+                        rows.iter()
+                            .map(|r| r.time_to_first_token.map(micros))
+                            .collect::<Vec<_>>(),
+                    )
+                    .bind(rows.iter().map(|r| &*r.key_name).collect::<Vec<_>>())
+                    .bind(rows.iter().map(|r| &*r.team).collect::<Vec<_>>())
+                    .bind(
+                        rows.iter()
+                            .map(|r| r.customer.as_deref())
+                            .collect::<Vec<_>>(),
+                    )
+                    .bind(rows.iter().map(|r| &*r.provider).collect::<Vec<_>>())
+                    .bind(rows.iter().map(|r| &*r.requested_model).collect::<Vec<_>>())
+                    .bind(rows.iter().map(|r| &*r.model).collect::<Vec<_>>())
+                    .bind(rows.iter().map(|r| r.endpoint).collect::<Vec<_>>())
+                    .bind(rows.iter().map(|r| r.stream).collect::<Vec<_>>())
+                    .bind(
+                        rows.iter()
+                            .map(|r| i32::from(r.status_code))
+                            .collect::<Vec<_>>(),
+                    )
+                    .bind(rows.iter().map(|r| r.error_type).collect::<Vec<_>>())
+                    .bind(col(&|r| tokens(r.usage.input)))
+                    .bind(col(&|r| tokens(r.usage.output)))
+                    .bind(col(&|r| tokens(r.usage.cached_read)))
+                    .bind(col(&|r| tokens(r.usage.cache_write)))
+                    .bind(col(&|r| tokens(r.usage.cache_write_1h)))
+                    .bind(col(&|r| tokens(r.usage.reasoning)))
+                    .bind(col(&|r| r.cost_nanos))
+                    .bind(rows.iter().map(|r| r.estimated).collect::<Vec<_>>())
+                    .bind(
+                        rows.iter()
+                            .map(|r| r.upstream_request_id.as_deref())
+                            .collect::<Vec<_>>(),
+                    )
+                    .execute(pool)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Sums per group over `[from, to)`, sorted by the group values: from the hourly rollup
+    /// when it holds the answer (a window on whole UTC hours, grouped by team, provider, model
+    /// or time buckets), else from the rows.
+    pub async fn report(&self, q: &ReportQuery) -> Result<Report, LedgerError> {
+        self.report_from(q, rollup_answers(q)).await
+    }
+
+    /// The same report, always read from the rows themselves (for checks and comparisons).
+    pub async fn report_rows(&self, q: &ReportQuery) -> Result<Report, LedgerError> {
+        self.report_from(q, false).await
+    }
+
+    async fn report_from(&self, q: &ReportQuery, hourly: bool) -> Result<Report, LedgerError> {
+        let pg = matches!(self, Store::Postgres(_));
+        let (table, time) = if hourly {
+            ("tollgate_usage_hourly", "hour")
+        } else {
+            ("tollgate_usage", "started_at")
+        };
+        let mut select: Vec<String> = q
+            .group_by
+            .iter()
+            .enumerate()
+            .map(|(i, k)| format!("{} AS g{i}", k.sql(pg).replace("started_at", time)))
+            .collect();
+        select.push(if hourly {
+            "CAST(COALESCE(SUM(requests), 0) AS BIGINT) AS requests".into()
+        } else {
+            "COUNT(*) AS requests".into()
+        });
+        for c in [
+            "input_tokens",
+            "output_tokens",
+            "cached_read_tokens",
+            "cache_write_tokens",
+            "reasoning_tokens",
+            "cost_nanos",
+        ] {
+            select.push(format!("CAST(COALESCE(SUM({c}), 0) AS BIGINT) AS {c}"));
+        }
+        let (p1, p2) = if pg { ("$1", "$2") } else { ("?", "?") };
+        let mut sql = format!(
+            "SELECT {} FROM {table} WHERE {time} >= {p1} AND {time} < {p2}",
+            select.join(", ")
+        );
+        if !q.group_by.is_empty() {
+            let groups: Vec<String> = (0..q.group_by.len()).map(|i| format!("g{i}")).collect();
+            sql.push_str(&format!(
+                " GROUP BY {g} ORDER BY {g}",
+                g = groups.join(", ")
+            ));
+        }
+        let n = q.group_by.len();
+        let read = |row: &dyn RowLike| -> Result<ReportRow, sqlx::Error> {
+            let groups = (0..n).map(|i| row.text(i)).collect::<Result<Vec<_>, _>>()?;
+            Ok(ReportRow {
+                groups,
+                totals: Totals {
+                    requests: row.int(n)?,
+                    input_tokens: row.int(n + 1)?,
+                    output_tokens: row.int(n + 2)?,
+                    cached_read_tokens: row.int(n + 3)?,
+                    cache_write_tokens: row.int(n + 4)?,
+                    reasoning_tokens: row.int(n + 5)?,
+                    cost_nanos: row.int(n + 6)?,
+                },
+            })
+        };
+        let mut rows = match self {
+            Store::Sqlite(pool) => sqlx::query(&sql)
+                .bind(q.from.timestamp_micros())
+                .bind(q.to.timestamp_micros())
+                .fetch_all(pool)
+                .await?
+                .iter()
+                .map(|r| read(r))
+                .collect::<Result<Vec<_>, _>>()?,
+            Store::Postgres(pool) => sqlx::query(&sql)
+                .bind(q.from)
+                .bind(q.to)
+                .fetch_all(pool)
+                .await?
+                .iter()
+                .map(|r| read(r))
+                .collect::<Result<Vec<_>, _>>()?,
+        };
+        // Totals over an empty window: no line rather than a line of zeros.
+        if n == 0 && rows.first().is_some_and(|r| r.totals.requests == 0) {
+            rows.clear();
+        }
+        Ok(Report {
+            query: q.clone(),
+            rows,
+        })
+    }
+
+    /// Cost in nano-USD of a team's or a key's requests since `since`.
+    pub async fn spend_nanos(
+        &self,
+        filter: SpendFilter<'_>,
+        since: DateTime<Utc>,
+    ) -> Result<i64, LedgerError> {
+        // (column, value, and a second condition on requested_model for team-model budgets)
+        let (column, value, model) = match filter {
+            SpendFilter::Team(t) => ("team", t, None),
+            SpendFilter::Key(k) => ("key_name", k, None),
+            SpendFilter::TeamModel(t, m) => ("team", t, Some(m)),
+        };
+        let sum = "CAST(COALESCE(SUM(cost_nanos), 0) AS BIGINT)";
+        let n: i64 = match self {
+            Store::Sqlite(pool) => {
+                let extra = if model.is_some() {
+                    " AND requested_model = ?"
+                } else {
+                    ""
+                };
+                let sql = format!(
+                    "SELECT {sum} FROM tollgate_usage WHERE {column} = ? AND started_at >= ?{extra}"
+                );
+                let mut q = sqlx::query_scalar(&sql)
+                    .bind(value)
+                    .bind(since.timestamp_micros());
+                if let Some(m) = model {
+                    q = q.bind(m);
+                }
+                q.fetch_one(pool).await?
+            }
+            Store::Postgres(pool) => {
+                let extra = if model.is_some() {
+                    " AND requested_model = $3"
+                } else {
+                    ""
+                };
+                let sql = format!(
+                    "SELECT {sum} FROM tollgate_usage WHERE {column} = $1 AND started_at >= $2{extra}"
+                );
+                let mut q = sqlx::query_scalar(&sql).bind(value).bind(since);
+                if let Some(m) = model {
+                    q = q.bind(m);
+                }
+                q.fetch_one(pool).await?
+            }
+        };
+        Ok(n)
+    }
+
+    /// Closes the pool's connections.
+    pub async fn close(&self) {
+        match self {
+            Store::Sqlite(p) => p.close().await,
+            Store::Postgres(p) => p.close().await,
+        }
+    }
+}
+
+/// Can the hourly rollup answer `q` exactly?
+fn rollup_answers(q: &ReportQuery) -> bool {
+    const HOUR_MICROS: i64 = 3_600_000_000;
+    let whole_hour = |t: DateTime<Utc>| {
+        t.timestamp_micros().rem_euclid(HOUR_MICROS) == 0 && t.timestamp_subsec_nanos() % 1000 == 0
+    };
+    whole_hour(q.from)
+        && whole_hour(q.to)
+        && q.group_by.iter().all(|k| {
+            matches!(
+                k,
+                GroupKey::Team
+                    | GroupKey::Provider
+                    | GroupKey::Model
+                    | GroupKey::Month
+                    | GroupKey::Day
+                    | GroupKey::Hour
+            )
+        })
+}
+
+/// Reading a result row by index, whichever the backend.
+trait RowLike {
+    fn text(&self, i: usize) -> Result<String, sqlx::Error>;
+    fn int(&self, i: usize) -> Result<i64, sqlx::Error>;
+}
+
+impl RowLike for sqlx::sqlite::SqliteRow {
+    fn text(&self, i: usize) -> Result<String, sqlx::Error> {
+        Ok(self.try_get::<Option<String>, _>(i)?.unwrap_or_default())
+    }
+    fn int(&self, i: usize) -> Result<i64, sqlx::Error> {
+        self.try_get(i)
+    }
+}
+
+impl RowLike for sqlx::postgres::PgRow {
+    fn text(&self, i: usize) -> Result<String, sqlx::Error> {
+        Ok(self.try_get::<Option<String>, _>(i)?.unwrap_or_default())
+    }
+    fn int(&self, i: usize) -> Result<i64, sqlx::Error> {
+        self.try_get(i)
+    }
+}
