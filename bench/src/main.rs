@@ -48,9 +48,22 @@ pub struct Args {
     /// LiteLLM proxy: auto (if `litellm` is on PATH, not in smoke mode), on, off.
     #[arg(long, default_value = "auto")]
     pub litellm: String,
-    /// Skip nginx (it is installed by bench/run when missing).
-    #[arg(long)]
-    pub no_nginx: bool,
+    /// Paths to measure, of direct, nginx, tollgate, litellm (litellm still only if installed
+    /// or `--litellm on`). Ratios need direct and nginx.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "direct,nginx,tollgate,litellm"
+    )]
+    pub paths: Vec<String>,
+    /// Sections to run, of closed, fixed, stream, scaling (e.g. `--paths tollgate --sections
+    /// closed --closed-secs 20` to profile the gateway under load).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "closed,fixed,stream,scaling"
+    )]
+    pub sections: Vec<String>,
     /// Closed-loop connection counts.
     #[arg(long, value_delimiter = ',')]
     pub connections: Option<Vec<usize>>,
@@ -92,6 +105,9 @@ pub struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    // The pacer sleeps between requests; the default 50 µs timer slack would be a 50 µs floor
+    // under every latency. Threads started from here on inherit the finer slack.
+    let _ = std::fs::write("/proc/self/timerslack_ns", "1000");
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -35,22 +35,36 @@ fn plan(a: &Args, workers: usize) -> Plan {
         |v: Option<f64>, full: f64, small: f64| v.unwrap_or(if smoke { small } else { full });
     let stream_tps = a.stream_tps.unwrap_or(if smoke { 200 } else { 20 });
     let stream_tokens = a.stream_tokens.unwrap_or(if smoke { 10 } else { 40 });
+    let on = |x: &str| a.sections.iter().any(|s| s == x);
+    let streams = a.streams.unwrap_or(if smoke { 20 } else { 1000 });
     Plan {
         s: Settings {
-            closed_connections: a.connections.clone().unwrap_or(vec![16, 64]),
+            closed_connections: if on("closed") {
+                a.connections.clone().unwrap_or(vec![16, 64])
+            } else {
+                Vec::new()
+            },
             closed_secs: pick(a.closed_secs, 5.0, 0.3),
-            rates: a.rates.clone().unwrap_or(vec![1000, 5000]),
+            rates: if on("fixed") {
+                a.rates.clone().unwrap_or(vec![1000, 5000])
+            } else {
+                Vec::new()
+            },
             fixed_secs: pick(a.fixed_secs, 10.0, 0.4),
             fixed_connections: a.fixed_connections.unwrap_or(64),
-            streams: a.streams.unwrap_or(if smoke { 20 } else { 1000 }),
+            streams: if on("stream") { streams } else { 0 },
             stream_tokens_per_second: stream_tps,
             stream_output_tokens: stream_tokens,
             stream_secs: pick(a.stream_secs, 6.0, 0.4),
-            scaling_keys: a.scaling_keys.clone().unwrap_or(if smoke {
-                vec![10, 100]
+            scaling_keys: if on("scaling") {
+                a.scaling_keys.clone().unwrap_or(if smoke {
+                    vec![10, 100]
+                } else {
+                    vec![10, 1000, 10000]
+                })
             } else {
-                vec![10, 1000, 10000]
-            }),
+                Vec::new()
+            },
             scaling_rate: a.scaling_rate.unwrap_or(5000),
             workers,
             request_bytes: setup::chat_body(false, 64).len(),
@@ -150,10 +164,10 @@ pub async fn run(a: Args) -> Result<(), String> {
     let text = serde_json::to_string_pretty(&results).map_err(|e| e.to_string())?;
     std::fs::write(&file, &text).map_err(|e| e.to_string())?;
     println!("\nresults: {}", file.display());
-    let mut need = vec!["direct", "tollgate"];
-    if !a.no_nginx {
-        need.push("nginx");
-    }
+    let need: Vec<&str> = ["direct", "nginx", "tollgate"]
+        .into_iter()
+        .filter(|p| a.paths.iter().any(|x| x == p))
+        .collect();
     let problems = report::validate(&text, &need);
     if problems.is_empty() {
         println!("results file valid ({})", report::SCHEMA);
@@ -178,41 +192,48 @@ async fn measure(
     let sim = setup::start_sim(bin, s.workers)?;
     load::check_loopback(sim.addr)?;
     eprintln!("simulated provider on {}", sim.addr);
-    let mut paths = vec![Path_ {
-        name: "direct",
-        addr: sim.addr,
-        proc: None,
-        result: PathResult {
-            name: "direct".into(),
-            available: true,
-            ..Default::default()
-        },
-    }];
-    if !a.no_nginx {
+    let want = |x: &str| a.paths.iter().any(|p| p == x);
+    let mut paths = Vec::new();
+    if want("direct") {
+        paths.push(Path_ {
+            name: "direct",
+            addr: sim.addr,
+            proc: None,
+            result: PathResult {
+                name: "direct".into(),
+                available: true,
+                ..Default::default()
+            },
+        });
+    }
+    if want("nginx") {
         let started = procs::which("nginx")
             .ok_or_else(|| "nginx is not installed (bench/run installs it)".to_string())
             .and_then(|n| setup::start_nginx(&n, templates, dir, sim.addr, s.workers));
         paths.push(path("nginx", started));
     }
     let main_keys = 10;
-    let gw = setup::gateway_config(&GatewayOptions {
-        templates,
-        dir,
-        sim: sim.addr,
-        keys: main_keys,
-        limits: a.limits,
-        ledger: a.ledger,
-    })
-    .and_then(|c| setup::start_gateway(bin, &c, s.workers));
-    if let Err(e) = &gw {
-        return Err(format!("tollgate: {e}"));
+    if want("tollgate") {
+        let gw = setup::gateway_config(&GatewayOptions {
+            templates,
+            dir,
+            sim: sim.addr,
+            keys: main_keys,
+            limits: a.limits,
+            ledger: a.ledger,
+        })
+        .and_then(|c| setup::start_gateway(bin, &c, s.workers));
+        if let Err(e) = &gw {
+            return Err(format!("tollgate: {e}"));
+        }
+        paths.push(path("tollgate", gw));
     }
-    paths.push(path("tollgate", gw));
-    let want_litellm = match a.litellm.as_str() {
-        "on" => true,
-        "off" => false,
-        _ => !a.smoke && procs::which("litellm").is_some(),
-    };
+    let want_litellm = want("litellm")
+        && match a.litellm.as_str() {
+            "on" => true,
+            "off" => false,
+            _ => !a.smoke && procs::which("litellm").is_some(),
+        };
     if want_litellm {
         let started = procs::which("litellm")
             .ok_or_else(|| "litellm is not installed".to_string())
@@ -232,7 +253,7 @@ async fn measure(
     // Does every path answer? Warm each up.
     for p in paths.iter_mut().filter(|p| p.result.available) {
         load::check_loopback(p.addr)?;
-        let w = setup::chat_workload(p.addr, main_keys);
+        let w = setup::chat_workload(p.addr, setup::keys_for(p.name, main_keys));
         match load::probe(&w).await {
             Ok(n) => {
                 if p.name == "direct" {
@@ -254,7 +275,7 @@ async fn measure(
 
     for &c in &s.closed_connections {
         for p in paths.iter_mut().filter(|p| p.result.available) {
-            let w = setup::chat_workload(p.addr, main_keys);
+            let w = setup::chat_workload(p.addr, setup::keys_for(p.name, main_keys));
             let before = Cpu::now(p.proc.as_ref(), &sim);
             let o = load::closed_loop(w, c, Duration::from_secs_f64(s.closed_secs), None).await;
             let (proxy, simc, me) = before.delta(p.proc.as_ref(), &sim);
@@ -277,7 +298,7 @@ async fn measure(
     }
     for &rate in &s.rates {
         for p in paths.iter_mut().filter(|p| p.result.available) {
-            let w = setup::chat_workload(p.addr, main_keys);
+            let w = setup::chat_workload(p.addr, setup::keys_for(p.name, main_keys));
             let f = fixed(w, rate, main_keys, s, grace, p.proc.as_ref(), &sim).await;
             eprintln!(
                 "fixed {rate}/s {}: p50 {:.0} µs p99 {:.0} µs",
@@ -286,10 +307,13 @@ async fn measure(
             p.result.fixed_rate.push(f);
         }
     }
-    for p in paths.iter_mut().filter(|p| p.result.available) {
+    for p in paths
+        .iter_mut()
+        .filter(|p| p.result.available && s.streams > 0)
+    {
         let w = setup::stream_workload(
             p.addr,
-            main_keys,
+            setup::keys_for(p.name, main_keys),
             s.stream_tokens_per_second,
             s.stream_output_tokens,
         );
@@ -319,7 +343,7 @@ async fn measure(
                 ledger: a.ledger,
             })?;
             let g = setup::start_gateway(bin, &cfg, s.workers)?;
-            let w = setup::chat_workload(g.addr, k);
+            let w = setup::chat_workload(g.addr, setup::auth_headers(k));
             // Every key once (its label sets exist), then a short warm-up.
             let _ = load::closed_loop(w.clone(), 64, Duration::from_secs(60), Some(k as u64)).await;
             let _ = load::closed_loop(w.clone(), 16, warm, None).await;
@@ -437,7 +461,9 @@ async fn streaming(w: Arc<Workload>, s: &Settings, proxy: Option<&Proc>, sim: &P
     while !task.is_finished() {
         tokio::time::sleep(Duration::from_millis(100)).await;
         let n = open.now() as u64;
+        // Only while (nearly) every stream is open: that is the memory the figure is about.
         if t0.elapsed() >= stream_len
+            && n * 10 >= s.streams as u64 * 9
             && let Some(p) = proxy
         {
             let r = p.rss_bytes();

@@ -52,6 +52,21 @@ pub fn auth_headers(n: usize) -> Vec<HeaderValue> {
         .collect()
 }
 
+/// LiteLLM's master key (it refuses to start without one); its path sends this instead of
+/// the virtual keys.
+pub const LITELLM_MASTER_KEY: &str = "sk-bench-litellm-master-key";
+
+/// The `Authorization` values a path's requests rotate over.
+pub fn keys_for(path: &str, n: usize) -> Vec<HeaderValue> {
+    if path == "litellm" {
+        vec![HeaderValue::from_static(
+            "Bearer sk-bench-litellm-master-key",
+        )]
+    } else {
+        auth_headers(n)
+    }
+}
+
 /// Options for the gateway's config.
 pub struct GatewayOptions<'a> {
     /// bench/templates.
@@ -194,7 +209,11 @@ pub fn start_litellm(
     let addr = free_port()?;
     let text = render(
         &template(templates, "litellm.yaml")?,
-        &[("sim", &sim.to_string()), ("tps", &tps.to_string())],
+        &[
+            ("sim", &sim.to_string()),
+            ("tps", &tps.to_string()),
+            ("master_key", LITELLM_MASTER_KEY),
+        ],
     )?;
     let conf = dir.join("litellm.yaml");
     std::fs::write(&conf, text).map_err(|e| e.to_string())?;
@@ -231,25 +250,30 @@ pub fn chat_body(stream: bool, max_tokens: u64) -> Bytes {
     Bytes::from(v.to_string())
 }
 
-/// The non-streamed workload to `addr`, rotating over `keys` virtual keys.
-pub fn chat_workload(addr: SocketAddr, keys: usize) -> Arc<Workload> {
+/// The non-streamed workload to `addr`, rotating over `keys`.
+pub fn chat_workload(addr: SocketAddr, keys: Vec<HeaderValue>) -> Arc<Workload> {
     Arc::new(Workload {
         addr,
         path: "/v1/chat/completions",
         body: chat_body(false, 64),
-        keys: auth_headers(keys),
+        keys,
         headers: Vec::new(),
     })
 }
 
 /// The streaming workload: the simulated provider streams at `tps` tokens a second.
-pub fn stream_workload(addr: SocketAddr, keys: usize, tps: u32, tokens: u64) -> Arc<Workload> {
+pub fn stream_workload(
+    addr: SocketAddr,
+    keys: Vec<HeaderValue>,
+    tps: u32,
+    tokens: u64,
+) -> Arc<Workload> {
     let tps = HeaderValue::from_str(&tps.to_string()).unwrap_or(HeaderValue::from_static("20"));
     Arc::new(Workload {
         addr,
         path: "/v1/chat/completions",
         body: chat_body(true, tokens),
-        keys: auth_headers(keys),
+        keys,
         headers: vec![(HeaderName::from_static("x-sim-tokens-per-second"), tps)],
     })
 }
