@@ -15,6 +15,9 @@ use crate::report::{
 };
 use crate::setup::{self, GatewayOptions};
 
+/// Virtual keys of the main gateway; requests rotate over them on every path.
+const MAIN_KEYS: usize = 10;
+
 /// One path under test: where to send, and the proxy process to watch (none for direct).
 struct Path_ {
     name: &'static str,
@@ -212,7 +215,7 @@ async fn measure(
             .and_then(|n| setup::start_nginx(&n, templates, dir, sim.addr, s.workers));
         paths.push(path("nginx", started));
     }
-    let main_keys = 10;
+    let main_keys = MAIN_KEYS;
     if want("tollgate") {
         let gw = setup::gateway_config(&GatewayOptions {
             templates,
@@ -228,102 +231,8 @@ async fn measure(
         }
         paths.push(path("tollgate", gw));
     }
-    let want_litellm = want("litellm")
-        && match a.litellm.as_str() {
-            "on" => true,
-            "off" => false,
-            _ => !a.smoke && procs::which("litellm").is_some(),
-        };
-    if want_litellm {
-        let started = procs::which("litellm")
-            .ok_or_else(|| "litellm is not installed".to_string())
-            .and_then(|l| {
-                setup::start_litellm(
-                    &l,
-                    templates,
-                    dir,
-                    sim.addr,
-                    s.workers,
-                    s.stream_tokens_per_second,
-                )
-            });
-        paths.push(path("litellm", started));
-    }
 
-    // Does every path answer? Warm each up.
-    for p in paths.iter_mut().filter(|p| p.result.available) {
-        load::check_loopback(p.addr)?;
-        let w = setup::chat_workload(p.addr, setup::keys_for(p.name, main_keys));
-        match load::probe(&w).await {
-            Ok(n) => {
-                if p.name == "direct" {
-                    s.response_bytes = n;
-                }
-                let _ = load::closed_loop(w, 16, warm, None).await;
-            }
-            Err(e) => {
-                p.result.available = false;
-                p.result.note = Some(format!("no answer: {e}"));
-            }
-        }
-        eprintln!(
-            "{}: {}",
-            p.name,
-            p.result.note.as_deref().unwrap_or("ready")
-        );
-    }
-
-    for &c in &s.closed_connections {
-        for p in paths.iter_mut().filter(|p| p.result.available) {
-            let w = setup::chat_workload(p.addr, setup::keys_for(p.name, main_keys));
-            let before = Cpu::now(p.proc.as_ref(), &sim);
-            let o = load::closed_loop(w, c, Duration::from_secs_f64(s.closed_secs), None).await;
-            let (proxy, simc, me) = before.delta(p.proc.as_ref(), &sim);
-            let per = |x: f64| x * 1e6 / o.ok.max(1) as f64;
-            let secs = o.elapsed.as_secs_f64();
-            eprintln!("closed c{c} {}: {:.0} req/s", p.name, o.ok as f64 / secs);
-            p.result.closed_loop.push(Closed {
-                connections: c,
-                secs,
-                ok: o.ok,
-                errors: o.errors,
-                rps: o.ok as f64 / secs,
-                latency_us: o.latency,
-                proxy_cpu_us_per_req: proxy.map(per),
-                sim_cpu_us_per_req: per(simc),
-                loadgen_cpu_us_per_req: per(me),
-                first_error: o.first_error,
-            });
-        }
-    }
-    for &rate in &s.rates {
-        for p in paths.iter_mut().filter(|p| p.result.available) {
-            let w = setup::chat_workload(p.addr, setup::keys_for(p.name, main_keys));
-            let f = fixed(w, rate, main_keys, s, grace, p.proc.as_ref(), &sim).await;
-            eprintln!(
-                "fixed {rate}/s {}: p50 {:.0} µs p99 {:.0} µs",
-                p.name, f.latency_us.p50, f.latency_us.p99
-            );
-            p.result.fixed_rate.push(f);
-        }
-    }
-    for p in paths
-        .iter_mut()
-        .filter(|p| p.result.available && s.streams > 0)
-    {
-        let w = setup::stream_workload(
-            p.addr,
-            setup::keys_for(p.name, main_keys),
-            s.stream_tokens_per_second,
-            s.stream_output_tokens,
-        );
-        let st = streaming(w, s, p.proc.as_ref(), &sim).await;
-        eprintln!(
-            "streams {}: ttft p50 {:.0} µs, max open {}",
-            p.name, st.ttft_us.p50, st.max_open
-        );
-        p.result.streaming = Some(st);
-    }
+    sections(&mut paths, s, &sim, warm, grace).await?;
     // The gateway's own view of what it served, then the scaling runs on fresh gateways.
     for p in paths
         .iter_mut()
@@ -357,7 +266,113 @@ async fn measure(
             g.stop();
         }
     }
+    // LiteLLM last and alone: its workers are not idle when idle, and it is slow enough to
+    // need its own time.
+    let want_litellm = want("litellm")
+        && match a.litellm.as_str() {
+            "on" => true,
+            "off" => false,
+            _ => !a.smoke && procs::which("litellm").is_some(),
+        };
+    if want_litellm {
+        let started = procs::which("litellm")
+            .ok_or_else(|| "litellm is not installed".to_string())
+            .and_then(|l| {
+                let tps = s.stream_tokens_per_second;
+                setup::start_litellm(&l, templates, dir, sim.addr, s.workers, tps)
+            });
+        let mut ll = vec![path("litellm", started)];
+        sections(&mut ll, s, &sim, warm, grace).await?;
+        paths.extend(ll);
+    }
     Ok(paths.into_iter().map(|p| p.result).collect())
+}
+
+/// Every section through `paths` in turn: a first request and a warm-up each, then the
+/// closed-loop, fixed-rate and streaming runs.
+async fn sections(
+    paths: &mut [Path_],
+    s: &mut Settings,
+    sim: &Proc,
+    warm: Duration,
+    grace: Duration,
+) -> Result<(), String> {
+    let main_keys = MAIN_KEYS;
+    // Does every path answer? Warm each up.
+    for p in paths.iter_mut().filter(|p| p.result.available) {
+        load::check_loopback(p.addr)?;
+        let w = setup::chat_workload(p.addr, setup::keys_for(p.name, main_keys));
+        match load::probe(&w).await {
+            Ok(n) => {
+                if p.name == "direct" {
+                    s.response_bytes = n;
+                }
+                let _ = load::closed_loop(w, 16, warm, None).await;
+            }
+            Err(e) => {
+                p.result.available = false;
+                p.result.note = Some(format!("no answer: {e}"));
+            }
+        }
+        eprintln!(
+            "{}: {}",
+            p.name,
+            p.result.note.as_deref().unwrap_or("ready")
+        );
+    }
+
+    for &c in &s.closed_connections {
+        for p in paths.iter_mut().filter(|p| p.result.available) {
+            let w = setup::chat_workload(p.addr, setup::keys_for(p.name, main_keys));
+            let before = Cpu::now(p.proc.as_ref(), sim);
+            let o = load::closed_loop(w, c, Duration::from_secs_f64(s.closed_secs), None).await;
+            let (proxy, simc, me) = before.delta(p.proc.as_ref(), sim);
+            let per = |x: f64| x * 1e6 / o.ok.max(1) as f64;
+            let secs = o.elapsed.as_secs_f64();
+            eprintln!("closed c{c} {}: {:.0} req/s", p.name, o.ok as f64 / secs);
+            p.result.closed_loop.push(Closed {
+                connections: c,
+                secs,
+                ok: o.ok,
+                errors: o.errors,
+                rps: o.ok as f64 / secs,
+                latency_us: o.latency,
+                proxy_cpu_us_per_req: proxy.map(per),
+                sim_cpu_us_per_req: per(simc),
+                loadgen_cpu_us_per_req: per(me),
+                first_error: o.first_error,
+            });
+        }
+    }
+    for &rate in &s.rates {
+        for p in paths.iter_mut().filter(|p| p.result.available) {
+            let w = setup::chat_workload(p.addr, setup::keys_for(p.name, main_keys));
+            let f = fixed(w, rate, main_keys, s, grace, p.proc.as_ref(), sim).await;
+            eprintln!(
+                "fixed {rate}/s {}: p50 {:.0} µs p99 {:.0} µs",
+                p.name, f.latency_us.p50, f.latency_us.p99
+            );
+            p.result.fixed_rate.push(f);
+        }
+    }
+    for p in paths
+        .iter_mut()
+        .filter(|p| p.result.available && s.streams > 0)
+    {
+        let w = setup::stream_workload(
+            p.addr,
+            setup::keys_for(p.name, main_keys),
+            s.stream_tokens_per_second,
+            s.stream_output_tokens,
+        );
+        let st = streaming(w, s, p.proc.as_ref(), sim).await;
+        eprintln!(
+            "streams {}: ttft p50 {:.0} µs, max open {}",
+            p.name, st.ttft_us.p50, st.max_open
+        );
+        p.result.streaming = Some(st);
+    }
+    Ok(())
 }
 
 fn path(name: &'static str, started: Result<Proc, String>) -> Path_ {
