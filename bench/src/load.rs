@@ -151,6 +151,8 @@ pub struct ClosedOutcome {
     /// Latency of the successful requests (not corrected: each connection waits for its
     /// answer before sending the next request).
     pub latency: Percentiles,
+    /// Every latency sample, nanoseconds, sorted (to merge runs).
+    pub samples: Vec<u64>,
     /// The first error seen, for the report.
     pub first_error: Option<String>,
 }
@@ -219,6 +221,7 @@ pub async fn closed_loop(
     }
     out.ok = all.len() as u64;
     out.latency = Percentiles::of(&mut all);
+    out.samples = all;
     out
 }
 

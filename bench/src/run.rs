@@ -14,6 +14,7 @@ use crate::report::{
     self, Closed, Figures, Fixed, GatewayView, Machine, PathResult, Results, Settings, Streaming,
 };
 use crate::setup::{self, GatewayOptions};
+use crate::stats::Percentiles;
 
 /// Virtual keys of the main gateway; requests rotate over them on every path.
 const MAIN_KEYS: usize = 10;
@@ -69,6 +70,7 @@ fn plan(a: &Args, workers: usize) -> Plan {
                 Vec::new()
             },
             scaling_rate: a.scaling_rate.unwrap_or(5000),
+            scaling_rounds: if smoke { 1 } else { 3 },
             workers,
             request_bytes: setup::chat_body(false, 64).len(),
             response_bytes: 0,
@@ -110,7 +112,7 @@ pub async fn run(a: Args) -> Result<(), String> {
 
     // Figures, targets, table, file.
     let figs = figures(&paths, &s).finish();
-    let targets = report::targets(&figs, &s.scaling_keys, s.scaling_rate);
+    let targets = report::targets(&figs, &s.scaling_keys);
     let names: Vec<String> = paths
         .iter()
         .filter(|p| p.available)
@@ -242,6 +244,8 @@ async fn measure(
         if let Some(g) = p.proc.take() {
             g.stop();
         }
+        // One gateway per key count, all at once, so their runs can interleave.
+        let mut gateways = Vec::new();
         for &k in &s.scaling_keys {
             let cfg = setup::gateway_config(&GatewayOptions {
                 templates,
@@ -255,14 +259,22 @@ async fn measure(
             let w = setup::chat_workload(g.addr, setup::auth_headers(k));
             // Every key once (its label sets exist), then a short warm-up.
             let _ = load::closed_loop(w.clone(), 64, Duration::from_secs(60), Some(k as u64)).await;
-            let _ = load::closed_loop(w.clone(), 16, warm, None).await;
-            let f = fixed(w, s.scaling_rate, k, s, grace, Some(&g), &sim).await;
+            let _ = load::closed_loop(w, 16, warm, None).await;
+            gateways.push((k, g));
+        }
+        p.result.scaling_closed = scaling_closed(&gateways, s, &sim).await;
+        for (k, g) in &gateways {
+            let w = setup::chat_workload(g.addr, setup::auth_headers(*k));
+            let f = fixed(w, s.scaling_rate, *k, s, grace, Some(g), &sim).await;
             eprintln!(
-                "scaling {k} keys: p50 {:.0} µs, cpu {:.1} µs/req",
+                "scaling {k} keys, {} req/s: p50 {:.0} µs, cpu {:.1} µs/req",
+                s.scaling_rate,
                 f.latency_us.p50,
                 f.proxy_cpu_us_per_req.unwrap_or(0.0)
             );
             p.result.scaling.push(f);
+        }
+        for (_, g) in gateways {
             g.stop();
         }
     }
@@ -332,6 +344,7 @@ async fn sections(
             eprintln!("closed c{c} {}: {:.0} req/s", p.name, o.ok as f64 / secs);
             p.result.closed_loop.push(Closed {
                 connections: c,
+                keys: main_keys,
                 secs,
                 ok: o.ok,
                 errors: o.errors,
@@ -373,6 +386,70 @@ async fn sections(
         p.result.streaming = Some(st);
     }
     Ok(())
+}
+
+/// Closed-loop runs at 64 connections through each scaling gateway, in `scaling_rounds`
+/// interleaved rounds (drift of the shared machine touches every key count alike); the rounds
+/// of one key count are summed.
+async fn scaling_closed(gateways: &[(usize, Proc)], s: &Settings, sim: &Proc) -> Vec<Closed> {
+    let secs = Duration::from_secs_f64(s.closed_secs);
+    let mut acc: Vec<Sum> = gateways.iter().map(|_| Sum::default()).collect();
+    for _ in 0..s.scaling_rounds.max(1) {
+        for ((k, g), a) in gateways.iter().zip(acc.iter_mut()) {
+            let w = setup::chat_workload(g.addr, setup::auth_headers(*k));
+            let before = Cpu::now(Some(g), sim);
+            let o = load::closed_loop(w, 64, secs, None).await;
+            let (pc, sc, me) = before.delta(Some(g), sim);
+            a.ok += o.ok;
+            a.errors += o.errors;
+            a.secs += o.elapsed.as_secs_f64();
+            a.proxy += pc.unwrap_or(0.0);
+            a.sim += sc;
+            a.me += me;
+            a.samples.extend(o.samples);
+            if a.first_error.is_none() {
+                a.first_error = o.first_error;
+            }
+        }
+    }
+    gateways
+        .iter()
+        .zip(acc)
+        .map(|((k, _), mut a)| {
+            let per = |x: f64| x * 1e6 / a.ok.max(1) as f64;
+            eprintln!(
+                "scaling {k} keys, 64 conns: {:.0} req/s, cpu {:.1} µs/req",
+                a.ok as f64 / a.secs,
+                per(a.proxy)
+            );
+            Closed {
+                connections: 64,
+                keys: *k,
+                secs: a.secs,
+                ok: a.ok,
+                errors: a.errors,
+                rps: a.ok as f64 / a.secs.max(1e-9),
+                latency_us: Percentiles::of(&mut a.samples),
+                proxy_cpu_us_per_req: Some(per(a.proxy)),
+                sim_cpu_us_per_req: per(a.sim),
+                loadgen_cpu_us_per_req: per(a.me),
+                first_error: a.first_error,
+            }
+        })
+        .collect()
+}
+
+/// Closed-loop rounds of one key count, summed.
+#[derive(Default)]
+struct Sum {
+    ok: u64,
+    errors: u64,
+    secs: f64,
+    proxy: f64,
+    sim: f64,
+    me: f64,
+    samples: Vec<u64>,
+    first_error: Option<String>,
 }
 
 fn path(name: &'static str, started: Result<Proc, String>) -> Path_ {
@@ -597,6 +674,19 @@ fn figures(paths: &[PathResult], s: &Settings) -> Figures {
                     format!("{label}: proxy RSS MB"),
                     n,
                     r as f64 / 1048576.0,
+                );
+            }
+        }
+        for c in &p.scaling_closed {
+            let prefix = format!("scaling.k{}.c{}", c.keys, c.connections);
+            let label = format!("{} keys, {} conns", c.keys, c.connections);
+            f.add(format!("{prefix}.rps"), format!("{label}: req/s"), n, c.rps);
+            if let Some(cpu) = c.proxy_cpu_us_per_req {
+                f.add(
+                    format!("{prefix}.cpu_us"),
+                    format!("{label}: proxy CPU µs/req"),
+                    n,
+                    cpu,
                 );
             }
         }
