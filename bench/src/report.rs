@@ -42,6 +42,11 @@ pub struct Machine {
     pub kernel: String,
     /// 1-minute load average just before the run.
     pub load_before: f64,
+    /// 1-minute load average at its end (it counts the benchmark's own processes too, so
+    /// expect about 2; much more means something else was running).
+    pub load_after: f64,
+    /// Whether a compiler was running at the start.
+    pub rustc_before: bool,
 }
 
 /// The run's parameters.

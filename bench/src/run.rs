@@ -131,6 +131,8 @@ pub async fn run(a: Args) -> Result<(), String> {
                 .trim()
                 .to_string(),
             load_before,
+            load_after: procs::machine_busy().0,
+            rustc_before: rustc,
         },
         settings: s,
         paths,
