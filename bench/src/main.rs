@@ -33,9 +33,13 @@ pub struct Args {
     /// Where the results file goes (default bench/results; a temporary directory for --smoke).
     #[arg(long)]
     pub out: Option<PathBuf>,
-    /// The tollgate binary (default: beside this one).
+    /// The tollgate binary of the gateway under test (default: beside this one).
     #[arg(long, env = "TOLLGATE_BIN")]
     pub tollgate_bin: Option<PathBuf>,
+    /// The tollgate binary whose `sim` serves as the provider (default: beside this one; it
+    /// needs the `x-sim-tokens-per-second` header, so it may differ from --tollgate-bin).
+    #[arg(long)]
+    pub sim_bin: Option<PathBuf>,
     /// Template directory (default bench/templates of this source tree).
     #[arg(long)]
     pub templates: Option<PathBuf>,

@@ -86,6 +86,9 @@ pub struct Settings {
     pub gateway_limits: bool,
     /// Gateway sections enabled from the templates.
     pub gateway_ledger: bool,
+    /// What `tollgate check` said of the main gateway's config (what it has on).
+    #[serde(default)]
+    pub gateway_check: String,
 }
 
 /// Everything measured on one path.

@@ -71,6 +71,7 @@ fn plan(a: &Args, workers: usize) -> Plan {
             },
             scaling_rate: a.scaling_rate.unwrap_or(5000),
             scaling_rounds: if smoke { 1 } else { 3 },
+            gateway_check: String::new(),
             workers,
             request_bytes: setup::chat_body(false, 64).len(),
             response_bytes: 0,
@@ -86,12 +87,11 @@ fn plan(a: &Args, workers: usize) -> Plan {
 pub async fn run(a: Args) -> Result<(), String> {
     let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let templates = a.templates.clone().unwrap_or(repo.join("bench/templates"));
-    let bin = match &a.tollgate_bin {
-        Some(b) => b.clone(),
-        None => std::env::current_exe()
-            .map_err(|e| e.to_string())?
-            .with_file_name("tollgate"),
-    };
+    let beside = std::env::current_exe()
+        .map_err(|e| e.to_string())?
+        .with_file_name("tollgate");
+    let bin = a.tollgate_bin.clone().unwrap_or(beside.clone());
+    let sim_bin = a.sim_bin.clone().unwrap_or(beside);
     let workers = a
         .workers
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
@@ -106,7 +106,11 @@ pub async fn run(a: Args) -> Result<(), String> {
     }
     let dir = std::env::temp_dir().join(format!("tollgate-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-    let outcome = measure(&a, &bin, &templates, &dir, &mut s, grace, warm).await;
+    let bins = Bins {
+        gateway: &bin,
+        sim: &sim_bin,
+    };
+    let outcome = measure(&a, bins, &templates, &dir, &mut s, grace, warm).await;
     let _ = std::fs::remove_dir_all(&dir);
     let paths = outcome?;
 
@@ -187,16 +191,24 @@ pub async fn run(a: Args) -> Result<(), String> {
     }
 }
 
+/// The binaries: the gateway under test and the simulated provider.
+#[derive(Clone, Copy)]
+struct Bins<'a> {
+    gateway: &'a Path,
+    sim: &'a Path,
+}
+
 async fn measure(
     a: &Args,
-    bin: &Path,
+    bins: Bins<'_>,
     templates: &Path,
     dir: &Path,
     s: &mut Settings,
     grace: Duration,
     warm: Duration,
 ) -> Result<Vec<PathResult>, String> {
-    let sim = setup::start_sim(bin, s.workers)?;
+    let bin = bins.gateway;
+    let sim = setup::start_sim(bins.sim, s.workers)?;
     load::check_loopback(sim.addr)?;
     eprintln!("simulated provider on {}", sim.addr);
     let want = |x: &str| a.paths.iter().any(|p| p == x);
@@ -229,7 +241,10 @@ async fn measure(
             limits: a.limits,
             ledger: a.ledger,
         })
-        .and_then(|c| setup::start_gateway(bin, &c, s.workers));
+        .and_then(|c| {
+            s.gateway_check = setup::check_gateway(bin, &c)?;
+            setup::start_gateway(bin, &c, s.workers)
+        });
         if let Err(e) = &gw {
             return Err(format!("tollgate: {e}"));
         }

@@ -131,8 +131,8 @@ pub fn gateway_config(o: &GatewayOptions) -> Result<PathBuf, String> {
     Ok(path)
 }
 
-/// Starts the gateway on `config`: validated first with `tollgate check`, for a clear error.
-pub fn start_gateway(bin: &Path, config: &Path, workers: usize) -> Result<Proc, String> {
+/// Validates `config` with `tollgate check`; its report (what the gateway has on).
+pub fn check_gateway(bin: &Path, config: &Path) -> Result<String, String> {
     let check = Command::new(bin)
         .args(["check", "--config"])
         .arg(config)
@@ -144,6 +144,14 @@ pub fn start_gateway(bin: &Path, config: &Path, workers: usize) -> Result<Proc, 
             String::from_utf8_lossy(&check.stderr)
         ));
     }
+    Ok(String::from_utf8_lossy(&check.stdout).trim().to_string())
+}
+
+/// Starts the gateway on `config` (validated first, for a clear error). It runs in the
+/// config's directory, so files it creates by default (a ledger database) stay in the run's
+/// scratch directory.
+pub fn start_gateway(bin: &Path, config: &Path, workers: usize) -> Result<Proc, String> {
+    check_gateway(bin, config)?;
     let mut cmd = Command::new(bin);
     cmd.args([
         "serve",
@@ -155,6 +163,9 @@ pub fn start_gateway(bin: &Path, config: &Path, workers: usize) -> Result<Proc, 
     ])
     .arg(config)
     .env("TOKIO_WORKER_THREADS", workers.to_string());
+    if let Some(dir) = config.parent() {
+        cmd.current_dir(dir);
+    }
     Proc::announced("tollgate", cmd)
 }
 
