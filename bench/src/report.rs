@@ -582,6 +582,86 @@ mod tests {
     }
 
     #[test]
+    fn validate_finds_silent_paths() {
+        let settings = Settings {
+            closed_connections: vec![16],
+            closed_secs: 1.0,
+            rates: vec![],
+            fixed_secs: 1.0,
+            fixed_connections: 1,
+            streams: 0,
+            stream_tokens_per_second: 20,
+            stream_output_tokens: 4,
+            stream_secs: 1.0,
+            scaling_keys: vec![],
+            scaling_rounds: 1,
+            scaling_rate: 1,
+            workers: 2,
+            request_bytes: 1,
+            response_bytes: 1,
+            gateway_limits: false,
+            gateway_ledger: false,
+            gateway_check: String::new(),
+        };
+        let closed = |ok| Closed {
+            connections: 16,
+            keys: 10,
+            secs: 1.0,
+            ok,
+            errors: 0,
+            rps: ok as f64,
+            latency_us: Percentiles::default(),
+            proxy_cpu_us_per_req: None,
+            sim_cpu_us_per_req: 0.0,
+            loadgen_cpu_us_per_req: 0.0,
+            first_error: None,
+        };
+        let path = |name: &str, ok| PathResult {
+            name: name.into(),
+            available: true,
+            closed_loop: vec![closed(ok)],
+            ..Default::default()
+        };
+        let results = |paths| Results {
+            schema: SCHEMA.into(),
+            mode: "smoke".into(),
+            started_at: String::new(),
+            finished_at: String::new(),
+            git: None,
+            machine: Machine {
+                cores: 2,
+                kernel: String::new(),
+                load_before: 0.0,
+                load_after: 0.0,
+                rustc_before: false,
+            },
+            settings: settings.clone(),
+            paths,
+            figures: vec![Figure {
+                id: "x".into(),
+                label: "x".into(),
+                path: "direct".into(),
+                value: 1.0,
+                vs_nginx: None,
+                vs_direct: None,
+                added_vs_direct: None,
+            }],
+            targets: vec![Target {
+                name: "x".into(),
+                value: None,
+                bound: String::new(),
+                met: None,
+            }],
+        };
+        let good = serde_json::to_string(&results(vec![path("direct", 5)])).expect("json");
+        assert!(validate(&good, &["direct"]).is_empty());
+        let silent = serde_json::to_string(&results(vec![path("direct", 0)])).expect("json");
+        assert_eq!(validate(&silent, &["direct"]).len(), 1);
+        assert_eq!(validate(&good, &["direct", "nginx"]).len(), 1);
+        assert_eq!(validate("{}", &["direct"]).len(), 1);
+    }
+
+    #[test]
     fn numbers() {
         assert_eq!(number(28123.4), "28,123");
         assert_eq!(number(-1234.0), "-1,234");
