@@ -6,7 +6,8 @@
 //! `x-sim-status: 500` answers that error in the provider's shape; `x-sim-no-usage: 1` omits
 //! usage; `x-sim-cached-tokens: N` and `x-sim-reasoning-tokens: N` report cache reads and
 //! reasoning; `x-sim-delay-ms: N` waits before answering; `x-sim-cut-after: N` breaks a stream
-//! after N events.
+//! after N events; `x-sim-tokens-per-second: N` sets this stream's cadence (the benchmark streams
+//! slowly and answers fast from one simulator).
 
 mod shapes;
 
@@ -131,7 +132,11 @@ async fn handle(req: Request<Incoming>, opts: &SimOptions) -> Response<SimBody> 
         Ok(body) => json(200, body),
         Err(events) => {
             let cut = header_u64(h, "x-sim-cut-after").map(|n| n as usize);
-            sse(events, opts.tokens_per_second, cut)
+            let tps = header_u64(h, "x-sim-tokens-per-second")
+                .map_or(opts.tokens_per_second, |n| {
+                    u32::try_from(n).unwrap_or(u32::MAX)
+                });
+            sse(events, tps, cut)
         }
     }
 }

@@ -90,7 +90,8 @@ impl TestGateway {
 
     /// Waits until `requests_total` reaches `n` (settlement of a dropped stream is async).
     pub async fn wait_requests(&self, n: f64) -> Scrape {
-        for _ in 0..200 {
+        // Generous: under a loaded machine the first estimate also builds the tokenizer.
+        for _ in 0..1500 {
             let s = self.scrape().await;
             if s.sum("llm_gateway_requests_total", &[]) >= n {
                 return s;
