@@ -622,4 +622,5 @@ fn check_command_prints_every_error_with_its_path() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    let _ = std::fs::remove_dir_all(&dir);
 }
