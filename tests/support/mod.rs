@@ -215,38 +215,33 @@ fn client() -> hyper_util::client::legacy::Client<
 
 /// POSTs `body` with `headers`; returns status, headers and the whole body.
 pub async fn post(url: &str, headers: &[(&str, &str)], body: &str) -> (u16, HeaderMap, Bytes) {
-    let resp = post_streaming(url, headers, body).await;
-    let status = resp.status().as_u16();
-    let h = resp.headers().clone();
-    let body = resp
-        .into_body()
-        .collect()
-        .await
-        .map(|b| b.to_bytes())
-        .unwrap_or_default();
-    (status, h, body)
+    read_whole(post_streaming(url, headers, body).await).await
 }
 
 /// POSTs and returns the response with its body unread.
 pub async fn post_streaming(url: &str, headers: &[(&str, &str)], body: &str) -> Response<Incoming> {
-    let mut req = Request::post(url).header("content-type", "application/json");
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    let req = req
-        .body(Full::new(Bytes::from(body.to_string())))
-        .expect("request");
-    client().request(req).await.expect("gateway answers")
+    let req = Request::post(url).header("content-type", "application/json");
+    send(req, headers, Bytes::from(body.to_string())).await
 }
 
 /// GETs `url`.
 pub async fn get(url: &str, headers: &[(&str, &str)]) -> (u16, HeaderMap, Bytes) {
-    let mut req = Request::get(url);
+    read_whole(send(Request::get(url), headers, Bytes::new()).await).await
+}
+
+async fn send(
+    mut req: http::request::Builder,
+    headers: &[(&str, &str)],
+    body: Bytes,
+) -> Response<Incoming> {
     for (k, v) in headers {
         req = req.header(*k, *v);
     }
-    let req = req.body(Full::new(Bytes::new())).expect("request");
-    let resp = client().request(req).await.expect("gateway answers");
+    let req = req.body(Full::new(body)).expect("request");
+    client().request(req).await.expect("gateway answers")
+}
+
+async fn read_whole(resp: Response<Incoming>) -> (u16, HeaderMap, Bytes) {
     let status = resp.status().as_u16();
     let h = resp.headers().clone();
     let body = resp
