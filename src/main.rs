@@ -194,17 +194,17 @@ async fn serve(config: Config, listen: Option<SocketAddr>) -> Result<(), String>
         )));
     }
     announce(local);
-    tracing::info!(addr = %local, "gateway listening");
+    let workers = gateway.config.server.workers;
+    tracing::info!(addr = %local, workers, "gateway listening");
     let routes = server::main_routes(gateway.clone());
-    let main = tokio::spawn(server::run(listener, routes, shutdown_signal(), grace));
-    let _ = main.await;
+    let served = server::run_workers(listener, routes, workers, shutdown_signal(), grace).await;
     let _ = stop_tx.send(true);
     for t in tasks {
         let _ = t.await;
     }
     // Every request has finished and settled: the writer writes what it holds, then exits.
     ledger.close().await;
-    Ok(())
+    served
 }
 
 async fn run(cli: Cli) -> Result<(), String> {
@@ -310,10 +310,14 @@ fn main() -> ExitCode {
             }
         };
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if matches!(cli.command, Command::Serve { .. } | Command::Demo { .. }) {
+        // Requests are served by the worker threads of `server::workers`; this runtime only
+        // accepts connections and runs the background tasks (ledger writer, Redis, metrics
+        // listener, the demo's simulator).
+        builder.worker_threads(1);
+    }
+    let runtime = match builder.enable_all().build() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("cannot start the runtime: {e}");

@@ -554,35 +554,45 @@ async fn graceful_shutdown_finishes_requests_in_flight() {
     let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = l.local_addr().expect("addr");
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(tollgate::server::run(
+    let server = tokio::spawn(tollgate::server::run_workers(
         l,
         tollgate::server::main_routes(gateway.clone()),
+        2,
         async move {
             let _ = rx.await;
         },
         Duration::from_secs(5),
     ));
-    let auth = bearer();
-    let url = format!("http://{addr}/v1/chat/completions");
-    let inflight = tokio::spawn(async move { post(&url, &[("authorization", &auth)], CHAT).await });
+    // Four connections, so that both worker threads hold requests when the signal comes.
+    let mut inflight = Vec::new();
+    for _ in 0..4 {
+        let auth = bearer();
+        let url = format!("http://{addr}/v1/chat/completions");
+        inflight.push(tokio::spawn(async move {
+            post(&url, &[("authorization", &auth)], CHAT).await
+        }));
+    }
     tokio::time::sleep(Duration::from_millis(100)).await;
     let _ = tx.send(());
-    let (status, _, _) = inflight.await.expect("join");
-    assert_eq!(
-        status, 200,
-        "the in-flight request completed after the shutdown signal"
-    );
+    for r in inflight {
+        let (status, _, _) = r.await.expect("join");
+        assert_eq!(
+            status, 200,
+            "the in-flight request completed after the shutdown signal"
+        );
+    }
     tokio::time::timeout(Duration::from_secs(3), server)
         .await
         .expect("server stopped")
-        .expect("join");
+        .expect("join")
+        .expect("workers started");
     assert!(
         TcpListener::bind(addr).await.is_ok()
             || tokio::net::TcpStream::connect(addr).await.is_err(),
         "no longer accepting"
     );
     let text = gateway.metrics.render(tollgate::metrics::Format::Text);
-    assert!(text.contains("status_code=\"200\"} 1"));
+    assert!(text.contains("status_code=\"200\"} 4"), "{text}");
 }
 
 #[test]

@@ -245,6 +245,10 @@ pub struct FixedOutcome {
     pub pacer_lag: Percentiles,
     /// The first error seen.
     pub first_error: Option<String>,
+    /// Every answered request's latency, ns (for pooling rounds).
+    pub samples: Vec<u64>,
+    /// Every release's pacer lag, ns.
+    pub lags: Vec<u64>,
 }
 
 /// Sends `rate` requests a second for `duration` over `connections` keep-alive connections.
@@ -348,6 +352,8 @@ pub async fn fixed_rate(
     out.elapsed = last.saturating_duration_since(start);
     out.latency = Percentiles::of(&mut all);
     out.pacer_lag = Percentiles::of(&mut lags);
+    out.samples = all;
+    out.lags = lags;
     out
 }
 

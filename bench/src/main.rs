@@ -83,6 +83,10 @@ pub struct Args {
     /// Connections of the fixed-rate load.
     #[arg(long)]
     pub fixed_connections: Option<usize>,
+    /// Interleaved rounds of each fixed-rate run (`fixed_secs` is split over them; the
+    /// rounds' latencies are pooled): run-to-run drift then touches every path alike.
+    #[arg(long)]
+    pub fixed_rounds: Option<usize>,
     /// Concurrent streams.
     #[arg(long)]
     pub streams: Option<usize>,

@@ -58,8 +58,11 @@ pub struct Settings {
     pub closed_secs: f64,
     /// Fixed rates, requests/s.
     pub rates: Vec<u32>,
-    /// Seconds per fixed-rate run.
+    /// Seconds per fixed-rate run (per path and rate, over all rounds).
     pub fixed_secs: f64,
+    /// Interleaved rounds each fixed-rate run is split into; latencies pooled.
+    #[serde(default = "one")]
+    pub fixed_rounds: usize,
     /// Connections the fixed-rate load uses.
     pub fixed_connections: usize,
     /// Concurrent streams.
@@ -553,6 +556,10 @@ pub fn validate(text: &str, need_paths: &[&str]) -> Vec<String> {
     problems
 }
 
+fn one() -> usize {
+    1
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -588,6 +595,7 @@ mod tests {
             closed_secs: 1.0,
             rates: vec![],
             fixed_secs: 1.0,
+            fixed_rounds: 1,
             fixed_connections: 1,
             streams: 0,
             stream_tokens_per_second: 20,

@@ -55,6 +55,7 @@ fn plan(a: &Args, workers: usize) -> Plan {
                 Vec::new()
             },
             fixed_secs: pick(a.fixed_secs, 10.0, 0.4),
+            fixed_rounds: a.fixed_rounds.unwrap_or(if smoke { 1 } else { 5 }).max(1),
             fixed_connections: a.fixed_connections.unwrap_or(64),
             streams: if on("stream") { streams } else { 0 },
             stream_tokens_per_second: stream_tps,
@@ -240,6 +241,7 @@ async fn measure(
             keys: main_keys,
             limits: a.limits,
             ledger: a.ledger,
+            workers: s.workers,
         })
         .and_then(|c| {
             s.gateway_check = setup::check_gateway(bin, &c)?;
@@ -271,6 +273,7 @@ async fn measure(
                 keys: k,
                 limits: a.limits,
                 ledger: a.ledger,
+                workers: s.workers,
             })?;
             let g = setup::start_gateway(bin, &cfg, s.workers)?;
             let w = setup::chat_workload(g.addr, setup::auth_headers(k));
@@ -375,9 +378,30 @@ async fn sections(
         }
     }
     for &rate in &s.rates {
-        for p in paths.iter_mut().filter(|p| p.result.available) {
-            let w = setup::chat_workload(p.addr, setup::keys_for(p.name, main_keys));
-            let f = fixed(w, rate, main_keys, s, grace, p.proc.as_ref(), sim).await;
+        // Interleaved rounds, each starting with the next path, pooled per path: a minute of
+        // drift on the shared machine (which moved the p50 ±50 µs between whole runs) then
+        // touches every path alike.
+        let n = paths.len();
+        let mut acc: Vec<FixedSum> = (0..n).map(|_| FixedSum::default()).collect();
+        let round_secs = s.fixed_secs / s.fixed_rounds as f64;
+        for r in 0..s.fixed_rounds {
+            for k in 0..n {
+                let i = (r + k) % n;
+                let p = &paths[i];
+                if !p.result.available {
+                    continue;
+                }
+                let w = setup::chat_workload(p.addr, setup::keys_for(p.name, main_keys));
+                acc[i]
+                    .add(w, rate, round_secs, s, grace, p.proc.as_ref(), sim)
+                    .await;
+            }
+        }
+        for (p, a) in paths.iter_mut().zip(acc) {
+            if !p.result.available {
+                continue;
+            }
+            let f = a.finish(rate, main_keys, p.proc.as_ref());
             eprintln!(
                 "fixed {rate}/s {}: p50 {:.0} µs p99 {:.0} µs",
                 p.name, f.latency_us.p50, f.latency_us.p99
@@ -529,25 +553,75 @@ async fn fixed(
     proxy: Option<&Proc>,
     sim: &Proc,
 ) -> Fixed {
-    let before = Cpu::now(proxy, sim);
-    let secs = Duration::from_secs_f64(s.fixed_secs);
-    let o = load::fixed_rate(w, rate, secs, s.fixed_connections, grace).await;
-    let (pc, sc, _) = before.delta(proxy, sim);
-    let per = |x: f64| x * 1e6 / o.ok.max(1) as f64;
-    Fixed {
-        rate,
-        keys,
-        scheduled: o.scheduled,
-        ok: o.ok,
-        errors: o.errors,
-        incomplete: o.incomplete,
-        achieved_rps: o.ok as f64 / o.elapsed.as_secs_f64().max(1e-9),
-        latency_us: o.latency,
-        pacer_lag_us: o.pacer_lag,
-        proxy_cpu_us_per_req: pc.map(per),
-        sim_cpu_us_per_req: per(sc),
-        proxy_rss_bytes: proxy.map(Proc::rss_bytes),
-        first_error: o.first_error,
+    let mut a = FixedSum::default();
+    a.add(w, rate, s.fixed_secs, s, grace, proxy, sim).await;
+    a.finish(rate, keys, proxy)
+}
+
+/// Fixed-rate rounds of one path, pooled.
+#[derive(Default)]
+struct FixedSum {
+    scheduled: u64,
+    ok: u64,
+    errors: u64,
+    incomplete: u64,
+    secs: f64,
+    proxy: Option<f64>,
+    sim: f64,
+    samples: Vec<u64>,
+    lags: Vec<u64>,
+    first_error: Option<String>,
+}
+
+impl FixedSum {
+    #[allow(clippy::too_many_arguments)]
+    async fn add(
+        &mut self,
+        w: Arc<Workload>,
+        rate: u32,
+        secs: f64,
+        s: &Settings,
+        grace: Duration,
+        proxy: Option<&Proc>,
+        sim: &Proc,
+    ) {
+        let before = Cpu::now(proxy, sim);
+        let secs = Duration::from_secs_f64(secs);
+        let o = load::fixed_rate(w, rate, secs, s.fixed_connections, grace).await;
+        let (pc, sc, _) = before.delta(proxy, sim);
+        self.scheduled += o.scheduled;
+        self.ok += o.ok;
+        self.errors += o.errors;
+        self.incomplete += o.incomplete;
+        self.secs += o.elapsed.as_secs_f64();
+        if let Some(pc) = pc {
+            *self.proxy.get_or_insert(0.0) += pc;
+        }
+        self.sim += sc;
+        self.samples.extend(o.samples);
+        self.lags.extend(o.lags);
+        if self.first_error.is_none() {
+            self.first_error = o.first_error;
+        }
+    }
+
+    fn finish(mut self, rate: u32, keys: usize, proxy: Option<&Proc>) -> Fixed {
+        let per = |x: f64| x * 1e6 / self.ok.max(1) as f64;
+        Fixed {
+            rate,
+            keys,
+            scheduled: self.scheduled,
+            ok: self.ok,
+            errors: self.errors,
+            incomplete: self.incomplete,
+            achieved_rps: self.ok as f64 / self.secs.max(1e-9),
+            latency_us: Percentiles::of(&mut self.samples),
+            pacer_lag_us: Percentiles::of(&mut self.lags),
+            proxy_cpu_us_per_req: self.proxy.map(per),
+            sim_cpu_us_per_req: per(self.sim),
+            proxy_rss_bytes: proxy.map(Proc::rss_bytes),
+            first_error: self.first_error,
+        }
     }
 }
 

@@ -81,6 +81,8 @@ pub struct GatewayOptions<'a> {
     pub limits: bool,
     /// Add ledger.toml.
     pub ledger: bool,
+    /// Worker threads (`[server] workers`).
+    pub workers: usize,
 }
 
 /// Renders the gateway config and returns its path.
@@ -121,6 +123,7 @@ pub fn gateway_config(o: &GatewayOptions) -> Result<PathBuf, String> {
             ("listen", "127.0.0.1:0"),
             ("sim", &sim),
             ("max_series", &max_series),
+            ("workers", &o.workers.to_string()),
             ("limits", &limits),
             ("ledger", &ledger),
             ("keys", &keys),
@@ -314,12 +317,16 @@ mod tests {
             keys: 3,
             limits: false,
             ledger: false,
+            workers: 3,
         })
         .expect("renders");
         let text = std::fs::read_to_string(&path).expect("written");
         let cfg = tollgate::config::Config::from_toml(&text, &tollgate::config::env::ProcessEnv);
         assert!(cfg.is_ok(), "{text}");
-        assert_eq!(cfg.map(|c| c.keys.len()).ok(), Some(3));
+        assert_eq!(
+            cfg.map(|c| (c.keys.len(), c.server.workers)).ok(),
+            Some((3, 3))
+        );
         std::fs::remove_dir_all(&dir).ok();
     }
 }

@@ -98,6 +98,8 @@ pub struct ServerConfig {
     pub max_body_bytes: usize,
     /// How long in-flight requests may take to finish on shutdown.
     pub shutdown_grace: Duration,
+    /// Worker threads for the main listener, each running its own single-threaded runtime.
+    pub workers: usize,
 }
 
 /// `[metrics]`

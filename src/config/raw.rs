@@ -122,6 +122,8 @@ pub struct RawServer {
     pub max_body_bytes: Option<usize>,
     /// Default 30 s.
     pub shutdown_grace_secs: Option<u64>,
+    /// Worker threads serving the main listener; default: the number of cores.
+    pub workers: Option<usize>,
 }
 
 /// `[metrics]`

@@ -433,6 +433,18 @@ pub fn validate(raw: RawConfig, vars: &dyn Vars) -> Result<Config, ConfigErrors>
             Default::default()
         });
 
+    let workers = match raw.server.workers {
+        Some(0) => {
+            errors.push("server.workers", "must be at least 1");
+            1
+        }
+        Some(n) if n > 1024 => {
+            errors.push("server.workers", "at most 1024");
+            1
+        }
+        Some(n) => n,
+        None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+    };
     if !errors.0.is_empty() {
         return Err(ConfigErrors(errors.0));
     }
@@ -444,6 +456,7 @@ pub fn validate(raw: RawConfig, vars: &dyn Vars) -> Result<Config, ConfigErrors>
             listen,
             max_body_bytes,
             shutdown_grace: Duration::from_secs(raw.server.shutdown_grace_secs.unwrap_or(30)),
+            workers,
         },
         metrics: MetricsConfig {
             listen: metrics_listen,

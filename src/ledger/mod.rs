@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use parking_lot::Mutex;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{Notify, mpsc, watch};
 
 pub use config::{LedgerConfig, RawLedger};
 pub use report::{Report, ReportQuery};
@@ -60,6 +60,8 @@ pub struct Ledger {
 
 struct Inner {
     tx: mpsc::Sender<UsageRow>,
+    /// Wakes the writer early: a full batch is waiting in the channel.
+    wake: Arc<Notify>,
     store: Store,
     cfg: LedgerConfig,
     metrics: Arc<Metrics>,
@@ -89,8 +91,10 @@ impl Ledger {
         let store = Store::connect_lazy(&cfg.url, true, cfg.write_timeout)?;
         let (tx, rx) = mpsc::channel(cfg.channel_capacity);
         let (stop, stop_rx) = watch::channel(false);
+        let wake = Arc::new(Notify::new());
         let writer = writer::Writer {
             rx,
+            wake: wake.clone(),
             stop: stop_rx,
             store: store.clone(),
             cfg: cfg.clone(),
@@ -106,6 +110,7 @@ impl Ledger {
         Ok(Ledger {
             inner: Some(Arc::new(Inner {
                 tx,
+                wake,
                 store,
                 cfg: cfg.clone(),
                 metrics,
@@ -137,6 +142,13 @@ impl Ledger {
         if inner.tx.try_send(row).is_err() {
             inner.metrics.ledger_dropped.add(1);
             inner.log_drop();
+            return;
+        }
+        // The writer looks at the channel once per flush interval, not per row (a wake-up
+        // per row cost every request a cross-thread wake); a full batch calls it sooner.
+        let waiting = inner.tx.max_capacity() - inner.tx.capacity();
+        if waiting >= inner.cfg.batch_size {
+            inner.wake.notify_one();
         }
     }
 

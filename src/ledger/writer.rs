@@ -8,7 +8,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{Notify, mpsc, watch};
 use tokio::time::Instant;
 
 use super::config::LedgerConfig;
@@ -23,6 +23,7 @@ const ERROR_LOG_EVERY: Duration = Duration::from_secs(10);
 
 pub(super) struct Writer {
     pub(super) rx: mpsc::Receiver<UsageRow>,
+    pub(super) wake: Arc<Notify>,
     pub(super) stop: watch::Receiver<bool>,
     pub(super) store: Store,
     pub(super) cfg: LedgerConfig,
@@ -63,10 +64,14 @@ impl Writer {
                 (None, None) if !st.migrated => Some(Instant::now() + MAX_BACKOFF),
                 (None, None) => None,
             };
+            // An empty buffer waits for the first row; after that the channel is read only at
+            // the deadline or when a sender reports a full batch waiting, so that a steady
+            // stream of rows wakes this task a few times per flush interval, not once a row.
+            let idle = st.buf.is_empty();
             tokio::select! {
                 biased;
                 _ = self.stop.changed() => break,
-                n = self.rx.recv_many(&mut st.buf, room.min(self.cfg.batch_size)), if room > 0 => {
+                n = self.rx.recv_many(&mut st.buf, room.min(self.cfg.batch_size)), if room > 0 && idle => {
                     if n == 0 {
                         break; // every sender is gone
                     }
@@ -76,7 +81,14 @@ impl Writer {
                         self.flush(&mut st, false).await;
                     }
                 }
+                _ = self.wake.notified(), if !idle => {
+                    self.take_waiting(&mut st);
+                    if st.buf.len() >= self.cfg.batch_size && st.retry_at.is_none() {
+                        self.flush(&mut st, false).await;
+                    }
+                }
                 _ = sleep_until(deadline), if deadline.is_some() => {
+                    self.take_waiting(&mut st);
                     st.retry_at = None;
                     if !st.migrated {
                         self.try_migrate(&mut st).await;
@@ -88,6 +100,20 @@ impl Writer {
             }
         }
         self.drain(&mut st).await;
+    }
+
+    /// Moves the rows waiting in the channel to the buffer, as far as it has room.
+    fn take_waiting(&mut self, st: &mut State) {
+        while st.buf.len() < self.cfg.max_buffered_rows {
+            match self.rx.try_recv() {
+                Ok(row) => st.buf.push(row),
+                Err(_) => break,
+            }
+        }
+        if !st.buf.is_empty() {
+            st.oldest.get_or_insert_with(Instant::now);
+        }
+        self.set_buffered(st);
     }
 
     /// Writes everything: what is buffered and what is still in the channel.

@@ -8,6 +8,7 @@ pub mod settle;
 pub mod sse;
 pub mod tap;
 
+use std::cell::OnceCell;
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -64,6 +65,20 @@ pub struct Gateway {
     client: UpstreamClient,
     warned_unpriced: Mutex<HashSet<(String, String)>>,
     last_limit_error_log: Mutex<Option<Instant>>,
+}
+
+thread_local! {
+    /// The upstream pool of a worker thread (`server::workers`): its connections are driven by
+    /// that thread's runtime, so a request never waits on another thread's.
+    static WORKER_CLIENT: OnceCell<UpstreamClient> = const { OnceCell::new() };
+}
+
+/// Gives the calling thread its own upstream connection pool, used by every request it
+/// handles. For threads that each run a single-threaded runtime.
+pub fn use_worker_client() {
+    WORKER_CLIENT.with(|c| {
+        let _ = c.set(upstream_client());
+    });
 }
 
 /// Builds the upstream client. `TCP_NODELAY` is set: without it a keep-alive request can stall
@@ -459,7 +474,8 @@ impl Gateway {
             customer,
             upstream_request_id: None,
         };
-        let sent = tokio::time::timeout(route.timeout, self.client.request(upstream_req)).await;
+        let call = WORKER_CLIENT.with(|c| c.get().unwrap_or(&self.client).request(upstream_req));
+        let sent = tokio::time::timeout(route.timeout, call).await;
         let resp = match sent {
             Ok(Ok(r)) => r,
             Ok(Err(e)) => {

@@ -1,8 +1,10 @@
-//! Listeners and HTTP routing. [`run`] serves one bound listener until a shutdown future
-//! resolves, then lets in-flight requests finish within a grace period.
+//! Listeners and HTTP routing. [`run`] serves one bound listener on the current runtime until a
+//! shutdown future resolves, then lets in-flight requests finish within a grace period;
+//! [`workers::run_workers`] serves the main listener thread-per-core.
 
 mod routes;
 mod usage;
+pub mod workers;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -13,10 +15,11 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 
 use crate::proxy::Gateway;
 pub use routes::Routes;
+pub use workers::run_workers;
 
 /// Serves `routes` on `listener` until `shutdown` resolves; then stops accepting and waits up
 /// to `grace` for open connections to finish their requests.
@@ -27,41 +30,68 @@ pub async fn run(
     grace: Duration,
 ) {
     let routes = Arc::new(routes);
-    let builder = Builder::new(TokioExecutor::new());
-    let graceful = GracefulShutdown::new();
+    let connections = Connections::new();
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
             accepted = listener.accept() => {
-                let (stream, _) = match accepted {
-                    Ok(s) => s,
-                    Err(e) => {
-                        // Out of file descriptors and the like: back off instead of spinning.
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
-                let _ = stream.set_nodelay(true);
-                let routes = routes.clone();
-                let service = service_fn(move |req| {
-                    let routes = routes.clone();
-                    async move { Ok::<_, Infallible>(routes.handle(req).await) }
-                });
-                let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-                let conn = graceful.watch(conn.into_owned());
-                tokio::spawn(async move {
-                    let _ = conn.await;
-                });
+                match accepted {
+                    Ok((stream, _)) => connections.serve(stream, &routes, ()),
+                    Err(e) => accept_failed(e).await,
+                }
             }
             _ = &mut shutdown => break,
         }
     }
     drop(listener);
-    tokio::select! {
-        _ = graceful.shutdown() => {}
-        _ = tokio::time::sleep(grace) => {
-            tracing::warn!("shutdown grace period over: closing connections with requests still in flight");
+    connections.finish(grace).await;
+}
+
+/// Out of file descriptors and the like: back off instead of spinning.
+async fn accept_failed(e: std::io::Error) {
+    tracing::warn!(error = %e, "accept failed");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+}
+
+/// The HTTP connections of one runtime, each served in its own task.
+struct Connections {
+    builder: Builder<TokioExecutor>,
+    graceful: GracefulShutdown,
+}
+
+impl Connections {
+    fn new() -> Connections {
+        Connections {
+            builder: Builder::new(TokioExecutor::new()),
+            graceful: GracefulShutdown::new(),
+        }
+    }
+
+    /// Serves `stream` in a task on the current runtime; `guard` is dropped when it closes.
+    fn serve(&self, stream: TcpStream, routes: &Arc<Routes>, guard: impl Send + 'static) {
+        let _ = stream.set_nodelay(true);
+        let routes = routes.clone();
+        let service = service_fn(move |req| {
+            let routes = routes.clone();
+            async move { Ok::<_, Infallible>(routes.handle(req).await) }
+        });
+        let conn = self
+            .builder
+            .serve_connection_with_upgrades(TokioIo::new(stream), service);
+        let conn = self.graceful.watch(conn.into_owned());
+        tokio::spawn(async move {
+            let _ = conn.await;
+            drop(guard);
+        });
+    }
+
+    /// Asks every connection to close after its current request; waits up to `grace`.
+    async fn finish(self, grace: Duration) {
+        tokio::select! {
+            _ = self.graceful.shutdown() => {}
+            _ = tokio::time::sleep(grace) => {
+                tracing::warn!("shutdown grace period over: closing connections with requests still in flight");
+            }
         }
     }
 }

@@ -49,14 +49,20 @@ impl TestGateway {
         let addr = listener.local_addr().expect("addr");
         let (tx, rx) = oneshot::channel();
         let routes = server::main_routes(gateway.clone());
-        let server = tokio::spawn(server::run(
-            listener,
-            routes,
-            async move {
-                let _ = rx.await;
-            },
-            Duration::from_secs(5),
-        ));
+        // Served as `tollgate serve` serves: two worker threads, each with its own runtime.
+        let server = tokio::spawn(async move {
+            server::run_workers(
+                listener,
+                routes,
+                2,
+                async move {
+                    let _ = rx.await;
+                },
+                Duration::from_secs(5),
+            )
+            .await
+            .expect("workers start");
+        });
         TestGateway {
             addr,
             gateway,
