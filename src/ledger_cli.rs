@@ -28,7 +28,9 @@ pub async fn usage_report(cfg: &LedgerConfig, query: &ReportQuery) -> Result<Rep
     report
 }
 
-fn sample_row(i: usize) -> UsageRow {
+/// Row `i` of the benchmark; with `keys` > 0, key and team rotate over that many (one team a
+/// key), as the gateway's benchmark rotates its virtual keys.
+fn sample_row(i: usize, keys: usize) -> UsageRow {
     const TEAMS: [&str; 4] = ["search", "support", "research", "growth"];
     const MODELS: [&str; 4] = [
         "gpt-4o",
@@ -36,9 +38,17 @@ fn sample_row(i: usize) -> UsageRow {
         "claude-sonnet-4-5",
         "claude-haiku-4-5",
     ];
+    let (key_name, team) = if keys > 0 {
+        (
+            format!("key-{:05}", i % keys),
+            format!("team-{:05}", i % keys),
+        )
+    } else {
+        (format!("{}-app", TEAMS[i % 4]), TEAMS[i % 4].to_string())
+    };
     UsageRow {
-        key_name: format!("{}-app", TEAMS[i % 4]).into(),
-        team: TEAMS[i % 4].into(),
+        key_name: key_name.into(),
+        team: team.into(),
         customer: Some(format!("customer-{}", i % 100).into()),
         provider: if i % 4 < 2 { "openai" } else { "anthropic" }.into(),
         requested_model: MODELS[i % 4].into(),
@@ -59,7 +69,7 @@ fn sample_row(i: usize) -> UsageRow {
 
 /// Writes `rows` rows through the real writer into `url` and reports rows per second, then
 /// times `record` calls against a writer.
-pub async fn ledger_bench(url: &str, rows: usize, batch: usize) -> Result<(), String> {
+pub async fn ledger_bench(url: &str, rows: usize, batch: usize, keys: usize) -> Result<(), String> {
     if let Some(path) = url.strip_prefix("sqlite://") {
         for suffix in ["", "-wal", "-shm"] {
             let _ = std::fs::remove_file(format!("{path}{suffix}"));
@@ -78,7 +88,7 @@ pub async fn ledger_bench(url: &str, rows: usize, batch: usize) -> Result<(), St
     store.migrate().await.map_err(|e| e.to_string())?;
     store.close().await;
 
-    let prepared: Vec<UsageRow> = (0..rows).map(sample_row).collect();
+    let prepared: Vec<UsageRow> = (0..rows).map(|i| sample_row(i, keys)).collect();
     let metrics = Metrics::new(&MetricsOptions::default());
     let ledger = Ledger::open(&cfg, metrics.clone()).map_err(|e| e.to_string())?;
     let start = Instant::now();
@@ -89,10 +99,15 @@ pub async fn ledger_bench(url: &str, rows: usize, batch: usize) -> Result<(), St
     let elapsed = start.elapsed();
     let written = metrics.ledger_written.get();
     println!(
-        "writer: {written} rows into {} in {:.3} s = {:.0} rows/s (batch {batch}; dropped {})",
+        "writer: {written} rows into {} in {:.3} s = {:.0} rows/s (batch {batch}; {}; dropped {})",
         store.backend(),
         elapsed.as_secs_f64(),
         written as f64 / elapsed.as_secs_f64(),
+        if keys > 0 {
+            format!("{keys} keys")
+        } else {
+            "4 keys".to_string()
+        },
         metrics.ledger_dropped.get()
     );
 

@@ -91,6 +91,9 @@ enum Command {
         /// Rows per insert.
         #[arg(long, default_value_t = 1000)]
         batch: usize,
+        /// Distinct keys (one team each) the rows rotate over; 0: four keys and teams.
+        #[arg(long, default_value_t = 0)]
+        keys: usize,
     },
     /// Run only the simulated provider (OpenAI and Anthropic shapes), for tests and benchmarks.
     Sim {
@@ -234,9 +237,12 @@ async fn run(cli: Cli) -> Result<(), String> {
             print!("{out}");
             Ok(())
         }
-        Command::LedgerBench { url, rows, batch } => {
-            ledger_cli::ledger_bench(&url, rows, batch).await
-        }
+        Command::LedgerBench {
+            url,
+            rows,
+            batch,
+            keys,
+        } => ledger_cli::ledger_bench(&url, rows, batch, keys).await,
         Command::Sim {
             listen,
             delay_ms,

@@ -830,6 +830,39 @@ async fn windows_are_half_open_and_utc(backend: Backend) {
             .expect("spend"),
         0
     );
+    // A period starting inside an hour (an offset such as +05:30): that hour's rows count
+    // from the start on, the later hours come from the spend rollup.
+    let spend = |f: SpendFilter<'static>, since: DateTime<Utc>| {
+        let ledger = &ledger;
+        async move { ledger.spend_nanos(f, since).await.expect("spend") }
+    };
+    assert_eq!(
+        spend(SpendFilter::Team("a"), at(2026, 11, 15, 23, 15, 0)).await,
+        10_100
+    );
+    assert_eq!(
+        spend(SpendFilter::Team("a"), at(2026, 11, 15, 23, 45, 0)).await,
+        10_000
+    );
+    assert_eq!(
+        spend(SpendFilter::Key("k2"), at(2026, 11, 15, 23, 30, 0)).await,
+        100
+    );
+    assert_eq!(
+        spend(SpendFilter::Key("k2"), at(2026, 11, 15, 23, 30, 0) + micro).await,
+        0
+    );
+    assert_eq!(
+        spend(SpendFilter::TeamModel("a", "gpt-4o"), nov).await,
+        10_110
+    );
+    assert_eq!(spend(SpendFilter::TeamModel("a", "o3"), nov).await, 0);
+    assert_eq!(
+        db.scalar("SELECT COUNT(*) FROM tollgate_spend_hourly")
+            .await,
+        5,
+        "one rollup row per hour and group; the retried batch added none"
+    );
     ledger.close().await;
     store.close().await;
     db.finish().await;

@@ -20,6 +20,7 @@ use super::row::{UsageRow, micros, tokens};
 const SQLITE_MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("migrations/sqlite/0001_usage.sql")),
     (2, include_str!("migrations/sqlite/0002_hourly_rollup.sql")),
+    (3, include_str!("migrations/sqlite/0003_spend_rollup.sql")),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("migrations/postgres/0001_usage.sql")),
@@ -27,6 +28,7 @@ const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
         2,
         include_str!("migrations/postgres/0002_hourly_rollup.sql"),
     ),
+    (3, include_str!("migrations/postgres/0003_spend_rollup.sql")),
 ];
 
 /// Columns of `tollgate_usage`, in insert order.
@@ -346,51 +348,69 @@ impl Store {
         })
     }
 
-    /// Cost in nano-USD of a team's or a key's requests since `since`.
+    /// Cost in nano-USD of a team's or a key's requests since `since`: whole hours from the
+    /// spend rollup, and the rows of the hour `since` falls in (budget periods start on a
+    /// whole hour except in offsets such as +05:30) from the rows themselves.
     pub async fn spend_nanos(
         &self,
         filter: SpendFilter<'_>,
         since: DateTime<Utc>,
     ) -> Result<i64, LedgerError> {
+        const HOUR_MICROS: i64 = 3_600_000_000;
         // (column, value, and a second condition on requested_model for team-model budgets)
         let (column, value, model) = match filter {
             SpendFilter::Team(t) => ("team", t, None),
             SpendFilter::Key(k) => ("key_name", k, None),
             SpendFilter::TeamModel(t, m) => ("team", t, Some(m)),
         };
+        let since_us = since.timestamp_micros();
+        let hour_us = since_us
+            .div_euclid(HOUR_MICROS)
+            .saturating_add(i64::from(since_us.rem_euclid(HOUR_MICROS) != 0))
+            .saturating_mul(HOUR_MICROS);
         let sum = "CAST(COALESCE(SUM(cost_nanos), 0) AS BIGINT)";
         let n: i64 = match self {
             Store::Sqlite(pool) => {
+                // ?3 is bound either way (SQLite counts parameters).
                 let extra = if model.is_some() {
-                    " AND requested_model = ?"
+                    " AND requested_model = ?3"
                 } else {
-                    ""
+                    " AND ?3 = ''"
                 };
                 let sql = format!(
-                    "SELECT {sum} FROM tollgate_usage WHERE {column} = ? AND started_at >= ?{extra}"
+                    "SELECT (SELECT {sum} FROM tollgate_spend_hourly \
+                       WHERE {column} = ?1 AND hour >= ?4{extra}) \
+                     + (SELECT {sum} FROM tollgate_usage \
+                       WHERE started_at >= ?2 AND started_at < ?4 AND {column} = ?1{extra})"
                 );
-                let mut q = sqlx::query_scalar(&sql)
+                sqlx::query_scalar(&sql)
                     .bind(value)
-                    .bind(since.timestamp_micros());
-                if let Some(m) = model {
-                    q = q.bind(m);
-                }
-                q.fetch_one(pool).await?
+                    .bind(since_us)
+                    .bind(model.unwrap_or(""))
+                    .bind(hour_us)
+                    .fetch_one(pool)
+                    .await?
             }
             Store::Postgres(pool) => {
                 let extra = if model.is_some() {
                     " AND requested_model = $3"
                 } else {
-                    ""
+                    " AND $3 = ''"
                 };
                 let sql = format!(
-                    "SELECT {sum} FROM tollgate_usage WHERE {column} = $1 AND started_at >= $2{extra}"
+                    "SELECT CAST((SELECT {sum} FROM tollgate_spend_hourly \
+                       WHERE {column} = $1 AND hour >= $4{extra}) \
+                     + (SELECT {sum} FROM tollgate_usage \
+                       WHERE started_at >= $2 AND started_at < $4 AND {column} = $1{extra}) AS BIGINT)"
                 );
-                let mut q = sqlx::query_scalar(&sql).bind(value).bind(since);
-                if let Some(m) = model {
-                    q = q.bind(m);
-                }
-                q.fetch_one(pool).await?
+                let hour = DateTime::from_timestamp_micros(hour_us).unwrap_or(since);
+                sqlx::query_scalar(&sql)
+                    .bind(value)
+                    .bind(since)
+                    .bind(model.unwrap_or(""))
+                    .bind(hour)
+                    .fetch_one(pool)
+                    .await?
             }
         };
         Ok(n)

@@ -16,13 +16,40 @@ use parking_lot::RwLock;
 /// Label value of the overflow series.
 pub const OVERFLOW_VALUE: &str = "__other__";
 
-/// Owned label values, the map key.
+/// Owned label values, the map key: each value followed by `0xff`, a byte that never occurs
+/// in UTF-8, in one allocation, so that comparing a key on lookup reads one place in memory
+/// rather than one per label (with 10,000 keys in a family those reads miss the cache).
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct LabelKey(Box<[Box<str>]>);
+struct LabelKey(Box<[u8]>);
+
+const SEP: u8 = 0xff;
+
+impl LabelKey {
+    fn new<'a>(values: impl Iterator<Item = &'a str>) -> LabelKey {
+        let mut bytes = Vec::new();
+        for v in values {
+            bytes.extend_from_slice(v.as_bytes());
+            bytes.push(SEP);
+        }
+        LabelKey(bytes.into_boxed_slice())
+    }
+
+    fn values(&self) -> impl Iterator<Item = &[u8]> {
+        // Every value ends with SEP: split what comes before the last one (nothing: no values).
+        let n = self.0.len().saturating_sub(1);
+        (!self.0.is_empty())
+            .then(|| self.0[..n].split(|b| *b == SEP))
+            .into_iter()
+            .flatten()
+    }
+}
 
 impl Hash for LabelKey {
     fn hash<H: Hasher>(&self, state: &mut H) {
-        hash_values(self.0.iter().map(|s| &**s), state);
+        for v in self.values() {
+            state.write(v);
+            state.write_u8(SEP);
+        }
     }
 }
 
@@ -31,20 +58,26 @@ struct LabelRef<'a>(&'a [&'a str]);
 
 impl Hash for LabelRef<'_> {
     fn hash<H: Hasher>(&self, state: &mut H) {
-        hash_values(self.0.iter().copied(), state);
+        for v in self.0 {
+            state.write(v.as_bytes());
+            state.write_u8(SEP);
+        }
     }
 }
 
 impl Equivalent<LabelKey> for LabelRef<'_> {
     fn equivalent(&self, key: &LabelKey) -> bool {
-        self.0.len() == key.0.len() && self.0.iter().zip(key.0.iter()).all(|(a, b)| *a == &**b)
-    }
-}
-
-fn hash_values<'a, H: Hasher>(values: impl Iterator<Item = &'a str>, state: &mut H) {
-    for v in values {
-        state.write(v.as_bytes());
-        state.write_u8(0xff);
+        let mut rest = &key.0[..];
+        for v in self.0 {
+            let v = v.as_bytes();
+            match rest.get(..v.len() + 1) {
+                Some(head) if head[..v.len()] == *v && head[v.len()] == SEP => {
+                    rest = &rest[v.len() + 1..];
+                }
+                _ => return false,
+            }
+        }
+        rest.is_empty()
     }
 }
 
@@ -86,15 +119,35 @@ impl<T: Default> Family<T> {
         }
     }
 
-    /// The cell for `values` (one per label name, in order), created on first use.
-    pub fn get(&self, values: &[&str]) -> Arc<T> {
+    /// Calls `f` with the cell for `values`, created on first use. Cheaper than [`get`]
+    /// for a single update: no reference count is touched (a cache line both workers write).
+    ///
+    /// [`get`]: Family::get
+    pub fn with<R>(&self, values: &[&str], f: impl FnOnce(&T) -> R) -> R {
+        {
+            let mut buf = [""; 8];
+            let values = self.masked(values, &mut buf);
+            if let Some(cell) = self.series.read().get(&LabelRef(values)) {
+                return f(cell);
+            }
+        }
+        f(&self.get(values))
+    }
+
+    /// `values` with disabled labels blanked, in `buf`.
+    fn masked<'a>(&self, values: &[&'a str], buf: &'a mut [&'a str; 8]) -> &'a [&'a str] {
         debug_assert_eq!(values.len(), self.label_names.len(), "{}", self.name);
-        let mut buf = [""; 8];
         let n = values.len().min(buf.len());
         for (i, v) in values.iter().take(n).enumerate() {
             buf[i] = if self.enabled[i] { v } else { "" };
         }
-        let values = &buf[..n];
+        &buf[..n]
+    }
+
+    /// The cell for `values` (one per label name, in order), created on first use.
+    pub fn get(&self, values: &[&str]) -> Arc<T> {
+        let mut buf = [""; 8];
+        let values = self.masked(values, &mut buf);
         if let Some(cell) = self.series.read().get(&LabelRef(values)) {
             return cell.clone();
         }
@@ -102,26 +155,21 @@ impl<T: Default> Family<T> {
         if let Some(cell) = map.get(&LabelRef(values)) {
             return cell.clone();
         }
-        let key: Box<[Box<str>]> = if map.len() >= self.cap {
+        let key = if map.len() >= self.cap {
             self.overflowed.fetch_add(1, Ordering::Relaxed);
             let fold_all = map.len() >= self.cap.saturating_mul(2);
-            values
-                .iter()
-                .enumerate()
-                .map(|(i, v)| {
-                    let fold = fold_all || self.label_names[i] == "model";
-                    match (self.enabled[i], fold) {
-                        (false, _) => "",
-                        (true, true) => OVERFLOW_VALUE,
-                        (true, false) => v,
-                    }
-                    .into()
-                })
-                .collect()
+            LabelKey::new(values.iter().enumerate().map(|(i, v)| {
+                let fold = fold_all || self.label_names[i] == "model";
+                match (self.enabled[i], fold) {
+                    (false, _) => "",
+                    (true, true) => OVERFLOW_VALUE,
+                    (true, false) => v,
+                }
+            }))
         } else {
-            values.iter().map(|v| (*v).into()).collect()
+            LabelKey::new(values.iter().copied())
         };
-        map.entry(LabelKey(key)).or_default().clone()
+        map.entry(key).or_default().clone()
     }
 
     /// How many label sets were folded into the overflow series.
@@ -148,10 +196,10 @@ impl<T: Default> Family<T> {
                 let labels = self
                     .label_names
                     .iter()
-                    .zip(k.0.iter())
+                    .zip(k.values())
                     .zip(self.enabled.iter())
                     .filter(|(_, on)| **on)
-                    .map(|((name, value), _)| (*name, value.clone()))
+                    .map(|((name, value), _)| (*name, String::from_utf8_lossy(value).into()))
                     .collect::<Vec<_>>();
                 (labels, v.clone())
             })
@@ -168,6 +216,29 @@ mod tests {
 
     #[derive(Default)]
     struct Cell(AtomicU64);
+
+    #[test]
+    fn keys_compare_value_by_value() {
+        let k = LabelKey::new(["ab", "", "c"].into_iter());
+        assert!(LabelRef(&["ab", "", "c"]).equivalent(&k));
+        assert!(!LabelRef(&["a", "b", "c"]).equivalent(&k));
+        assert!(!LabelRef(&["ab", "c"]).equivalent(&k));
+        assert!(!LabelRef(&["ab", "", "c", ""]).equivalent(&k));
+        assert!(!LabelRef(&["ab", "", ""]).equivalent(&k));
+        let hash = |h: &dyn Fn(&mut std::hash::DefaultHasher)| {
+            let mut s = std::hash::DefaultHasher::new();
+            h(&mut s);
+            s.finish()
+        };
+        assert_eq!(
+            hash(&|s| k.hash(s)),
+            hash(&|s| LabelRef(&["ab", "", "c"]).hash(s))
+        );
+        let values: Vec<&[u8]> = k.values().collect();
+        assert_eq!(values, vec![&b"ab"[..], &b""[..], &b"c"[..]]);
+        assert_eq!(LabelKey::new(["", ""].into_iter()).values().count(), 2);
+        assert_eq!(LabelKey::new([].into_iter()).values().count(), 0);
+    }
 
     #[test]
     fn same_labels_share_a_cell() {

@@ -278,45 +278,49 @@ impl Metrics {
             o.status_code,
         );
         if !o.usage.is_zero() || o.cost_nanos > 0 {
-            let u = self.usage.get(&[p, m, t, k]);
-            u.prompt.add(o.usage.input);
-            u.completion.add(o.usage.output);
-            u.total.add(o.usage.total());
-            u.cached.add(o.usage.cached_read);
-            u.cache_write.add(o.usage.cache_write);
-            u.reasoning.add(o.usage.reasoning);
-            u.cost_nanos.add(o.cost_nanos);
+            self.usage.with(&[p, m, t, k], |u| {
+                u.prompt.add(o.usage.input);
+                u.completion.add(o.usage.output);
+                u.total.add(o.usage.total());
+                u.cached.add(o.usage.cached_read);
+                u.cache_write.add(o.usage.cache_write);
+                u.reasoning.add(o.usage.reasoning);
+                u.cost_nanos.add(o.cost_nanos);
+            });
         }
-        self.requests.get(&[p, m, t, k, e, s]).add(1);
+        self.requests.with(&[p, m, t, k, e, s], |c| c.add(1));
         if let Some(error_type) = o.error_type {
-            self.errors.get(&[p, m, t, e, s, error_type]).add(1);
+            self.errors.with(&[p, m, t, e, s, error_type], |c| c.add(1));
         }
-        self.request_duration.get(&[p, m, e]).0.observe(o.duration);
+        self.request_duration
+            .with(&[p, m, e], |h| h.0.observe(o.duration));
         if let Some(d) = o.upstream {
-            self.upstream_duration.get(&[p, m]).0.observe(d);
+            self.upstream_duration.with(&[p, m], |h| h.0.observe(d));
         }
         if let Some(d) = o.time_to_first_token {
-            self.time_to_first_token.get(&[p, m]).0.observe(d);
+            self.time_to_first_token.with(&[p, m], |h| h.0.observe(d));
         }
         if let Some(d) = o.overhead {
-            self.overhead.get(&[e]).0.observe(d);
+            self.overhead.with(&[e], |h| h.0.observe(d));
         }
         if o.estimated {
-            self.estimated.get(&[p, m]).add(1);
+            self.estimated.with(&[p, m], |c| c.add(1));
         }
         if !o.priced && !o.usage.is_zero() {
-            self.unpriced.get(&[p, m]).add(1);
+            self.unpriced.with(&[p, m], |c| c.add(1));
         }
     }
 
     /// A request passed the `limit` check.
     pub fn rate_limit_allowed(&self, team: &str, key: &str, limit: &str) {
-        self.rate_limit_allowed.get(&[team, key, limit]).add(1);
+        self.rate_limit_allowed
+            .with(&[team, key, limit], |c| c.add(1));
     }
 
     /// A request was refused by the `limit` check.
     pub fn rate_limit_blocked(&self, team: &str, key: &str, limit: &str) {
-        self.rate_limit_blocked.get(&[team, key, limit]).add(1);
+        self.rate_limit_blocked
+            .with(&[team, key, limit], |c| c.add(1));
     }
 
     /// The limit backend failed to answer.
