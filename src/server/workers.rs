@@ -129,6 +129,16 @@ fn start_worker(
         .spawn(move || {
             crate::proxy::use_worker_client();
             runtime.block_on(async move {
+                // A timer always due within a second: a request's far deadline (the upstream
+                // timeout) registered while no timer is pending is earlier than the driver's
+                // next wake-up, and tokio then writes its eventfd to re-arm, a syscall and an
+                // extra turn of the event loop on every request.
+                tokio::spawn(async {
+                    let mut tick = tokio::time::interval(Duration::from_secs(1));
+                    loop {
+                        tick.tick().await;
+                    }
+                });
                 let connections = Connections::new();
                 loop {
                     tokio::select! {
