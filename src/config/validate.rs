@@ -32,6 +32,8 @@ pub struct KeyInfo {
     pub rule: Option<Arc<Rule>>,
     /// The team's limits, shared by its keys.
     pub team_rules: Option<Arc<TeamRules>>,
+    /// The metric series of the key's last kind of request.
+    pub series: crate::metrics::SeriesCache,
 }
 
 /// A team's rules: team-wide, and per model.
@@ -406,6 +408,7 @@ pub fn validate(raw: RawConfig, vars: &dyn Vars) -> Result<Config, ConfigErrors>
             team: k.team.as_str().into(),
             rule: key_rule,
             team_rules: teams.get(&k.team).cloned(),
+            series: Default::default(),
         });
         if keys.by_hash.insert(hash, info).is_some() {
             errors.push(
@@ -420,6 +423,7 @@ pub fn validate(raw: RawConfig, vars: &dyn Vars) -> Result<Config, ConfigErrors>
             team: "default".into(),
             rule: None,
             team_rules: teams.get("default").cloned(),
+            series: Default::default(),
         }));
     }
 

@@ -57,6 +57,19 @@ pub struct UsageCells {
     pub cost_nanos: Counter,
 }
 
+impl UsageCells {
+    /// Adds one request's tokens and cost.
+    pub fn add_usage(&self, u: &crate::metering::Usage, cost_nanos: u64) {
+        self.prompt.add(u.input);
+        self.completion.add(u.output);
+        self.total.add(u.total());
+        self.cached.add(u.cached_read);
+        self.cache_write.add(u.cache_write);
+        self.reasoning.add(u.reasoning);
+        self.cost_nanos.add(cost_nanos);
+    }
+}
+
 /// Bucket bounds of a histogram, in nanoseconds, with their rendered `le` values.
 #[derive(Debug)]
 pub struct Buckets {

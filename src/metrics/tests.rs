@@ -124,3 +124,45 @@ fn disabling_the_key_label_removes_it_everywhere() {
         r#"llm_gateway_prompt_tokens_total{provider="openai",model="gpt-4o",team="search"} 1"#
     ));
 }
+
+#[test]
+fn recording_through_a_key_cache_equals_recording_without_it() {
+    let usage = Usage {
+        input: 100,
+        output: 20,
+        cached_read: 40,
+        ..Usage::default()
+    };
+    let plain = Metrics::new(&MetricsOptions::default());
+    let cached = Metrics::new(&MetricsOptions::default());
+    let cache = SeriesCache::default();
+    // Hits, a new model, a new status, and back: each must land in its own series.
+    let seq: Vec<Observation<'_>> = vec![
+        observation("gpt-4o", usage, 4_000_000),
+        observation("gpt-4o", usage, 4_000_000),
+        observation("gpt-4o-mini", usage, 1_000),
+        Observation {
+            status_code: "500",
+            error_type: Some("upstream_error"),
+            usage: Usage::default(),
+            cost_nanos: 0,
+            ..observation("gpt-4o-mini", usage, 0)
+        },
+        observation("gpt-4o", usage, 4_000_000),
+    ];
+    for o in &seq {
+        plain.record(o);
+        cached.record_for_key(o, &cache);
+    }
+    let strip = |t: String| {
+        t.lines()
+            .filter(|l| !l.starts_with("process_") && !l.contains("process_"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let a = strip(plain.render(Format::Text));
+    let b = strip(cached.render(Format::Text));
+    assert_eq!(a, b);
+    assert!(b.contains(r#"llm_gateway_requests_total{provider="openai",model="gpt-4o",team="search",key="search-app",endpoint="/v1/chat/completions",status_code="200"} 3"#));
+    assert!(b.contains(r#"status_code="500"} 1"#));
+}

@@ -193,23 +193,26 @@ impl Closing {
         if price.is_none() && !self.usage.is_zero() {
             self.gw.warn_unpriced(self.provider.name(), model);
         }
-        self.gw.metrics.record(&Observation {
-            provider: self.provider.name(),
-            model,
-            team: &self.key.team,
-            key: &self.key.name,
-            endpoint: self.endpoint.path(),
-            status_code: status_label(self.status),
-            error_type: self.error_type,
-            usage: self.usage,
-            cost_nanos,
-            priced: price.is_some(),
-            estimated: self.estimated,
-            duration: self.duration,
-            upstream: self.upstream,
-            time_to_first_token: self.time_to_first_token,
-            overhead: Some(self.overhead),
-        });
+        self.gw.metrics.record_for_key(
+            &Observation {
+                provider: self.provider.name(),
+                model,
+                team: &self.key.team,
+                key: &self.key.name,
+                endpoint: self.endpoint.path(),
+                status_code: status_label(self.status),
+                error_type: self.error_type,
+                usage: self.usage,
+                cost_nanos,
+                priced: price.is_some(),
+                estimated: self.estimated,
+                duration: self.duration,
+                upstream: self.upstream,
+                time_to_first_token: self.time_to_first_token,
+                overhead: Some(self.overhead),
+            },
+            &self.key.series,
+        );
         if self.gw.ledger.is_enabled() {
             self.gw.ledger.record(UsageRow {
                 id: uuid::Uuid::now_v7(),
