@@ -8,7 +8,7 @@ mod family;
 mod process;
 mod render;
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub use cells::{Counter, Gauge, Histogram, LatencyHistogram, OverheadHistogram, UsageCells};
@@ -119,7 +119,7 @@ pub struct KeySeries {
     model: Box<str>,
     endpoint: Box<str>,
     status: Box<str>,
-    usage: Arc<UsageCells>,
+    usage: OnceLock<Arc<UsageCells>>,
     requests: Arc<Counter>,
 }
 
@@ -358,7 +358,7 @@ impl Metrics {
                     model: m.into(),
                     endpoint: e.into(),
                     status: s.into(),
-                    usage: self.usage.get(&[p, m, t, k]),
+                    usage: OnceLock::new(),
                     requests: self.requests.get(&[p, m, t, k, e, s]),
                 });
                 *cache.0.lock() = Some(c.clone());
@@ -366,7 +366,11 @@ impl Metrics {
             }
         };
         if !o.usage.is_zero() || o.cost_nanos > 0 {
-            series.usage.add_usage(&o.usage, o.cost_nanos);
+            // Created on the first tokens only: a model that only ever failed has no series.
+            series
+                .usage
+                .get_or_init(|| self.usage.get(&[o.provider, o.model, o.team, o.key]))
+                .add_usage(&o.usage, o.cost_nanos);
         }
         series.requests.add(1);
         self.record_unkeyed(o);

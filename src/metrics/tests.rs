@@ -149,6 +149,14 @@ fn recording_through_a_key_cache_equals_recording_without_it() {
             ..observation("gpt-4o-mini", usage, 0)
         },
         observation("gpt-4o", usage, 4_000_000),
+        // A model whose only request failed before any token: no usage series.
+        Observation {
+            status_code: "502",
+            error_type: Some("upstream_unreachable"),
+            usage: Usage::default(),
+            cost_nanos: 0,
+            ..observation("claude-haiku-4-5", usage, 0)
+        },
     ];
     for o in &seq {
         plain.record(o);
@@ -165,4 +173,10 @@ fn recording_through_a_key_cache_equals_recording_without_it() {
     assert_eq!(a, b);
     assert!(b.contains(r#"llm_gateway_requests_total{provider="openai",model="gpt-4o",team="search",key="search-app",endpoint="/v1/chat/completions",status_code="200"} 3"#));
     assert!(b.contains(r#"status_code="500"} 1"#));
+    assert!(
+        !b.contains(
+            r#"llm_gateway_prompt_tokens_total{provider="openai",model="claude-haiku-4-5""#
+        )
+    );
+    assert!(b.contains(r#"model="claude-haiku-4-5",team="search",key="search-app",endpoint="/v1/chat/completions",status_code="502"} 1"#));
 }
