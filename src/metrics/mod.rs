@@ -8,7 +8,7 @@ mod family;
 mod process;
 mod render;
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub use cells::{Counter, Gauge, Histogram, LatencyHistogram, OverheadHistogram, UsageCells};
@@ -110,7 +110,7 @@ pub struct Metrics {
 
 /// The series of a virtual key's last kind of request (see [`Metrics::record_for_key`]).
 #[derive(Debug, Default)]
-pub struct SeriesCache(parking_lot::Mutex<Option<Arc<KeySeries>>>);
+pub struct SeriesCache(parking_lot::Mutex<Option<KeySeries>>);
 
 /// The cells of one (provider, model, endpoint, status) of a key.
 #[derive(Debug)]
@@ -119,7 +119,7 @@ pub struct KeySeries {
     model: Box<str>,
     endpoint: Box<str>,
     status: Box<str>,
-    usage: OnceLock<Arc<UsageCells>>,
+    usage: Option<Arc<UsageCells>>,
     requests: Arc<Counter>,
 }
 
@@ -331,20 +331,16 @@ impl Metrics {
     /// families that hold a series per key (at 10,000 keys those lookups miss the CPU's
     /// caches: the benchmark's cost per request grew with the number of keys).
     pub fn record_for_key(&self, o: &Observation<'_>, cache: &SeriesCache) {
-        let cached = {
-            let slot = cache.0.lock();
-            slot.as_ref()
-                .filter(|c| {
-                    *c.endpoint == *o.endpoint
-                        && *c.status == *o.status_code
-                        && *c.model == *o.model
-                        && *c.provider == *o.provider
-                })
-                .cloned()
-        };
-        let series = match cached {
-            Some(c) => c,
-            None => {
+        {
+            // Updated under the key's lock: atomics only, nothing awaited.
+            let mut slot = cache.0.lock();
+            let hit = slot.as_ref().is_some_and(|c| {
+                *c.endpoint == *o.endpoint
+                    && *c.status == *o.status_code
+                    && *c.model == *o.model
+                    && *c.provider == *o.provider
+            });
+            if !hit {
                 let (p, m, t, k, e, s) = (
                     o.provider,
                     o.model,
@@ -353,26 +349,29 @@ impl Metrics {
                     o.endpoint,
                     o.status_code,
                 );
-                let c = Arc::new(KeySeries {
+                *slot = Some(KeySeries {
                     provider: p.into(),
                     model: m.into(),
                     endpoint: e.into(),
                     status: s.into(),
-                    usage: OnceLock::new(),
+                    usage: None,
                     requests: self.requests.get(&[p, m, t, k, e, s]),
                 });
-                *cache.0.lock() = Some(c.clone());
-                c
             }
-        };
-        if !o.usage.is_zero() || o.cost_nanos > 0 {
-            // Created on the first tokens only: a model that only ever failed has no series.
-            series
-                .usage
-                .get_or_init(|| self.usage.get(&[o.provider, o.model, o.team, o.key]))
-                .add_usage(&o.usage, o.cost_nanos);
+            if let Some(series) = slot.as_mut() {
+                if !o.usage.is_zero() || o.cost_nanos > 0 {
+                    // Created on the first tokens only: a model that only ever failed has no
+                    // series.
+                    series
+                        .usage
+                        .get_or_insert_with(|| {
+                            self.usage.get(&[o.provider, o.model, o.team, o.key])
+                        })
+                        .add_usage(&o.usage, o.cost_nanos);
+                }
+                series.requests.add(1);
+            }
         }
-        series.requests.add(1);
         self.record_unkeyed(o);
     }
 
