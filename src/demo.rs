@@ -103,7 +103,7 @@ fn workload(
 /// Sends the demo workload to the gateway at `gateway_addr`, about `per_second` requests a
 /// second, until the task is dropped.
 pub async fn traffic(gateway_addr: String, per_second: u32) {
-    let client = crate::proxy::upstream_client();
+    let client = crate::proxy::upstream::tls_client();
     let mut tick = tokio::time::interval(Duration::from_secs(1) / per_second.max(1));
     for i in 0u64.. {
         tick.tick().await;

@@ -7,8 +7,8 @@ mod request;
 pub mod settle;
 pub mod sse;
 pub mod tap;
+pub mod upstream;
 
-use std::cell::OnceCell;
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -17,10 +17,6 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Either, Full, Limited};
 use hyper::body::Incoming;
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use parking_lot::Mutex;
 
 use crate::config::{Config, KeyInfo, LimitsBackend};
@@ -49,9 +45,6 @@ struct Refusal<'a> {
 /// The body of every response the gateway sends.
 pub type ResponseBody = Either<Full<Bytes>, TapBody>;
 
-/// The upstream HTTP client: one pool for all providers, HTTP/1.1 and h2, TLS by rustls.
-pub type UpstreamClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
-
 /// Everything the request path needs, shared by all connections.
 pub struct Gateway {
     /// The validated config.
@@ -62,42 +55,9 @@ pub struct Gateway {
     pub limiter: Arc<Limiter>,
     /// The usage ledger (rows go to its writer; never waited on).
     pub ledger: Ledger,
-    client: UpstreamClient,
+    client: upstream::UpstreamClient,
     warned_unpriced: Mutex<HashSet<(String, String)>>,
     last_limit_error_log: Mutex<Option<Instant>>,
-}
-
-thread_local! {
-    /// The upstream pool of a worker thread (`server::workers`): its connections are driven by
-    /// that thread's runtime, so a request never waits on another thread's.
-    static WORKER_CLIENT: OnceCell<UpstreamClient> = const { OnceCell::new() };
-}
-
-/// Gives the calling thread its own upstream connection pool, used by every request it
-/// handles. For threads that each run a single-threaded runtime.
-pub fn use_worker_client() {
-    WORKER_CLIENT.with(|c| {
-        let _ = c.set(upstream_client());
-    });
-}
-
-/// Builds the upstream client. `TCP_NODELAY` is set: without it a keep-alive request can stall
-/// ~40 ms on Nagle's algorithm meeting delayed ACKs.
-pub fn upstream_client() -> UpstreamClient {
-    let mut http = HttpConnector::new();
-    http.set_nodelay(true);
-    http.enforce_http(false);
-    http.set_connect_timeout(Some(Duration::from_secs(10)));
-    let https = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_webpki_roots()
-        .https_or_http()
-        .enable_http1()
-        .enable_http2()
-        .wrap_connector(http);
-    Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(90))
-        .pool_max_idle_per_host(1024)
-        .build(https)
 }
 
 impl Gateway {
@@ -134,7 +94,7 @@ impl Gateway {
             metrics,
             limiter,
             ledger,
-            client: upstream_client(),
+            client: upstream::tls_client(),
             warned_unpriced: Mutex::new(HashSet::new()),
             last_limit_error_log: Mutex::new(None),
         }))
@@ -474,9 +434,8 @@ impl Gateway {
             customer,
             upstream_request_id: None,
         };
-        let call = WORKER_CLIENT.with(|c| c.get().unwrap_or(&self.client).request(upstream_req));
-        let sent = tokio::time::timeout(route.timeout, call).await;
-        let resp = match sent {
+        let sent = tokio::time::timeout(route.timeout, upstream::send(&self.client, upstream_req));
+        let (resp, lease) = match sent.await {
             Ok(Ok(r)) => r,
             Ok(Err(e)) => {
                 let err = ProxyError::UpstreamUnreachable {
@@ -521,9 +480,9 @@ impl Gateway {
             .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
         let tap = if is_sse && parts.status.is_success() {
             parts.headers.remove(header::CONTENT_LENGTH);
-            TapBody::sse(upstream_body, pending, inject)
+            TapBody::sse(upstream_body, pending, inject, lease)
         } else {
-            TapBody::json(upstream_body, pending)
+            TapBody::json(upstream_body, pending, lease)
         };
         let mut tap = tap;
         tap.add_overhead(headers_at.elapsed());

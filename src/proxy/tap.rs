@@ -12,6 +12,7 @@ use hyper::body::Incoming;
 
 use super::settle::{Ending, Facts, PendingRequest};
 use super::sse::SseScanner;
+use super::upstream::Lease;
 use crate::providers::StreamFacts;
 
 /// How much of a large JSON body is kept for reading usage: the first chunk (model, id) and
@@ -38,12 +39,14 @@ pub struct TapBody {
     inner: Incoming,
     mode: Mode,
     pending: PendingRequest,
+    /// The upstream connection, given back when the body has been read to its end.
+    lease: Option<Lease>,
     done: bool,
 }
 
 impl TapBody {
     /// Taps a JSON (or error) body.
-    pub fn json(inner: Incoming, pending: PendingRequest) -> TapBody {
+    pub fn json(inner: Incoming, pending: PendingRequest, lease: Option<Lease>) -> TapBody {
         TapBody {
             inner,
             mode: Mode::Json {
@@ -52,12 +55,18 @@ impl TapBody {
                 head: None,
             },
             pending,
+            lease,
             done: false,
         }
     }
 
     /// Taps an SSE stream; `strip_usage` removes the usage-only chunk the gateway asked for.
-    pub fn sse(inner: Incoming, pending: PendingRequest, strip_usage: bool) -> TapBody {
+    pub fn sse(
+        inner: Incoming,
+        pending: PendingRequest,
+        strip_usage: bool,
+        lease: Option<Lease>,
+    ) -> TapBody {
         TapBody {
             inner,
             mode: Mode::Sse {
@@ -66,6 +75,7 @@ impl TapBody {
                 strip_usage,
             },
             pending,
+            lease,
             done: false,
         }
     }
@@ -115,6 +125,13 @@ impl TapBody {
                 }
                 out
             }
+        }
+    }
+
+    /// Gives the upstream connection back: the body was read to its end.
+    fn release(&mut self) {
+        if let Some(lease) = self.lease.take() {
+            lease.release();
         }
     }
 
@@ -196,6 +213,7 @@ impl Body for TapBody {
                         // last byte is written, without being polled to its end: settle now.
                         if this.inner.is_end_stream() {
                             this.done = true;
+                            this.release();
                             let (facts, rest) = this.take_facts(true);
                             this.pending.settle(Ending::Complete, facts);
                             if !rest.is_empty() {
@@ -222,6 +240,7 @@ impl Body for TapBody {
                 }
                 None => {
                     this.done = true;
+                    this.release();
                     let (facts, rest) = this.take_facts(true);
                     this.pending.settle(Ending::Complete, facts);
                     if !rest.is_empty() {

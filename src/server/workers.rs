@@ -127,16 +127,18 @@ fn start_worker(
     std::thread::Builder::new()
         .name(format!("tollgate-worker-{i}"))
         .spawn(move || {
-            crate::proxy::use_worker_client();
+            crate::proxy::upstream::use_worker_pool();
             runtime.block_on(async move {
                 // A timer always due within a second: a request's far deadline (the upstream
                 // timeout) registered while no timer is pending is earlier than the driver's
                 // next wake-up, and tokio then writes its eventfd to re-arm, a syscall and an
                 // extra turn of the event loop on every request.
+                // It also closes the worker's long-idle upstream connections.
                 tokio::spawn(async {
                     let mut tick = tokio::time::interval(Duration::from_secs(1));
                     loop {
                         tick.tick().await;
+                        crate::proxy::upstream::sweep();
                     }
                 });
                 let connections = Connections::new();

@@ -138,10 +138,20 @@ pub struct Seen {
     pub headers: Vec<HeaderMap>,
     pub bodies: Vec<Bytes>,
     pub paths: Vec<String>,
+    /// TCP connections accepted.
+    pub connections: usize,
 }
 
 /// A mock upstream on port 0 that answers every request with `reply` and records requests.
 pub async fn mock_upstream(reply: MockReply) -> (SocketAddr, Arc<Mutex<Seen>>) {
+    mock_upstream_with(reply, true).await
+}
+
+/// A mock upstream that closes each connection after one response (`keep_alive` false).
+pub async fn mock_upstream_with(
+    reply: MockReply,
+    keep_alive: bool,
+) -> (SocketAddr, Arc<Mutex<Seen>>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let seen = Arc::new(Mutex::new(Seen::default()));
@@ -151,6 +161,7 @@ pub async fn mock_upstream(reply: MockReply) -> (SocketAddr, Arc<Mutex<Seen>>) {
             let Ok((stream, _)) = listener.accept().await else {
                 return;
             };
+            seen2.lock().expect("lock").connections += 1;
             let reply = reply.clone();
             let seen = seen2.clone();
             let service = hyper::service::service_fn(move |req: Request<Incoming>| {
@@ -175,6 +186,7 @@ pub async fn mock_upstream(reply: MockReply) -> (SocketAddr, Arc<Mutex<Seen>>) {
             });
             tokio::spawn(async move {
                 let _ = hyper::server::conn::http1::Builder::new()
+                    .keep_alive(keep_alive)
                     .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
                     .await;
             });
