@@ -29,7 +29,7 @@ pub use calendar::Period;
 use memory::RuleState;
 use parking_lot::Mutex;
 
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, SeriesCache};
 
 /// What a scope's limits apply to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -102,6 +102,19 @@ pub enum LimitKind {
 }
 
 impl LimitKind {
+    /// Every kind, in the order of their numbers.
+    pub const ALL: [LimitKind; 4] = [
+        LimitKind::Requests,
+        LimitKind::Tokens,
+        LimitKind::Parallel,
+        LimitKind::Budget,
+    ];
+
+    /// The kind in a set of kinds as bits.
+    fn bit(self) -> u8 {
+        1 << self as u8
+    }
+
     /// The `limit` label value.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -383,12 +396,14 @@ impl Limiter {
     }
 
     /// Checks `rules` and reserves `demand` in all of them, or refuses without changing any.
+    /// `series` is the key's cache of its metric series.
     pub async fn admit(
         &self,
         rules: Vec<Arc<Rule>>,
         demand: Demand,
         team: &str,
         key: &str,
+        series: &SeriesCache,
     ) -> Result<Result<Admission, Rejection>, BackendError> {
         let now = unix_now();
         let result = match &self.backend {
@@ -404,8 +419,17 @@ impl Limiter {
         };
         match &result {
             Ok((_, _)) => {
-                for kind in applied_kinds(&rules) {
-                    self.metrics.rate_limit_allowed(team, key, kind.as_str());
+                let applied = applied_kinds(&rules);
+                for kind in LimitKind::ALL {
+                    if applied & kind.bit() != 0 {
+                        self.metrics.rate_limit_allowed_for_key(
+                            series,
+                            kind as usize,
+                            team,
+                            key,
+                            kind.as_str(),
+                        );
+                    }
                 }
             }
             Err(rej) => self
@@ -517,19 +541,18 @@ impl Limiter {
     }
 }
 
-fn applied_kinds(rules: &[Arc<Rule>]) -> Vec<LimitKind> {
-    let mut kinds = Vec::with_capacity(4);
+/// The kinds of limit `rules` check, as bits ([`LimitKind::bit`]).
+fn applied_kinds(rules: &[Arc<Rule>]) -> u8 {
+    let mut kinds = 0;
     for r in rules {
         for (k, _, _) in r.buckets() {
-            if !kinds.contains(&k) {
-                kinds.push(k);
-            }
+            kinds |= k.bit();
         }
-        if r.limits.max_parallel_requests.is_some() && !kinds.contains(&LimitKind::Parallel) {
-            kinds.push(LimitKind::Parallel);
+        if r.limits.max_parallel_requests.is_some() {
+            kinds |= LimitKind::Parallel.bit();
         }
-        if r.budget.is_some() && !kinds.contains(&LimitKind::Budget) {
-            kinds.push(LimitKind::Budget);
+        if r.budget.is_some() {
+            kinds |= LimitKind::Budget.bit();
         }
     }
     kinds

@@ -34,6 +34,7 @@ async fn admit(
         },
         "t",
         "k",
+        &SeriesCache::default(),
     )
     .await
     .expect("memory never fails")

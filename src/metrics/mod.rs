@@ -108,9 +108,19 @@ pub struct Metrics {
     start_time: f64,
 }
 
-/// The series of a virtual key's last kind of request (see [`Metrics::record_for_key`]).
+/// Series of one virtual key kept with the key, so that its requests skip lookups in families
+/// that hold a series per key (at 10,000 keys those lookups miss the CPU's caches: the
+/// benchmark's cost per request grew with the number of keys).
 #[derive(Debug, Default)]
-pub struct SeriesCache(parking_lot::Mutex<Option<KeySeries>>);
+pub struct SeriesCache {
+    /// The series of the key's last kind of request (see [`Metrics::record_for_key`]).
+    last: parking_lot::Mutex<Option<KeySeries>>,
+    /// `rate_limit_allowed_total` per limit kind (see [`Metrics::rate_limit_allowed_for_key`]).
+    allowed: [std::sync::OnceLock<Arc<Counter>>; ALLOWED_SLOTS],
+}
+
+/// Limit kinds a [`SeriesCache`] keeps an allowed counter for.
+pub const ALLOWED_SLOTS: usize = 4;
 
 /// The cells of one (provider, model, endpoint, status) of a key.
 #[derive(Debug)]
@@ -282,8 +292,11 @@ impl Metrics {
         self.in_flight.get(&[provider])
     }
 
-    /// Records one finished request in every family it touches.
+    /// Records one finished request in every family it touches. `requests_total` comes last:
+    /// a scrape that counts the request shows all its other series, or the next scrape does
+    /// (a scrape reads the families one after another).
     pub fn record(&self, o: &Observation<'_>) {
+        self.record_unkeyed(o);
         let (p, m, t, k, e, s) = (
             o.provider,
             o.model,
@@ -297,7 +310,6 @@ impl Metrics {
                 .with(&[p, m, t, k], |u| u.add_usage(&o.usage, o.cost_nanos));
         }
         self.requests.with(&[p, m, t, k, e, s], |c| c.add(1));
-        self.record_unkeyed(o);
     }
 
     /// The families of `record` whose series do not carry the key.
@@ -327,13 +339,12 @@ impl Metrics {
 
     /// [`record`](Metrics::record) for a request of one virtual key, through that key's
     /// `cache`: the token and cost cells and the requests counter of its last (provider,
-    /// model, endpoint, status) are kept there, so a key's requests skip two lookups in
-    /// families that hold a series per key (at 10,000 keys those lookups miss the CPU's
-    /// caches: the benchmark's cost per request grew with the number of keys).
+    /// model, endpoint, status) are kept there. `requests_total` comes last, as in `record`.
     pub fn record_for_key(&self, o: &Observation<'_>, cache: &SeriesCache) {
+        self.record_unkeyed(o);
         {
             // Updated under the key's lock: atomics only, nothing awaited.
-            let mut slot = cache.0.lock();
+            let mut slot = cache.last.lock();
             let hit = slot.as_ref().is_some_and(|c| {
                 *c.endpoint == *o.endpoint
                     && *c.status == *o.status_code
@@ -372,7 +383,24 @@ impl Metrics {
                 series.requests.add(1);
             }
         }
-        self.record_unkeyed(o);
+    }
+
+    /// [`rate_limit_allowed`](Metrics::rate_limit_allowed) for a request of the key whose
+    /// `cache` this is; `slot` (below [`ALLOWED_SLOTS`]) stands for `limit`, always the same.
+    pub fn rate_limit_allowed_for_key(
+        &self,
+        cache: &SeriesCache,
+        slot: usize,
+        team: &str,
+        key: &str,
+        limit: &str,
+    ) {
+        match cache.allowed.get(slot) {
+            Some(cell) => cell
+                .get_or_init(|| self.rate_limit_allowed.get(&[team, key, limit]))
+                .add(1),
+            None => self.rate_limit_allowed(team, key, limit),
+        }
     }
 
     /// A request passed the `limit` check.

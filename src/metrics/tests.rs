@@ -162,14 +162,8 @@ fn recording_through_a_key_cache_equals_recording_without_it() {
         plain.record(o);
         cached.record_for_key(o, &cache);
     }
-    let strip = |t: String| {
-        t.lines()
-            .filter(|l| !l.starts_with("process_") && !l.contains("process_"))
-            .collect::<Vec<_>>()
-            .join("\n")
-    };
-    let a = strip(plain.render(Format::Text));
-    let b = strip(cached.render(Format::Text));
+    let a = without_process(plain.render(Format::Text));
+    let b = without_process(cached.render(Format::Text));
     assert_eq!(a, b);
     assert!(b.contains(r#"llm_gateway_requests_total{provider="openai",model="gpt-4o",team="search",key="search-app",endpoint="/v1/chat/completions",status_code="200"} 3"#));
     assert!(b.contains(r#"status_code="500"} 1"#));
@@ -179,4 +173,47 @@ fn recording_through_a_key_cache_equals_recording_without_it() {
         )
     );
     assert!(b.contains(r#"model="claude-haiku-4-5",team="search",key="search-app",endpoint="/v1/chat/completions",status_code="502"} 1"#));
+}
+
+#[test]
+fn allowed_counts_through_a_key_cache_equal_counts_without_it() {
+    let plain = Metrics::new(&MetricsOptions::default());
+    let cached = Metrics::new(&MetricsOptions::default());
+    let (a, b) = (SeriesCache::default(), SeriesCache::default());
+    for (cache, key, slot, limit, n) in [
+        (&a, "k1", 0, "requests", 3),
+        (&a, "k1", 1, "tokens", 2),
+        (&b, "k2", 0, "requests", 1),
+        (&a, "k1", 0, "requests", 1),
+    ] {
+        for _ in 0..n {
+            plain.rate_limit_allowed("t", key, limit);
+            cached.rate_limit_allowed_for_key(cache, slot, "t", key, limit);
+        }
+    }
+    let text = without_process(cached.render(Format::Text));
+    assert!(
+        text.contains(
+            r#"llm_gateway_rate_limit_allowed_total{team="t",key="k1",limit="requests"} 4"#
+        )
+    );
+    assert!(
+        text.contains(
+            r#"llm_gateway_rate_limit_allowed_total{team="t",key="k1",limit="tokens"} 2"#
+        )
+    );
+    assert!(
+        text.contains(
+            r#"llm_gateway_rate_limit_allowed_total{team="t",key="k2",limit="requests"} 1"#
+        )
+    );
+    assert_eq!(text, without_process(plain.render(Format::Text)));
+}
+
+/// An exposition without the `process_*` metrics, which differ from one render to the next.
+fn without_process(text: String) -> String {
+    text.lines()
+        .filter(|l| !l.contains("process_"))
+        .collect::<Vec<_>>()
+        .join("\n")
 }

@@ -137,7 +137,7 @@ impl Gateway {
         };
         match self
             .limiter
-            .admit(rules, demand, &key.team, &key.name)
+            .admit(rules, demand, &key.team, &key.name, &key.series)
             .await
         {
             Ok(Ok(admission)) => Ok(Some(admission)),

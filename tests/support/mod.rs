@@ -94,13 +94,16 @@ impl TestGateway {
         Scrape::parse(&String::from_utf8_lossy(&body))
     }
 
-    /// Waits until `requests_total` reaches `n` (settlement of a dropped stream is async).
+    /// Waits until `requests_total` reaches `n` (settlement of a dropped stream is async), and
+    /// returns a scrape taken after that: the gateway counts a request in `requests_total`
+    /// last, and a scrape reads the families one after another, so only the next scrape is
+    /// sure to hold all the series of the requests counted.
     pub async fn wait_requests(&self, n: f64) -> Scrape {
         // Generous: under a loaded machine the first estimate also builds the tokenizer.
         for _ in 0..1500 {
             let s = self.scrape().await;
             if s.sum("llm_gateway_requests_total", &[]) >= n {
-                return s;
+                return self.scrape().await;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
