@@ -335,6 +335,7 @@ on_both_backends!(
     graceful_stop_under_load_loses_nothing,
     usage_api_cli_and_gauges_agree_with_the_rows,
     windows_are_half_open_and_utc,
+    batches_of_every_size_are_written_whole_and_once,
 );
 
 async fn rows_written_under_concurrent_load_equal_requests_served(backend: Backend) {
@@ -834,6 +835,55 @@ async fn windows_are_half_open_and_utc(backend: Backend) {
         "one rollup row per hour and group; the retried batch added none"
     );
     ledger.close().await;
+    store.close().await;
+    db.finish().await;
+}
+
+/// SQLite writes a batch as statements of fixed row counts in one transaction: sizes around
+/// and between those counts must each land whole, and a retried batch must add nothing.
+async fn batches_of_every_size_are_written_whole_and_once(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let store = Store::connect_lazy(&db.url, true, Duration::from_secs(5)).expect("store");
+    store.migrate().await.expect("migrate");
+    let start = at(2026, 11, 2, 10, 0, 0);
+    let sizes = [1usize, 2, 3, 63, 64, 65, 127, 129, 1000];
+    let mut expected_rows = 0;
+    let mut expected_cost = 0;
+    for (b, &n) in sizes.iter().enumerate() {
+        let rows: Vec<UsageRow> = (0..n)
+            .map(|i| {
+                let key = format!("k{}", i % 7);
+                let at = start + chrono::Duration::milliseconds((b * 10_000 + i) as i64);
+                UsageRow {
+                    id: uuid::Uuid::now_v7(),
+                    ..row("t", &key, at, (i + 1) as i64)
+                }
+            })
+            .collect();
+        store.insert(&rows).await.expect("insert");
+        store
+            .insert(&rows)
+            .await
+            .expect("a retried batch is ignored");
+        expected_rows += n as i64;
+        expected_cost += (n * (n + 1) / 2) as i64;
+        assert_eq!(
+            db.scalar("SELECT COUNT(*) FROM tollgate_usage").await,
+            expected_rows,
+            "after a batch of {n}"
+        );
+    }
+    assert_eq!(
+        db.scalar("SELECT CAST(SUM(cost_nanos) AS BIGINT) FROM tollgate_usage")
+            .await,
+        expected_cost
+    );
+    assert_eq!(
+        db.scalar("SELECT CAST(SUM(cost_nanos) AS BIGINT) FROM tollgate_spend_hourly")
+            .await,
+        expected_cost,
+        "the rollup counts each row once"
+    );
     store.close().await;
     db.finish().await;
 }

@@ -157,53 +157,36 @@ impl Store {
         Ok(())
     }
 
-    /// Inserts `rows` in one statement: multi-row `VALUES` on SQLite, `UNNEST` of one array
-    /// per column on PostgreSQL. Rows already present (a retried batch) are skipped.
+    /// Inserts `rows` in one transaction: multi-row `VALUES` statements of fixed sizes on
+    /// SQLite, `UNNEST` of one array per column on PostgreSQL. Rows already present (a
+    /// retried batch) are skipped.
     pub async fn insert(&self, rows: &[UsageRow]) -> Result<(), LedgerError> {
-        self.insert_batch(rows, false).await
-    }
-
-    /// [`insert`](Store::insert); `full` marks a batch of the writer's fixed size, whose
-    /// SQLite statement is worth keeping prepared (the one shape a busy writer repeats).
-    pub async fn insert_batch(&self, rows: &[UsageRow], full: bool) -> Result<(), LedgerError> {
         if rows.is_empty() {
             return Ok(());
         }
         match self {
             Store::Sqlite(pool) => {
-                let mut qb = QueryBuilder::<sqlx::Sqlite>::new(format!(
-                    "INSERT OR IGNORE INTO tollgate_usage ({COLUMNS}) "
-                ));
-                qb.push_values(rows, |mut b, r| {
-                    b.push_bind(r.id.to_string())
-                        .push_bind(r.started_at_micros())
-                        .push_bind(micros(r.duration))
-                        .push_bind(r.time_to_first_token.map(micros))
-                        .push_bind(&*r.key_name)
-                        .push_bind(&*r.team)
-                        .push_bind(r.customer.as_deref())
-                        .push_bind(&*r.provider)
-                        .push_bind(&*r.requested_model)
-                        .push_bind(&*r.model)
-                        .push_bind(r.endpoint)
-                        .push_bind(r.stream)
-                        .push_bind(i32::from(r.status_code))
-                        .push_bind(r.error_type)
-                        .push_bind(tokens(r.usage.input))
-                        .push_bind(tokens(r.usage.output))
-                        .push_bind(tokens(r.usage.cached_read))
-                        .push_bind(tokens(r.usage.cache_write))
-                        .push_bind(tokens(r.usage.cache_write_1h))
-                        .push_bind(tokens(r.usage.reasoning))
-                        .push_bind(r.cost_nanos)
-                        .push_bind(r.estimated)
-                        .push_bind(r.upstream_request_id.as_deref());
-                });
-                // Only full batches stay in the connection's statement cache: every row
-                // count is a new statement text, and caching them all (up to 100 prepared
-                // inserts of hundreds of rows per connection) grew the gateway by ~1 KB a
-                // request at 5k requests/s until it held ~100 MB more.
-                qb.build().persistent(full).execute(pool).await?;
+                // Fixed statement sizes, each prepared once per connection: one statement per
+                // batch had a new text for every row count, and the full batch's (23,000
+                // parameters) alone held 3.4 MB prepared, while a partial batch, the usual one
+                // below a few thousand requests/s, was parsed anew at every flush.
+                let mut tx = pool.begin().await?;
+                let mut rest = rows;
+                while !rest.is_empty() {
+                    let n = SQLITE_STATEMENT_ROWS
+                        .iter()
+                        .copied()
+                        .find(|&n| n <= rest.len())
+                        .unwrap_or(1);
+                    let (chunk, tail) = rest.split_at(n.min(rest.len()));
+                    sqlite_insert(chunk)
+                        .build()
+                        .persistent(true)
+                        .execute(&mut *tx)
+                        .await?;
+                    rest = tail;
+                }
+                tx.commit().await?;
             }
             Store::Postgres(pool) => {
                 let sql = format!(
@@ -478,4 +461,41 @@ impl RowLike for sqlx::postgres::PgRow {
     fn int(&self, i: usize) -> Result<i64, sqlx::Error> {
         self.try_get(i)
     }
+}
+
+/// Rows per SQLite insert statement, largest first: a batch is cut into these, so a
+/// connection prepares at most these seven statements.
+const SQLITE_STATEMENT_ROWS: [usize; 7] = [64, 32, 16, 8, 4, 2, 1];
+
+/// `INSERT OR IGNORE` of `rows` into SQLite's `tollgate_usage`, one `VALUES` tuple a row.
+fn sqlite_insert(rows: &[UsageRow]) -> QueryBuilder<'_, sqlx::Sqlite> {
+    let mut qb = QueryBuilder::<sqlx::Sqlite>::new(format!(
+        "INSERT OR IGNORE INTO tollgate_usage ({COLUMNS}) "
+    ));
+    qb.push_values(rows, |mut b, r| {
+        b.push_bind(r.id.to_string())
+            .push_bind(r.started_at_micros())
+            .push_bind(micros(r.duration))
+            .push_bind(r.time_to_first_token.map(micros))
+            .push_bind(&*r.key_name)
+            .push_bind(&*r.team)
+            .push_bind(r.customer.as_deref())
+            .push_bind(&*r.provider)
+            .push_bind(&*r.requested_model)
+            .push_bind(&*r.model)
+            .push_bind(r.endpoint)
+            .push_bind(r.stream)
+            .push_bind(i32::from(r.status_code))
+            .push_bind(r.error_type)
+            .push_bind(tokens(r.usage.input))
+            .push_bind(tokens(r.usage.output))
+            .push_bind(tokens(r.usage.cached_read))
+            .push_bind(tokens(r.usage.cache_write))
+            .push_bind(tokens(r.usage.cache_write_1h))
+            .push_bind(tokens(r.usage.reasoning))
+            .push_bind(r.cost_nanos)
+            .push_bind(r.estimated)
+            .push_bind(r.upstream_request_id.as_deref());
+    });
+    qb
 }

@@ -185,12 +185,8 @@ impl Writer {
             if n < self.cfg.batch_size && !due {
                 return;
             }
-            let result = tokio::time::timeout(
-                self.cfg.write_timeout,
-                self.store
-                    .insert_batch(&st.buf[..n], n == self.cfg.batch_size),
-            )
-            .await;
+            let result =
+                tokio::time::timeout(self.cfg.write_timeout, self.store.insert(&st.buf[..n])).await;
             match result {
                 Ok(Ok(())) => {
                     st.buf.drain(..n);
