@@ -292,11 +292,10 @@ impl Metrics {
         self.in_flight.get(&[provider])
     }
 
-    /// Records one finished request in every family it touches. `requests_total` comes last:
-    /// a scrape that counts the request shows all its other series, or the next scrape does
-    /// (a scrape reads the families one after another).
+    /// Records one finished request in every family it touches: tokens and cost first,
+    /// `requests_total` last. A scrape that counts the request shows all its other series, or
+    /// the next scrape does (a scrape reads the families one after another).
     pub fn record(&self, o: &Observation<'_>) {
-        self.record_unkeyed(o);
         let (p, m, t, k, e, s) = (
             o.provider,
             o.model,
@@ -309,6 +308,7 @@ impl Metrics {
             self.usage
                 .with(&[p, m, t, k], |u| u.add_usage(&o.usage, o.cost_nanos));
         }
+        self.record_unkeyed(o);
         self.requests.with(&[p, m, t, k, e, s], |c| c.add(1));
     }
 
@@ -339,11 +339,10 @@ impl Metrics {
 
     /// [`record`](Metrics::record) for a request of one virtual key, through that key's
     /// `cache`: the token and cost cells and the requests counter of its last (provider,
-    /// model, endpoint, status) are kept there. `requests_total` comes last, as in `record`.
+    /// model, endpoint, status) are kept there. The order is `record`'s.
     pub fn record_for_key(&self, o: &Observation<'_>, cache: &SeriesCache) {
-        self.record_unkeyed(o);
         {
-            // Updated under the key's lock: atomics only, nothing awaited.
+            // Updated under the key's lock: atomics and read-locked lookups, nothing awaited.
             let mut slot = cache.last.lock();
             let hit = slot.as_ref().is_some_and(|c| {
                 *c.endpoint == *o.endpoint
@@ -380,6 +379,7 @@ impl Metrics {
                         })
                         .add_usage(&o.usage, o.cost_nanos);
                 }
+                self.record_unkeyed(o);
                 series.requests.add(1);
             }
         }

@@ -190,11 +190,16 @@ class Metrics:
             time.sleep(0.05)
 
     def wait_until(self, predicate, *, timeout: float = 5.0) -> Scrape:
-        """Scrape until predicate(scrape) is true or timeout; returns the last scrape."""
+        """Scrape until predicate(scrape) is true or timeout. Returns a scrape taken after the
+        one that satisfied the predicate: the gateway records a request's families one after
+        another and a scrape reads them one after another, so only a later scrape is sure to
+        hold the families recorded before the one the predicate saw."""
         deadline = time.monotonic() + timeout
         while True:
             scrape = self.scrape()
-            if predicate(scrape) or time.monotonic() > deadline:
+            if predicate(scrape):
+                return self.scrape()
+            if time.monotonic() > deadline:
                 return scrape
             time.sleep(0.05)
 
