@@ -184,11 +184,20 @@ pub async fn send(
         // The pool is borrowed only between awaits.
         let (idle, host) = POOL.with(|p| {
             let mut p = p.borrow_mut();
-            let pool = p.get_or_insert_with(Pool::default);
-            let host = pool.hosts.entry(authority.clone()).or_insert_with(|| Host {
-                header: host_header(&authority),
-                idle: Vec::new(),
-            });
+            let hosts = &mut p.get_or_insert_with(Pool::default).hosts;
+            // Looked up by reference: `entry` would clone the authority on every request.
+            if !hosts.contains_key(&authority) {
+                hosts.insert(
+                    authority.clone(),
+                    Host {
+                        header: host_header(&authority),
+                        idle: Vec::new(),
+                    },
+                );
+            }
+            let Some(host) = hosts.get_mut(&authority) else {
+                return (None, host_header(&authority));
+            };
             let mut found = None;
             while let Some(i) = host.idle.pop() {
                 if !i.sender.is_closed() {
