@@ -81,6 +81,25 @@ pub struct Observation<'a> {
     pub overhead: Option<Duration>,
 }
 
+impl<'a> Observation<'a> {
+    /// The labels of its `llm_gateway_requests_total` series.
+    fn requests_labels(&self) -> [&'a str; 6] {
+        [
+            self.provider,
+            self.model,
+            self.team,
+            self.key,
+            self.endpoint,
+            self.status_code,
+        ]
+    }
+
+    /// The labels of its token and cost series.
+    fn usage_labels(&self) -> [&'a str; 4] {
+        [self.provider, self.model, self.team, self.key]
+    }
+}
+
 /// All families.
 pub struct Metrics {
     usage: Family<UsageCells>,
@@ -296,20 +315,12 @@ impl Metrics {
     /// `requests_total` last. A scrape that counts the request shows all its other series, or
     /// the next scrape does (a scrape reads the families one after another).
     pub fn record(&self, o: &Observation<'_>) {
-        let (p, m, t, k, e, s) = (
-            o.provider,
-            o.model,
-            o.team,
-            o.key,
-            o.endpoint,
-            o.status_code,
-        );
         if !o.usage.is_zero() || o.cost_nanos > 0 {
             self.usage
-                .with(&[p, m, t, k], |u| u.add_usage(&o.usage, o.cost_nanos));
+                .with(&o.usage_labels(), |u| u.add_usage(&o.usage, o.cost_nanos));
         }
         self.record_unkeyed(o);
-        self.requests.with(&[p, m, t, k, e, s], |c| c.add(1));
+        self.requests.with(&o.requests_labels(), |c| c.add(1));
     }
 
     /// The families of `record` whose series do not carry the key.
@@ -341,48 +352,36 @@ impl Metrics {
     /// `cache`: the token and cost cells and the requests counter of its last (provider,
     /// model, endpoint, status) are kept there. The order is `record`'s.
     pub fn record_for_key(&self, o: &Observation<'_>, cache: &SeriesCache) {
-        {
-            // Updated under the key's lock: atomics and read-locked lookups, nothing awaited.
-            let mut slot = cache.last.lock();
-            let hit = slot.as_ref().is_some_and(|c| {
-                *c.endpoint == *o.endpoint
+        // Updated under the key's lock: atomics and read-locked lookups, nothing awaited.
+        let mut slot = cache.last.lock();
+        let series = match &mut *slot {
+            Some(c)
+                if *c.endpoint == *o.endpoint
                     && *c.status == *o.status_code
                     && *c.model == *o.model
-                    && *c.provider == *o.provider
-            });
-            if !hit {
-                let (p, m, t, k, e, s) = (
-                    o.provider,
-                    o.model,
-                    o.team,
-                    o.key,
-                    o.endpoint,
-                    o.status_code,
-                );
-                *slot = Some(KeySeries {
-                    provider: p.into(),
-                    model: m.into(),
-                    endpoint: e.into(),
-                    status: s.into(),
-                    usage: None,
-                    requests: self.requests.get(&[p, m, t, k, e, s]),
-                });
+                    && *c.provider == *o.provider =>
+            {
+                c
             }
-            if let Some(series) = slot.as_mut() {
-                if !o.usage.is_zero() || o.cost_nanos > 0 {
-                    // Created on the first tokens only: a model that only ever failed has no
-                    // series.
-                    series
-                        .usage
-                        .get_or_insert_with(|| {
-                            self.usage.get(&[o.provider, o.model, o.team, o.key])
-                        })
-                        .add_usage(&o.usage, o.cost_nanos);
-                }
-                self.record_unkeyed(o);
-                series.requests.add(1);
-            }
+            _ => slot.insert(KeySeries {
+                provider: o.provider.into(),
+                model: o.model.into(),
+                endpoint: o.endpoint.into(),
+                status: o.status_code.into(),
+                usage: None,
+                requests: self.requests.get(&o.requests_labels()),
+            }),
+        };
+        if !o.usage.is_zero() || o.cost_nanos > 0 {
+            // Created on the first tokens only: a model that only ever failed has no
+            // series.
+            series
+                .usage
+                .get_or_insert_with(|| self.usage.get(&o.usage_labels()))
+                .add_usage(&o.usage, o.cost_nanos);
         }
+        self.record_unkeyed(o);
+        series.requests.add(1);
     }
 
     /// [`rate_limit_allowed`](Metrics::rate_limit_allowed) for a request of the key whose

@@ -186,17 +186,17 @@ pub async fn send(
             let mut p = p.borrow_mut();
             let hosts = &mut p.get_or_insert_with(Pool::default).hosts;
             // Looked up by reference: `entry` would clone the authority on every request.
-            if !hosts.contains_key(&authority) {
+            let Some(host) = hosts.get_mut(&authority) else {
+                let header = host_header(&authority);
+                let idle = Vec::new();
                 hosts.insert(
                     authority.clone(),
                     Host {
-                        header: host_header(&authority),
-                        idle: Vec::new(),
+                        header: header.clone(),
+                        idle,
                     },
                 );
-            }
-            let Some(host) = hosts.get_mut(&authority) else {
-                return (None, host_header(&authority));
+                return (None, header);
             };
             let mut found = None;
             while let Some(i) = host.idle.pop() {
