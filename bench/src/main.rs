@@ -43,11 +43,19 @@ pub struct Args {
     /// Template directory (default bench/templates of this source tree).
     #[arg(long)]
     pub templates: Option<PathBuf>,
-    /// Enable the gateway's rate limits (templates limits.toml, key-limits.toml; not tripping).
+    /// Measure the gateway without its rate limits (by default every key has limits.toml's
+    /// and key-limits.toml's generous limits: each request is checked, none refused).
     #[arg(long)]
+    pub no_limits: bool,
+    /// Measure the gateway without its usage ledger (by default ledger.toml: SQLite in the
+    /// run's scratch directory).
+    #[arg(long)]
+    pub no_ledger: bool,
+    /// Accepted for older command lines: limits and ledger are on by default.
+    #[arg(long, hide = true, conflicts_with = "no_limits")]
     pub limits: bool,
-    /// Enable the gateway's ledger (template ledger.toml).
-    #[arg(long)]
+    /// Accepted for older command lines: limits and ledger are on by default.
+    #[arg(long, hide = true, conflicts_with = "no_ledger")]
     pub ledger: bool,
     /// LiteLLM proxy: auto (if `litellm` is on PATH, not in smoke mode), on, off.
     #[arg(long, default_value = "auto")]

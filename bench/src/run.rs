@@ -76,8 +76,8 @@ fn plan(a: &Args, workers: usize) -> Plan {
             workers,
             request_bytes: setup::chat_body(false, 64).len(),
             response_bytes: 0,
-            gateway_limits: a.limits,
-            gateway_ledger: a.ledger,
+            gateway_limits: !a.no_limits,
+            gateway_ledger: !a.no_ledger,
         },
         warm: Duration::from_secs_f64(if smoke { 0.2 } else { 1.0 }),
         grace: Duration::from_secs_f64(if smoke { 1.0 } else { 3.0 }),
@@ -239,8 +239,8 @@ async fn measure(
             dir,
             sim: sim.addr,
             keys: main_keys,
-            limits: a.limits,
-            ledger: a.ledger,
+            limits: !a.no_limits,
+            ledger: !a.no_ledger,
             workers: s.workers,
         })
         .and_then(|c| {
@@ -271,8 +271,8 @@ async fn measure(
                 dir,
                 sim: sim.addr,
                 keys: k,
-                limits: a.limits,
-                ledger: a.ledger,
+                limits: !a.no_limits,
+                ledger: !a.no_ledger,
                 workers: s.workers,
             })?;
             let g = setup::start_gateway(bin, &cfg, s.workers)?;

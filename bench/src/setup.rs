@@ -77,9 +77,9 @@ pub struct GatewayOptions<'a> {
     pub sim: SocketAddr,
     /// Virtual keys (one team each).
     pub keys: usize,
-    /// Add limits.toml and per-key limits.
+    /// Add limits.toml and per-key limits (else no limits).
     pub limits: bool,
-    /// Add ledger.toml.
+    /// Add ledger.toml (else the ledger is off).
     pub ledger: bool,
     /// Worker threads (`[server] workers`).
     pub workers: usize,
@@ -113,7 +113,8 @@ pub fn gateway_config(o: &GatewayOptions) -> Result<PathBuf, String> {
     let ledger = if o.ledger {
         render(&template(o.templates, "ledger.toml")?, &[("dir", &dir)])?
     } else {
-        String::new()
+        // The gateway keeps a ledger unless told not to.
+        "[ledger]\nenabled = false\n".to_string()
     };
     let sim = o.sim.to_string();
     let max_series = (o.keys * 4).max(10_000).to_string();

@@ -2,6 +2,7 @@
 //! (admit: rate limits, added by the limits module), forward, then observe the response body
 //! through a tap and settle usage, cost and metrics exactly once.
 
+mod deferred;
 pub mod error;
 mod request;
 pub mod settle;
@@ -25,6 +26,7 @@ use crate::limits::{self, Demand, Limiter, Rejection};
 use crate::metering::Usage;
 use crate::metrics::{Metrics, Observation};
 use crate::providers::{ApiFormat, Endpoint};
+pub use deferred::Recorder;
 pub use error::ProxyError;
 use settle::{Ending, Facts, PendingRequest, status_label};
 use tap::TapBody;

@@ -3,6 +3,10 @@
 //! A [`PendingRequest`] is created when a request is about to be forwarded and travels with
 //! it into the response body. It settles when the body ends, when the upstream fails, or, if
 //! neither happened, when it is dropped: the client went away, status `499`.
+//!
+//! Settling takes the times and closes the request at once; reading a JSON body's usage,
+//! pricing, the limits, the metrics and the ledger row then run after the response's last
+//! bytes are written (see [`super::deferred`]), so none of it adds to the client's latency.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -10,6 +14,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use super::Gateway;
+use super::deferred;
+use super::tap::JsonBody;
 use crate::config::KeyInfo;
 use crate::ledger::UsageRow;
 use crate::ledger::row::{MAX_MODEL_CHARS, bounded};
@@ -31,6 +37,26 @@ pub struct Facts {
     pub finished: bool,
     /// An error the provider reported inside a successful response (a stream's error event).
     pub error: Option<&'static str>,
+}
+
+/// What a response said, as settlement receives it.
+pub enum Said {
+    /// Facts read as the response passed (streams), or none (errors, a client gone).
+    Facts(Facts),
+    /// A JSON body (`complete`: read to its end), read for usage only after the client has
+    /// it.
+    Body {
+        /// The body as the tap kept it.
+        body: JsonBody,
+        /// Read to its end.
+        complete: bool,
+    },
+}
+
+impl From<Facts> for Said {
+    fn from(f: Facts) -> Said {
+        Said::Facts(f)
+    }
 }
 
 /// How a request ended.
@@ -72,38 +98,23 @@ pub struct PendingRequest {
 }
 
 impl PendingRequest {
-    /// Settles with `ending` and what was learned. Later calls do nothing.
-    pub fn settle(&mut self, ending: Ending, facts: Facts) {
+    /// Settles with `ending` and what the response said. Later calls do nothing.
+    pub fn settle(&mut self, ending: Ending, said: impl Into<Said>) {
         if std::mem::replace(&mut self.settled, true) {
             return;
         }
         self.in_flight.add(-1);
         let now = Instant::now();
-        let success = (200..300).contains(&self.status);
-        let (status, error_type): (u16, Option<&'static str>) = match ending {
-            Ending::Complete if success => (self.status, facts.error),
-            Ending::Complete => (self.status, Some(upstream_error_type(self.status))),
-            Ending::UpstreamBroken => (self.status, Some("stream_interrupted")),
-            Ending::GatewayError(s, t) => (s, Some(t)),
-            Ending::ClientGone => (499, Some("client_disconnected")),
-        };
-        let finished = ending == Ending::Complete && facts.finished;
-        let reported_in_full = match facts.usage {
-            Some(u) => finished && (u.total() > 0 || self.endpoint == Endpoint::Embeddings),
-            None => false,
-        };
-        let needs_estimate = self.endpoint.is_metered() && success && !reported_in_full;
-        let closing = Closing {
+        deferred::run_after_write(Closing {
             gw: self.gw.clone(),
             provider: self.provider.clone(),
             key: self.key.clone(),
             endpoint: self.endpoint,
             requested_model: std::mem::take(&mut self.requested_model),
-            model: facts.model,
-            status,
-            error_type,
-            usage: facts.usage.unwrap_or_default(),
-            estimated: false,
+            request_body: std::mem::take(&mut self.request_body),
+            said: said.into(),
+            ending,
+            upstream_status: self.status,
             duration: now - self.start,
             upstream: self.upstream_start.map(|s| now - s),
             time_to_first_token: if self.stream {
@@ -117,22 +128,7 @@ impl PendingRequest {
             finished_at: chrono::Utc::now(),
             customer: self.customer.take(),
             upstream_request_id: self.upstream_request_id.take(),
-        };
-        if !needs_estimate {
-            closing.finish();
-            return;
-        }
-        // Tokenizing is CPU work (and the first use loads the encoder): off the async workers.
-        let body = std::mem::take(&mut self.request_body);
-        let job = move || {
-            let mut closing = closing;
-            (closing.usage, closing.estimated) = estimated_usage(facts.usage, &body, &facts.text);
-            closing.finish();
-        };
-        match tokio::runtime::Handle::try_current() {
-            Ok(handle) => drop(handle.spawn_blocking(job)),
-            Err(_) => job(),
-        }
+        });
     }
 }
 
@@ -153,18 +149,19 @@ fn estimated_usage(reported: Option<Usage>, request_body: &[u8], text: &str) -> 
     (u.clamped(), estimated)
 }
 
-/// Everything settlement records, owned, so it can finish on another thread.
-struct Closing {
+/// A settled request, owned, so that what it recorded can be worked out after the response is
+/// written, or on a blocking thread when its tokens must be estimated.
+pub(super) struct Closing {
     gw: Arc<Gateway>,
     provider: Arc<dyn Provider>,
     key: Arc<KeyInfo>,
     endpoint: Endpoint,
     requested_model: Box<str>,
-    model: Option<String>,
-    status: u16,
-    error_type: Option<&'static str>,
-    usage: Usage,
-    estimated: bool,
+    request_body: Bytes,
+    said: Said,
+    ending: Ending,
+    /// The provider's status (0 when none answered).
+    upstream_status: u16,
     duration: Duration,
     upstream: Option<Duration>,
     time_to_first_token: Option<Duration>,
@@ -177,20 +174,68 @@ struct Closing {
 }
 
 impl Closing {
-    /// Prices the usage, settles the limits and records the metrics.
-    fn finish(self) {
-        let model = self.model.as_deref().unwrap_or(&self.requested_model);
+    /// Reads what the response said, estimates the tokens if it did not say them all (on a
+    /// blocking thread: tokenizing is CPU work, and the first use loads the encoder), then
+    /// records.
+    pub(super) fn record(mut self) {
+        let success = (200..300).contains(&self.upstream_status);
+        let facts = match std::mem::replace(&mut self.said, Said::Facts(Facts::default())) {
+            Said::Facts(f) => f,
+            Said::Body { body, complete } => {
+                body.facts(&*self.provider, self.endpoint, success, complete)
+            }
+        };
+        let (status, error_type): (u16, Option<&'static str>) = match self.ending {
+            Ending::Complete if success => (self.upstream_status, facts.error),
+            Ending::Complete => (
+                self.upstream_status,
+                Some(upstream_error_type(self.upstream_status)),
+            ),
+            Ending::UpstreamBroken => (self.upstream_status, Some("stream_interrupted")),
+            Ending::GatewayError(s, t) => (s, Some(t)),
+            Ending::ClientGone => (499, Some("client_disconnected")),
+        };
+        let finished = self.ending == Ending::Complete && facts.finished;
+        let reported_in_full = match facts.usage {
+            Some(u) => finished && (u.total() > 0 || self.endpoint == Endpoint::Embeddings),
+            None => false,
+        };
+        let needs_estimate = self.endpoint.is_metered() && success && !reported_in_full;
+        let model = facts.model;
+        if !needs_estimate {
+            let usage = facts.usage.unwrap_or_default();
+            self.finish(model, status, error_type, usage, false);
+            return;
+        }
+        let job = move || {
+            let (usage, estimated) = estimated_usage(facts.usage, &self.request_body, &facts.text);
+            self.finish(model, status, error_type, usage, estimated);
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(handle) => drop(handle.spawn_blocking(job)),
+            Err(_) => job(),
+        }
+    }
+
+    /// Prices the usage, settles the limits, records the metrics and the ledger row.
+    fn finish(
+        self,
+        model: Option<String>,
+        status: u16,
+        error_type: Option<&'static str>,
+        usage: Usage,
+        estimated: bool,
+    ) {
+        let model = model.as_deref().unwrap_or(&self.requested_model);
         let prices = &self.gw.config.prices;
         let price = prices
             .lookup(model)
             .or_else(|| prices.lookup(&self.requested_model));
-        let cost_nanos = price.map_or(0, |p| p.cost_nanos(&self.usage));
+        let cost_nanos = price.map_or(0, |p| p.cost_nanos(&usage));
         if let Some(admission) = self.admission {
-            self.gw
-                .limiter
-                .settle(admission, self.usage.total(), cost_nanos);
+            self.gw.limiter.settle(admission, usage.total(), cost_nanos);
         }
-        if price.is_none() && !self.usage.is_zero() {
+        if price.is_none() && !usage.is_zero() {
             self.gw.warn_unpriced(self.provider.name(), model);
         }
         self.gw.metrics.record_for_key(
@@ -200,12 +245,12 @@ impl Closing {
                 team: &self.key.team,
                 key: &self.key.name,
                 endpoint: self.endpoint.path(),
-                status_code: status_label(self.status),
-                error_type: self.error_type,
-                usage: self.usage,
+                status_code: status_label(status),
+                error_type,
+                usage,
                 cost_nanos,
                 priced: price.is_some(),
-                estimated: self.estimated,
+                estimated,
                 duration: self.duration,
                 upstream: self.upstream,
                 time_to_first_token: self.time_to_first_token,
@@ -227,11 +272,11 @@ impl Closing {
                 model: bounded(model, MAX_MODEL_CHARS),
                 endpoint: self.endpoint.path(),
                 stream: self.stream,
-                status_code: self.status,
-                error_type: self.error_type,
-                usage: self.usage,
+                status_code: status,
+                error_type,
+                usage,
                 cost_nanos: i64::try_from(cost_nanos).unwrap_or(i64::MAX),
-                estimated: self.estimated,
+                estimated,
                 upstream_request_id: self.upstream_request_id,
             });
         }

@@ -10,10 +10,10 @@ use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
-use super::settle::{Ending, Facts, PendingRequest};
+use super::settle::{Ending, Facts, PendingRequest, Said};
 use super::sse::SseScanner;
 use super::upstream::Lease;
-use crate::providers::StreamFacts;
+use crate::providers::{Endpoint, Provider, StreamFacts};
 
 /// How much of a large JSON body is kept for reading usage: the first chunk (model, id) and
 /// at least this many bytes of the end (usage).
@@ -21,12 +21,78 @@ const JSON_TAIL_BYTES: usize = 64 * 1024;
 /// Bodies up to this size are read whole.
 const JSON_WHOLE_BYTES: usize = 1024 * 1024;
 
+/// A JSON body as it passed: its first chunk (model, id) and the rest, or past
+/// `JSON_WHOLE_BYTES` its tail (usage). Read for usage at settlement.
+#[derive(Default)]
+pub struct JsonBody {
+    head: Option<Bytes>,
+    chunks: VecDeque<Bytes>,
+    held: usize,
+}
+
+impl JsonBody {
+    fn push(&mut self, data: &Bytes) {
+        if self.head.is_none() {
+            self.head = Some(data.clone());
+            return;
+        }
+        self.held += data.len();
+        self.chunks.push_back(data.clone());
+        // Past the whole-body bound keep only the tail, where usage is.
+        while self.held > JSON_WHOLE_BYTES
+            && self
+                .chunks
+                .front()
+                .is_some_and(|c| self.held - c.len() >= JSON_TAIL_BYTES)
+        {
+            if let Some(c) = self.chunks.pop_front() {
+                self.held -= c.len();
+            }
+        }
+    }
+
+    /// The body in one piece: a body that came in one chunk is not copied.
+    fn into_bytes(mut self) -> Bytes {
+        let head = self.head.take().unwrap_or_default();
+        if self.chunks.is_empty() {
+            return head;
+        }
+        let mut body = BytesMut::with_capacity(head.len() + self.held);
+        body.extend_from_slice(&head);
+        for c in self.chunks.drain(..) {
+            body.extend_from_slice(&c);
+        }
+        body.freeze()
+    }
+
+    /// What the body says (`complete`: read to its end); without usage in a successful
+    /// metered response, its text for an estimate (rare path).
+    pub fn facts(
+        self,
+        provider: &dyn Provider,
+        endpoint: Endpoint,
+        success: bool,
+        complete: bool,
+    ) -> Facts {
+        let body = self.into_bytes();
+        let f = provider.body_facts(endpoint, &body);
+        let text = if f.usage.is_none() && endpoint.is_metered() && success {
+            crate::metering::estimate::response_text(&body)
+        } else {
+            String::new()
+        };
+        Facts {
+            usage: f.usage,
+            model: f.model,
+            text,
+            finished: complete,
+            error: None,
+        }
+    }
+}
+
 enum Mode {
-    Json {
-        chunks: VecDeque<Bytes>,
-        held: usize,
-        head: Option<Bytes>,
-    },
+    Json(JsonBody),
     Sse {
         scanner: SseScanner,
         facts: StreamFacts,
@@ -49,11 +115,7 @@ impl TapBody {
     pub fn json(inner: Incoming, pending: PendingRequest, lease: Option<Lease>) -> TapBody {
         TapBody {
             inner,
-            mode: Mode::Json {
-                chunks: VecDeque::new(),
-                held: 0,
-                head: None,
-            },
+            mode: Mode::Json(JsonBody::default()),
             pending,
             lease,
             done: false,
@@ -92,23 +154,8 @@ impl TapBody {
         let provider = &self.pending.provider;
         let endpoint = self.pending.endpoint;
         match &mut self.mode {
-            Mode::Json { chunks, held, head } => {
-                if head.is_none() {
-                    *head = Some(data.clone());
-                } else {
-                    *held += data.len();
-                    chunks.push_back(data.clone());
-                    // Past the whole-body bound keep only the tail, where usage is.
-                    while *held > JSON_WHOLE_BYTES
-                        && chunks
-                            .front()
-                            .is_some_and(|c| *held - c.len() >= JSON_TAIL_BYTES)
-                    {
-                        if let Some(c) = chunks.pop_front() {
-                            *held -= c.len();
-                        }
-                    }
-                }
+            Mode::Json(body) => {
+                body.push(&data);
                 data
             }
             Mode::Sse {
@@ -135,38 +182,19 @@ impl TapBody {
         }
     }
 
-    /// Reads what the body said, for settlement. Consumes the tap's buffers.
-    fn take_facts(&mut self, ended: bool) -> (Facts, Bytes) {
-        let provider = self.pending.provider.clone();
+    /// What the body said, for settlement, and the bytes a stream still held back. Consumes
+    /// the tap's buffers; a JSON body is read later, after the client has it.
+    fn take_said(&mut self, ended: bool) -> (Said, Bytes) {
+        let provider = &self.pending.provider;
         let endpoint = self.pending.endpoint;
         match &mut self.mode {
-            Mode::Json { chunks, head, held } => {
-                let mut body = BytesMut::with_capacity(head.as_ref().map_or(0, Bytes::len) + *held);
-                if let Some(h) = head.take() {
-                    body.extend_from_slice(&h);
-                }
-                for c in chunks.drain(..) {
-                    body.extend_from_slice(&c);
-                }
-                let f = provider.body_facts(endpoint, &body);
-                // Without usage the output is estimated from the body's text (rare path).
-                let text = if f.usage.is_none()
-                    && endpoint.is_metered()
-                    && (200..300).contains(&self.pending.status)
-                {
-                    crate::metering::estimate::response_text(&body)
-                } else {
-                    String::new()
-                };
-                let facts = Facts {
-                    usage: f.usage,
-                    model: f.model,
-                    text,
-                    finished: ended,
-                    error: None,
-                };
-                (facts, Bytes::new())
-            }
+            Mode::Json(body) => (
+                Said::Body {
+                    body: std::mem::take(body),
+                    complete: ended,
+                },
+                Bytes::new(),
+            ),
             Mode::Sse {
                 scanner,
                 facts,
@@ -177,14 +205,14 @@ impl TapBody {
                 });
                 let facts = std::mem::take(facts);
                 (
-                    Facts {
+                    Said::Facts(Facts {
                         usage: facts.usage,
                         model: facts.model,
                         text: facts.text,
                         finished: facts.error.is_none()
                             && (facts.finished || (ended && facts.usage.is_some())),
                         error: facts.error,
-                    },
+                    }),
                     rest,
                 )
             }
@@ -214,7 +242,7 @@ impl Body for TapBody {
                         if this.inner.is_end_stream() {
                             this.done = true;
                             this.release();
-                            let (facts, rest) = this.take_facts(true);
+                            let (facts, rest) = this.take_said(true);
                             this.pending.settle(Ending::Complete, facts);
                             if !rest.is_empty() {
                                 let mut joined = BytesMut::from(&out[..]);
@@ -234,14 +262,14 @@ impl Body for TapBody {
                 },
                 Some(Err(e)) => {
                     this.done = true;
-                    let (facts, _) = this.take_facts(false);
+                    let (facts, _) = this.take_said(false);
                     this.pending.settle(Ending::UpstreamBroken, facts);
                     return Poll::Ready(Some(Err(e)));
                 }
                 None => {
                     this.done = true;
                     this.release();
-                    let (facts, rest) = this.take_facts(true);
+                    let (facts, rest) = this.take_said(true);
                     this.pending.settle(Ending::Complete, facts);
                     if !rest.is_empty() {
                         return Poll::Ready(Some(Ok(Frame::data(rest))));
@@ -268,7 +296,7 @@ impl Body for TapBody {
 impl Drop for TapBody {
     fn drop(&mut self) {
         if !self.done {
-            let (facts, _) = self.take_facts(false);
+            let (facts, _) = self.take_said(false);
             self.pending.settle(Ending::ClientGone, facts);
         }
     }

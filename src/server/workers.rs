@@ -128,7 +128,10 @@ fn start_worker(
         .name(format!("tollgate-worker-{i}"))
         .spawn(move || {
             crate::proxy::upstream::use_worker_pool();
+            let recorder = crate::proxy::Recorder::install();
             runtime.block_on(async move {
+                // Requests are recorded after their responses are written (proxy::deferred).
+                tokio::spawn(crate::proxy::Recorder::run());
                 // A timer always due within a second: a request's far deadline (the upstream
                 // timeout) registered while no timer is pending is earlier than the driver's
                 // next wake-up, and tokio then writes its eventfd to re-arm, a syscall and an
@@ -160,6 +163,9 @@ fn start_worker(
             // Tasks still running (streams past the grace period) end with the runtime; a
             // usage estimate still tokenizing on a blocking thread gets a moment to settle.
             runtime.shutdown_timeout(Duration::from_secs(2));
+            // Whatever is still queued is recorded before the worker reports it has stopped
+            // (the ledger drains after that).
+            drop(recorder);
             let _ = done_tx.send(());
         })
         .map_err(|e| format!("cannot start worker thread {i}: {e}"))?;
