@@ -247,13 +247,17 @@ impl Quota {
                 HeaderName::from_static("x-ratelimit-reset-tokens"),
             ],
         ];
+        // Room for all six at once: the upstream's header map would otherwise grow (rehash)
+        // while they go in.
+        h.reserve(6);
         for ([limit_name, remaining_name, reset_name], q) in
             NAMES.into_iter().zip([self.requests, self.tokens])
         {
             if let Some((limit, remaining, reset)) = q {
                 h.insert(limit_name, HeaderValue::from(limit));
                 h.insert(remaining_name, HeaderValue::from(remaining.max(0)));
-                if let Ok(v) = HeaderValue::try_from(format_duration(reset)) {
+                let mut buf = [0u8; DURATION_BYTES];
+                if let Ok(v) = HeaderValue::from_bytes(write_duration(reset, &mut buf)) {
                     h.insert(reset_name, v);
                 }
             }
@@ -261,19 +265,36 @@ impl Quota {
     }
 }
 
-/// OpenAI's reset format: `20ms`, `1s`, `6m0s`, `1h2m3s`.
-pub fn format_duration(secs: f64) -> String {
+/// Room for the longest duration `write_duration` writes: three u64s and their units.
+const DURATION_BYTES: usize = 3 * 20 + 4;
+
+/// Writes OpenAI's reset format (`20ms`, `1s`, `6m0s`, `1h2m3s`) into `buf`, without the
+/// formatting machinery (it runs for every admitted request).
+fn write_duration(secs: f64, buf: &mut [u8; DURATION_BYTES]) -> &[u8] {
     let secs = secs.max(0.0);
-    if secs < 1.0 {
-        return format!("{}ms", (secs * 1000.0).ceil() as u64);
-    }
     let total = secs.ceil() as u64;
     let (h, m, s) = (total / 3600, total % 3600 / 60, total % 60);
-    match (h, m) {
-        (0, 0) => format!("{s}s"),
-        (0, _) => format!("{m}m{s}s"),
-        _ => format!("{h}h{m}m{s}s"),
+    let parts: &[(u64, &str)] = match (h, m) {
+        _ if secs < 1.0 => &[((secs * 1000.0).ceil() as u64, "ms")],
+        (0, 0) => &[(s, "s")],
+        (0, _) => &[(m, "m"), (s, "s")],
+        _ => &[(h, "h"), (m, "m"), (s, "s")],
+    };
+    let mut len = 0;
+    let mut digits = itoa::Buffer::new();
+    for &(n, unit) in parts {
+        for piece in [digits.format(n).as_bytes(), unit.as_bytes()] {
+            buf[len..len + piece.len()].copy_from_slice(piece);
+            len += piece.len();
+        }
     }
+    &buf[..len]
+}
+
+/// OpenAI's reset format: `20ms`, `1s`, `6m0s`, `1h2m3s`.
+pub fn format_duration(secs: f64) -> String {
+    let mut buf = [0u8; DURATION_BYTES];
+    String::from_utf8_lossy(write_duration(secs, &mut buf)).into_owned()
 }
 
 /// Why a request was refused.

@@ -269,4 +269,9 @@ fn quota_headers_use_openai_names_and_formats() {
     assert_eq!(get("x-ratelimit-reset-tokens").as_deref(), Some("1m31s"));
     assert_eq!(format_duration(0.02), "20ms");
     assert_eq!(format_duration(3723.0), "1h2m3s");
+    assert_eq!(format_duration(0.0), "0ms");
+    assert_eq!(format_duration(-3.0), "0ms");
+    assert_eq!(format_duration(1.0), "1s");
+    assert_eq!(format_duration(359.2), "6m0s");
+    assert_eq!(format_duration(86_400.0 * 31.0), "744h0m0s");
 }

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Either, Full, Limited};
 use hyper::body::Incoming;
 use parking_lot::Mutex;
@@ -537,9 +537,11 @@ fn content_length(headers: &HeaderMap) -> Option<u64> {
 }
 
 /// Removes the client's credentials, hop-by-hop headers and the gateway's own headers before
-/// forwarding; `accept-encoding` goes too, so the tap reads plain bytes.
+/// forwarding; `accept-encoding` goes too, so the tap reads plain bytes. One pass over the
+/// client's few headers: only those present are removed (removing an absent name still hashes
+/// it, and this list is longer than a typical request's headers).
 fn strip_client_headers(headers: &mut HeaderMap) {
-    for h in [
+    const STRIPPED: [HeaderName; 10] = [
         header::HOST,
         header::AUTHORIZATION,
         header::CONTENT_LENGTH,
@@ -550,24 +552,30 @@ fn strip_client_headers(headers: &mut HeaderMap) {
         header::UPGRADE,
         header::ACCEPT_ENCODING,
         header::PROXY_AUTHORIZATION,
-    ] {
-        headers.remove(h);
+    ];
+    fn stripped(name: &HeaderName) -> bool {
+        STRIPPED.contains(name)
+            || matches!(
+                name.as_str(),
+                "x-api-key" | "keep-alive" | "proxy-connection"
+            )
+            || name.as_str().starts_with("x-tollgate-")
     }
-    headers.remove("x-api-key");
-    headers.remove("keep-alive");
-    headers.remove("proxy-connection");
-    // Allocates only when a client sent the gateway's own headers.
-    if headers
-        .keys()
-        .any(|k| k.as_str().starts_with("x-tollgate-"))
-    {
-        let own: Vec<_> = headers
-            .keys()
-            .filter(|k| k.as_str().starts_with("x-tollgate-"))
-            .cloned()
-            .collect();
-        for k in own {
-            headers.remove(k);
+    loop {
+        let mut found: [Option<HeaderName>; 8] = Default::default();
+        let mut n = 0;
+        for name in headers.keys().filter(|k| stripped(k)) {
+            found[n] = Some(name.clone());
+            n += 1;
+            if n == found.len() {
+                break;
+            }
+        }
+        for name in found.iter().flatten() {
+            headers.remove(name);
+        }
+        if n < found.len() {
+            return;
         }
     }
 }
@@ -670,5 +678,37 @@ mod tests {
         strip_client_headers(&mut h);
         assert_eq!(h.len(), 1);
         assert!(h.contains_key("anthropic-version"));
+    }
+
+    #[test]
+    fn every_stripped_header_goes_however_many_a_request_has() {
+        let mut h = HeaderMap::new();
+        let v = HeaderValue::from_static("x");
+        for name in [
+            "host",
+            "authorization",
+            "content-length",
+            "connection",
+            "te",
+            "trailer",
+            "transfer-encoding",
+            "upgrade",
+            "accept-encoding",
+            "proxy-authorization",
+            "x-api-key",
+            "keep-alive",
+            "proxy-connection",
+            "x-tollgate-customer",
+            "x-tollgate-other",
+        ] {
+            h.append(HeaderName::from_static(name), v.clone());
+            h.append(HeaderName::from_static(name), v.clone());
+        }
+        h.insert(header::CONTENT_TYPE, v.clone());
+        h.insert("openai-beta", v);
+        strip_client_headers(&mut h);
+        let mut left: Vec<_> = h.keys().map(|k| k.as_str()).collect();
+        left.sort_unstable();
+        assert_eq!(left, ["content-type", "openai-beta"]);
     }
 }
