@@ -204,7 +204,8 @@ async fn aliases_are_rewritten_upstream_and_metered_by_the_serving_model() {
     assert_eq!(status, 200);
     let v: serde_json::Value = serde_json::from_slice(&body).expect("json");
     assert_eq!(v["model"], "gpt-4o", "the sim echoes the model it was sent");
-    let s = gw.scrape().await;
+    // Recorded just after the response is written: wait for it.
+    let s = gw.wait_requests(1.0).await;
     assert_eq!(
         s.sum(
             "llm_gateway_completion_tokens_total",
@@ -262,7 +263,7 @@ async fn upstream_unreachable_and_timeouts_are_502_and_504() {
     .await;
     assert_eq!(status, 504);
 
-    let s = gw.scrape().await;
+    let s = gw.wait_requests(2.0).await;
     assert_eq!(
         s.sum(
             "llm_gateway_errors_total",
@@ -273,7 +274,7 @@ async fn upstream_unreachable_and_timeouts_are_502_and_504() {
         ),
         2.0
     );
-    let s2 = gw2.scrape().await;
+    let s2 = gw2.wait_requests(1.0).await;
     assert_eq!(
         s2.sum(
             "llm_gateway_errors_total",
@@ -292,11 +293,14 @@ async fn upstream_errors_pass_through_unchanged() {
     let sim = start_sim(SimOptions::default()).await;
     let gw = TestGateway::start(&config(sim, "")).await;
     let auth = bearer();
-    for (status, error_type) in [
+    for (n, (status, error_type)) in [
         (429u16, "rate_limited"),
         (500, "upstream_server_error"),
         (400, "invalid_request"),
-    ] {
+    ]
+    .into_iter()
+    .enumerate()
+    {
         let s = status.to_string();
         let (got, _, body) = post(
             &gw.url("/v1/chat/completions"),
@@ -312,7 +316,7 @@ async fn upstream_errors_pass_through_unchanged() {
                 .is_some_and(|m| m.contains("simulated")),
             "upstream body passed as is: {v}"
         );
-        let scrape = gw.scrape().await;
+        let scrape = gw.wait_requests((n + 1) as f64).await;
         assert_eq!(
             scrape.sum(
                 "llm_gateway_errors_total",
@@ -424,7 +428,7 @@ models = ["*"]
         let (status, _, _) = post(&gw.url("/v1/chat/completions"), &[], &body).await;
         assert_eq!(status, 200);
     }
-    let s = gw.scrape().await;
+    let s = gw.wait_requests(40.0).await;
     let series = s
         .samples
         .iter()

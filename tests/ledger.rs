@@ -347,7 +347,7 @@ async fn rows_written_under_concurrent_load_equal_requests_served(backend: Backe
     assert_eq!(statuses.len(), n);
     let served_ok = statuses.iter().filter(|s| **s == 200).count();
     assert_eq!(served_ok, n / 6 * 4, "{statuses:?}");
-    let scrape = gw.scrape().await;
+    let scrape = gw.wait_requests(n as f64).await;
     gw.shutdown().await;
 
     let m = gw.gateway.metrics.clone();
@@ -951,6 +951,8 @@ async fn a_stalled_database_never_slows_requests_and_drops_are_counted() {
         "no request waited on the database: max {:?}",
         stalled_lat[n - 1]
     );
+    // Every request recorded (just after its response), its row offered to the ledger.
+    gw.wait_requests(n as f64).await;
     let m = gw.gateway.metrics.clone();
     assert_eq!(m.ledger_written.get(), 0);
     let dropped = m.ledger_dropped.get();

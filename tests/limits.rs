@@ -215,7 +215,8 @@ budget = { usd = 0.00002, period = "month", action = "block" }
             && message.contains("budget_exceeded"),
         "{message}"
     );
-    let s = gw.scrape().await;
+    // Every request recorded (each is, just after its response): the allowed and the refused.
+    let s = gw.wait_requests((allowed + 1) as f64).await;
     let spent = s.sum(
         "llm_gateway_budget_spent_usd",
         &[("scope", "team"), ("name", "finance"), ("period", "month")],
@@ -239,7 +240,7 @@ budget = { usd = 0.00002, period = "month", action = "block" }
         .await;
         assert_eq!(status, 200, "alert budgets never block");
     }
-    let s = gw.scrape().await;
+    let s = gw.wait_requests((allowed + 1 + 5) as f64).await;
     assert!(s.sum("llm_gateway_budget_spent_usd", &[("name", "alert-app")]) > 0.000001);
 }
 
@@ -298,7 +299,8 @@ limits = { requests_per_day = 40 }
         }
     }
     assert_eq!((ok, limited), (40, 80));
-    let (sa, sb): (Scrape, Scrape) = (a.scrape().await, b.scrape().await);
+    // Each gateway answered 60; the served ones are recorded just after their responses.
+    let (sa, sb): (Scrape, Scrape) = (a.wait_requests(60.0).await, b.wait_requests(60.0).await);
     let allowed = sa.sum(
         "llm_gateway_rate_limit_allowed_total",
         &[("limit", "requests")],

@@ -238,26 +238,7 @@ impl Closing {
         if price.is_none() && !usage.is_zero() {
             self.gw.warn_unpriced(self.provider.name(), model);
         }
-        self.gw.metrics.record_for_key(
-            &Observation {
-                provider: self.provider.name(),
-                model,
-                team: &self.key.team,
-                key: &self.key.name,
-                endpoint: self.endpoint.path(),
-                status_code: status_label(status),
-                error_type,
-                usage,
-                cost_nanos,
-                priced: price.is_some(),
-                estimated,
-                duration: self.duration,
-                upstream: self.upstream,
-                time_to_first_token: self.time_to_first_token,
-                overhead: Some(self.overhead),
-            },
-            &self.key.series,
-        );
+        // The ledger row first: when `requests_total` counts a request, its row is offered.
         if self.gw.ledger.is_enabled() {
             self.gw.ledger.record(UsageRow {
                 id: uuid::Uuid::now_v7(),
@@ -280,6 +261,26 @@ impl Closing {
                 upstream_request_id: self.upstream_request_id,
             });
         }
+        self.gw.metrics.record_for_key(
+            &Observation {
+                provider: self.provider.name(),
+                model,
+                team: &self.key.team,
+                key: &self.key.name,
+                endpoint: self.endpoint.path(),
+                status_code: status_label(status),
+                error_type,
+                usage,
+                cost_nanos,
+                priced: price.is_some(),
+                estimated,
+                duration: self.duration,
+                upstream: self.upstream,
+                time_to_first_token: self.time_to_first_token,
+                overhead: Some(self.overhead),
+            },
+            &self.key.series,
+        );
     }
 }
 

@@ -6,6 +6,8 @@
 //! names them `input_tokens`/`output_tokens` with `*_details`. DeepSeek reports cache hits as
 //! `prompt_cache_hit_tokens`.
 
+mod stream;
+
 use http::{HeaderMap, HeaderValue, Uri, header};
 use serde::Deserialize;
 
@@ -241,6 +243,13 @@ impl Provider for OpenAi {
         }
         if endpoint == Endpoint::Responses {
             read_response_event(data, facts);
+            return EventKind::Content;
+        }
+        // After the first chunk, one without usage or an error only adds text (stream.rs).
+        if facts.model.is_some()
+            && !stream::may_carry_usage(data)
+            && stream::append_text(data, &mut facts.text).is_ok()
+        {
             return EventKind::Content;
         }
         let Ok(chunk) = serde_json::from_slice::<Chunk<'_>>(data) else {
