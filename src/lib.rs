@@ -4,7 +4,7 @@
 //! - [`config`]: the TOML file, `${ENV}` secrets, validation with key paths;
 //! - [`server`]: listeners, routing, graceful shutdown;
 //! - [`proxy`]: the request path (authenticate, read, route, forward, tap, settle);
-//! - [`providers`]: one file per provider, each implementing [`providers::Provider`];
+//! - [`providers`]: one module per provider, each implementing [`providers::Provider`];
 //! - [`metering`]: normalised [`metering::Usage`], the price table, token estimates;
 //! - [`metrics`]: every metric family and the Prometheus/OpenMetrics exposition;
 //! - [`ledger`]: one usage row per request, batched into SQLite or PostgreSQL, and the usage
@@ -19,8 +19,9 @@
 //! it, swaps the client's key for the provider's, and forwards. The response body is returned
 //! wrapped in a [`proxy::tap::TapBody`], which passes every frame on as it arrives and reads
 //! usage from the JSON body or the SSE events; when the body ends, breaks, or the client goes
-//! away, [`proxy::settle::PendingRequest`] settles usage, cost and metrics exactly once, and
-//! hands a [`ledger::UsageRow`] to the ledger's writer without waiting.
+//! away, [`proxy::settle::PendingRequest`] settles exactly once; on a worker thread the usage,
+//! cost, limits, metrics and the [`ledger::UsageRow`] (handed to the ledger's writer without
+//! waiting) are recorded just after the response's last bytes are written.
 
 #![forbid(unsafe_code)]
 
