@@ -36,7 +36,7 @@ pub(super) fn run_after_write(c: Closing) {
         q.waker.take()
     });
     match item {
-        Some(c) => c.record(),
+        Some(c) => record(c),
         None => {
             if let Some(w) = waker {
                 w.wake();
@@ -76,7 +76,7 @@ impl Recorder {
                 true
             });
             for c in batch.drain(..) {
-                c.record();
+                record(c);
             }
             if installed {
                 Poll::Pending
@@ -92,7 +92,15 @@ impl Drop for Recorder {
     fn drop(&mut self) {
         let left = QUEUE.with(|q| q.borrow_mut().take());
         for c in left.into_iter().flat_map(|q| q.items) {
-            c.record();
+            record(c);
         }
+    }
+}
+
+/// Records one request. A panic stays with that request: the recorder task goes on with the
+/// rest (a panic in the body's poll used to end only that connection's task).
+fn record(c: Closing) {
+    if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| c.record())).is_err() {
+        tracing::error!("recording a finished request panicked; its usage is not counted");
     }
 }

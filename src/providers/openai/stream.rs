@@ -111,6 +111,7 @@ impl<'a> Scan<'a> {
     }
 
     fn literal(&mut self, word: &[u8]) -> Read<()> {
+        self.ws();
         if self.b[self.i..].starts_with(word) {
             self.i += word.len();
             Ok(())
@@ -399,6 +400,10 @@ mod tests {
             (
                 b"{\"a\":\"\xff\xfe\",\"choices\":[{\"delta\":{\"content\":\"y\"}}]}",
                 "y",
+            ),
+            (
+                br#"{"choices":[{"delta": null},{"delta":{"content": "z"}}], "usage" : null}"#,
+                "z",
             ),
         ];
         for (data, want) in ok {
