@@ -169,37 +169,35 @@ impl<'a> Scan<'a> {
 
     /// Reads an object, calling `field` with each key (the cursor on its value).
     fn object(&mut self, mut field: impl FnMut(&mut Self, &'a [u8]) -> Read<()>) -> Read<()> {
-        self.eat(b'{')?;
-        if self.peek() == Some(b'}') {
-            self.i += 1;
-            return Ok(());
-        }
-        loop {
-            let key = self.key()?;
-            field(self, key)?;
-            match self.peek() {
-                Some(b',') => self.i += 1,
-                Some(b'}') => {
-                    self.i += 1;
-                    return Ok(());
-                }
-                _ => return Err(Unusual),
-            }
-        }
+        self.items(b'{', b'}', |s| {
+            let key = s.key()?;
+            field(s, key)
+        })
     }
 
     /// Reads an array, calling `element` for each (the cursor on it).
-    fn array(&mut self, mut element: impl FnMut(&mut Self) -> Read<()>) -> Read<()> {
-        self.eat(b'[')?;
-        if self.peek() == Some(b']') {
+    fn array(&mut self, element: impl FnMut(&mut Self) -> Read<()>) -> Read<()> {
+        self.items(b'[', b']', element)
+    }
+
+    /// `open`, then `item`s separated by commas (none is fine, a trailing comma is not), then
+    /// `close`.
+    fn items(
+        &mut self,
+        open: u8,
+        close: u8,
+        mut item: impl FnMut(&mut Self) -> Read<()>,
+    ) -> Read<()> {
+        self.eat(open)?;
+        if self.peek() == Some(close) {
             self.i += 1;
             return Ok(());
         }
         loop {
-            element(self)?;
+            item(self)?;
             match self.peek() {
                 Some(b',') => self.i += 1,
-                Some(b']') => {
+                Some(c) if c == close => {
                     self.i += 1;
                     return Ok(());
                 }
