@@ -350,6 +350,47 @@ fn ledger_families(w: &mut Writer, m: &Metrics, ledger: Option<&LedgerWindow>) {
         "Usage rows the ledger could not keep: its channel was full, or the database did not take them before shutdown.",
     );
     w.sample(dropped, "", &[], None, Value::Int(m.ledger_dropped.get()));
+    let faults = "llm_gateway_ledger_integrity_errors_total";
+    w.header(
+        faults,
+        Kind::Counter,
+        "Faults the ledger's checks found: the SQLite file deleted or replaced under the gateway, or rows counted as written not found on disk (those are written again).",
+    );
+    for f in super::LedgerFault::ALL {
+        w.sample(
+            faults,
+            "",
+            &[("kind", f.as_str().into())],
+            None,
+            Value::Int(m.ledger_faults[f as usize].get()),
+        );
+    }
+    let rewritten = "llm_gateway_ledger_rewritten_rows_total";
+    w.header(
+        rewritten,
+        Kind::Counter,
+        "Usage rows counted as written that a check did not find on disk, and wrote again.",
+    );
+    w.sample(
+        rewritten,
+        "",
+        &[],
+        None,
+        Value::Int(m.ledger_rewritten.get()),
+    );
+    let unauth = "llm_gateway_ledger_unauthenticated_requests_total";
+    w.header(
+        unauth,
+        Kind::Counter,
+        "Requests without a valid key, kept in the ledger as per-minute counts (never a row each).",
+    );
+    w.sample(
+        unauth,
+        "",
+        &[],
+        None,
+        Value::Int(m.ledger_unauthenticated.get()),
+    );
     let buffered = "llm_gateway_ledger_buffered_rows";
     w.header(
         buffered,
