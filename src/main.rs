@@ -15,6 +15,7 @@ use tollgate::proxy::Gateway;
 use tollgate::{demo, server, sim};
 
 mod ledger_cli;
+mod prices_cli;
 
 #[derive(Parser)]
 #[command(
@@ -94,6 +95,11 @@ enum Command {
         /// Distinct keys (one team each) the rows rotate over; 0: four keys and teams.
         #[arg(long, default_value_t = 0)]
         keys: usize,
+    },
+    /// The price table: `show MODEL`, `check [FILE]`, `import --format litellm FILE`.
+    Prices {
+        #[command(subcommand)]
+        command: prices_cli::PricesCommand,
     },
     /// Run only the simulated provider (OpenAI and Anthropic shapes), for tests and benchmarks.
     Sim {
@@ -218,6 +224,7 @@ async fn run(cli: Cli) -> Result<(), String> {
             serve(cfg, listen).await
         }
         Command::Check { .. } => unreachable!("handled before the runtime starts"),
+        Command::Prices { .. } => unreachable!("handled before the runtime starts"),
         Command::Usage {
             config,
             from,
@@ -289,6 +296,15 @@ async fn run(cli: Cli) -> Result<(), String> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logs(&cli.log, cli.log_json);
+    if let Command::Prices { command } = cli.command {
+        return match prices_cli::run(command) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(1)
+            }
+        };
+    }
     if let Command::Check { config } = &cli.command {
         return match Config::load(config) {
             Ok(cfg) => {

@@ -7,9 +7,12 @@
 //! `cache_write` are subsets of `input`, `reasoning` is a subset of `output`.
 
 pub mod estimate;
+pub mod price_import;
+pub mod price_table;
 pub mod pricing;
 
-pub use pricing::{Price, PriceTable};
+pub use price_table::PriceTable;
+pub use pricing::{Billing, Price, PriceSource, ServiceTier};
 
 /// Normalised token usage of one request.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -231,7 +231,12 @@ impl Closing {
         let price = prices
             .lookup(model)
             .or_else(|| prices.lookup(&self.requested_model));
-        let cost_nanos = price.map_or(0, |p| p.cost_nanos(&usage));
+        let cost_nanos = price.map_or(0, |p| {
+            crate::metering::pricing::apply_multiplier(
+                p.cost_nanos(&usage),
+                prices.multiplier(self.provider.name()),
+            )
+        });
         if let Some(admission) = self.admission {
             self.gw.limiter.settle(admission, usage.total(), cost_nanos);
         }
