@@ -72,12 +72,30 @@ enum Command {
         #[arg(long)]
         to: String,
         /// Group columns, comma-separated: team, key, customer, provider, model,
-        /// requested_model, endpoint, status_code, error_type, stream, estimated, month, day, hour.
+        /// requested_model, endpoint, status_code, error_type, stream, estimated, cost_source,
+        /// price_id, service_tier, month, day, hour.
         #[arg(long, default_value = "")]
         by: String,
         /// CSV instead of a table.
         #[arg(long)]
         csv: bool,
+    },
+    /// Recompute the stored cost of the rows of [from, to) at the config's current prices
+    /// (after a price correction), rows and rollups together; prints the difference per team
+    /// and model.
+    Reprice {
+        /// The config file (its prices and `[ledger] url`).
+        #[arg(long, short, env = "TOLLGATE_CONFIG", default_value = "tollgate.toml")]
+        config: PathBuf,
+        /// Start, inclusive: a date (2026-11-01, midnight UTC) or an RFC 3339 time.
+        #[arg(long)]
+        from: String,
+        /// End, exclusive: a date or an RFC 3339 time.
+        #[arg(long)]
+        to: String,
+        /// Print what would change; write nothing.
+        #[arg(long)]
+        dry_run: bool,
     },
     /// Measures the ledger writer: rows per second into a database, and the cost of one
     /// `record` call on the request path.
@@ -242,6 +260,21 @@ async fn run(cli: Cli) -> Result<(), String> {
                 report.to_table()
             };
             print!("{out}");
+            Ok(())
+        }
+        Command::Reprice {
+            config,
+            from,
+            to,
+            dry_run,
+        } => {
+            let cfg = Config::load(&config)
+                .map_err(|e| format!("invalid config {}:\n{e}", config.display()))?;
+            let window = ReportQuery::parse(Some(&from), Some(&to), None)?;
+            let summary =
+                ledger_cli::reprice(&cfg.ledger, &cfg.prices, window.from, window.to, dry_run)
+                    .await?;
+            print!("{}", summary.to_table(dry_run));
             Ok(())
         }
         Command::LedgerBench {

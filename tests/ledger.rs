@@ -1266,19 +1266,30 @@ async fn a_fresh_start_restores_budgets_after_migrating() {
     }
 }
 
-/// A flood of requests without a valid key beside billed traffic, through a small rows'
-/// channel: the unauthenticated ones take no room in it (counted per minute), and refusals
-/// with a valid key (unknown model) may use only half of it, so every billed row is written.
-/// Before, each 401 was a row in the same channel: 72k 401s a second dropped 119 of 1,000
-/// billed rows.
+/// A flood of requests without a valid key beside billed traffic while the database is
+/// locked, so that every row waits in the writer's buffer (200) and channel (256): the
+/// unauthenticated requests take no room (counted per minute), refusals with a valid key
+/// (unknown model) may fill only half of the channel, so every billed row is kept and written
+/// once the lock goes. Before, each 401 was a row in the same channel and the flood filled it:
+/// 72k 401s a second dropped 119 of 1,000 billed rows.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_of_refusals_never_costs_a_billed_row() {
     let db = TestDb::new(Backend::Sqlite).await;
+    let store = Store::connect_lazy(&db.url, true, Duration::from_secs(5)).expect("store");
+    store.migrate().await.expect("migrate");
+    store.close().await;
+    let mut locker = sqlx::SqliteConnection::connect(&db.url)
+        .await
+        .expect("sqlite");
+    sqlx::query("BEGIN EXCLUSIVE")
+        .execute(&mut locker)
+        .await
+        .expect("lock");
     let sim = start_sim(SimOptions::default()).await;
     let mut gw = TestGateway::start_with_ledger(&config(
         sim,
         &db.url,
-        "channel_capacity = 16\nverify_interval_ms = 200",
+        "channel_capacity = 256\nmax_buffered_rows = 200\nwrite_timeout_secs = 1",
     ))
     .await;
     let addr = gw.addr;
@@ -1288,7 +1299,7 @@ async fn a_flood_of_refusals_never_costs_a_billed_row() {
         let unknown = r#"{"model":"no-such-model","messages":[{"role":"user","content":"x"}]}"#;
         let bearer = format!("Bearer {KEY2}");
         let mut sent = (0usize, 0usize);
-        for j in 0..500 {
+        for j in 0..400 {
             if (i + j) % 4 == 0 {
                 let (s, _, _) = post(&url, &[("authorization", &bearer)], unknown).await;
                 assert_eq!(s, 404);
@@ -1303,8 +1314,8 @@ async fn a_flood_of_refusals_never_costs_a_billed_row() {
     };
     let billed = |i: usize| async move {
         let mut ok = 0;
-        for j in 0..40 {
-            if request(addr, (i * 40 + j) * 6).await == 200 {
+        for j in 0..20 {
+            if request(addr, (i * 20 + j) * 6).await == 200 {
                 ok += 1;
             }
         }
@@ -1322,10 +1333,28 @@ async fn a_flood_of_refusals_never_costs_a_billed_row() {
     for b in bills {
         served += b.await.expect("billed");
     }
-    assert_eq!(served, 120);
+    assert_eq!(served, 60);
     gw.wait_requests((unauth + refused + served) as f64).await;
-    gw.shutdown().await;
     let m = gw.gateway.metrics.clone();
+    assert_eq!(
+        m.ledger_written.get(),
+        0,
+        "the database was locked throughout"
+    );
+    assert!(
+        m.ledger_dropped.get() > 0,
+        "the refusals filled their half of the channel"
+    );
+    sqlx::query("COMMIT")
+        .execute(&mut locker)
+        .await
+        .expect("unlock");
+    drop(locker);
+    gw.shutdown().await;
+    eprintln!(
+        "refusal rows dropped under the flood: {}",
+        m.ledger_dropped.get()
+    );
     assert_eq!(
         db.scalar("SELECT COUNT(*) FROM tollgate_usage WHERE status_code = 200")
             .await,
@@ -1339,10 +1368,6 @@ async fn a_flood_of_refusals_never_costs_a_billed_row() {
         unauth as i64
     );
     assert_eq!(m.ledger_unauthenticated.get(), unauth as u64);
-    eprintln!(
-        "refusal rows dropped under the flood: {}",
-        m.ledger_dropped.get()
-    );
     // What was refused with a valid key is a row or counted as dropped.
     assert_eq!(
         db.scalar("SELECT COUNT(*) FROM tollgate_usage WHERE status_code = 404")
@@ -1353,97 +1378,150 @@ async fn a_flood_of_refusals_never_costs_a_billed_row() {
     db.finish().await;
 }
 
-/// PostgreSQL with the gateway's connections terminated every few milliseconds while it
-/// writes: every row lands exactly once (the rollup agrees with the rows) or is counted as
-/// dropped, and every row counted as written is there.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_connections_killed_mid_batch_lose_and_duplicate_nothing() {
-    let db = TestDb::new(Backend::Postgres).await;
-    let url = db.url.clone();
-    let name = db.pg_name.clone().expect("a PostgreSQL database");
-    let admin = pg_admin_url();
-    let m = Metrics::new(&MetricsOptions {
-        labels: vec![],
-        max_series_per_family: 1000,
-    });
-    let cfg = LedgerConfig {
-        url: url.clone(),
-        batch_size: 50,
-        flush_interval: Duration::from_millis(20),
-        write_timeout: Duration::from_secs(2),
-        ..LedgerConfig::default()
-    };
-    let ledger = Ledger::open(&cfg, m.clone()).expect("ledger");
-    assert!(ledger.wait_migrated(Duration::from_secs(10)).await);
+/// nothing.
+async fn reprice_keeps_rows_rollups_and_reports_consistent(backend: Backend) {
+    use tollgate::ledger::reprice::reprice;
+    use tollgate::metering::pricing::PriceSpec;
+    use tollgate::metering::{PriceSource, PriceTable};
 
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let killer = {
-        let stop = stop.clone();
-        let name = name.clone();
-        let admin = admin.clone();
-        tokio::spawn(async move {
-            let mut c = sqlx::PgConnection::connect(&admin).await.expect("admin");
-            let mut killed = 0i64;
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                let n: i64 = sqlx::query_scalar(
-                    "SELECT COUNT(pg_terminate_backend(pid)) FROM pg_stat_activity \
-                     WHERE datname = $1 AND pid <> pg_backend_pid()",
-                )
-                .bind(&name)
-                .fetch_one(&mut c)
-                .await
-                .expect("terminate");
-                killed += n;
-                tokio::time::sleep(Duration::from_millis(15)).await;
-            }
-            killed
-        })
+    let db = TestDb::new(backend).await;
+    let store = Store::connect_lazy(&db.url, true, Duration::from_secs(5)).expect("store");
+    store.migrate().await.expect("migrate");
+    let start = at(2026, 11, 2, 10, 0, 0);
+    let usage = Usage {
+        input: 1000,
+        output: 100,
+        ..Usage::default()
     };
-    let mut sent = 0usize;
-    let mut cost = 0i64;
-    for _ in 0..100 {
-        for _ in 0..30 {
-            let r = UsageRow {
-                id: uuid::Uuid::now_v7(),
-                ..row("t", "k", Utc::now(), 1000 + sent as i64)
-            };
-            cost += r.cost_nanos;
-            ledger.record(r);
-            sent += 1;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
+    let mut rows = Vec::new();
+    // gpt-4o at the built-in $2.50 / $10: 1000*2.5e-6 + 100*10e-6 = 0.0035 USD.
+    for i in 0..10 {
+        rows.push(UsageRow {
+            id: uuid::Uuid::now_v7(),
+            usage,
+            price_id: Some("gpt-4o".into()),
+            ..row(
+                "t",
+                "k",
+                start + chrono::Duration::minutes(i * 7),
+                3_500_000,
+            )
+        });
     }
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let killed = killer.await.expect("killer");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while m.ledger_written.get() + m.ledger_dropped.get() < sent as u64 {
-        assert!(
-            Instant::now() < deadline,
-            "written {}",
-            m.ledger_written.get()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    // A model that had no price.
+    for i in 0..5 {
+        rows.push(UsageRow {
+            id: uuid::Uuid::now_v7(),
+            usage,
+            model: "house-model".into(),
+            requested_model: "house-model".into(),
+            ..row("t", "k2", start + chrono::Duration::minutes(i * 11), 0)
+        });
     }
-    ledger.close().await;
+    // Outside the window.
+    let outside = UsageRow {
+        id: uuid::Uuid::now_v7(),
+        usage,
+        price_id: Some("gpt-4o".into()),
+        ..row("t", "k", at(2026, 11, 3, 10, 0, 0), 3_500_000)
+    };
+    rows.push(outside.clone());
+    store.insert(&rows).await.expect("insert");
 
-    let on_disk = db.scalar("SELECT COUNT(*) FROM tollgate_usage").await;
-    let rows_cost = db
-        .scalar("SELECT CAST(SUM(cost_nanos) AS BIGINT) FROM tollgate_usage")
-        .await;
-    let rollup_cost = db
-        .scalar("SELECT CAST(SUM(cost_nanos) AS BIGINT) FROM tollgate_spend_hourly")
-        .await;
-    let written = m.ledger_written.get() as i64;
-    let dropped = m.ledger_dropped.get() as i64;
-    assert!(
-        killed > 5,
-        "connections were killed while writing: {killed}"
+    let mut prices = PriceTable::builtin().expect("prices");
+    let spec = |i: &str, o: &str| PriceSpec {
+        input: i.into(),
+        output: o.into(),
+        ..PriceSpec::default()
+    };
+    prices.set(
+        "gpt-4o",
+        spec("5", "20")
+            .to_price_for("gpt-4o", PriceSource::Config)
+            .expect("price"),
     );
-    assert_eq!(on_disk + dropped, sent as i64, "written {written}");
-    assert!(on_disk >= written, "written {written}, on disk {on_disk}");
-    assert_eq!(dropped, 0);
-    assert_eq!(rows_cost, cost, "every row once");
-    assert_eq!(rollup_cost, cost, "the rollup counted each row once");
+    prices.set(
+        "house-model",
+        spec("1", "2")
+            .to_price_for("house-model", PriceSource::Config)
+            .expect("price"),
+    );
+    let (from, to) = (at(2026, 11, 2, 0, 0, 0), at(2026, 11, 3, 0, 0, 0));
+    let sum = |t: &str| format!("SELECT CAST(COALESCE(SUM(cost_nanos), 0) AS BIGINT) FROM {t}");
+    let before = db.scalar(&sum("tollgate_usage")).await;
 
+    let dry = reprice(&store, &prices, from, to, true)
+        .await
+        .expect("dry run");
+    assert_eq!((dry.rows_seen, dry.rows_changed), (15, 15));
+    assert_eq!(
+        db.scalar(&sum("tollgate_usage")).await,
+        before,
+        "a dry run writes nothing"
+    );
+
+    let done = reprice(&store, &prices, from, to, false)
+        .await
+        .expect("reprice");
+    assert_eq!(done, dry, "the dry run said what the run did");
+    // gpt-4o at $5 / $20: 0.007 USD a row; house-model at $1 / $2: 0.0012 USD a row.
+    assert_eq!(
+        done.groups[&("t".to_string(), "gpt-4o".to_string())],
+        (10, 35_000_000, 70_000_000)
+    );
+    assert_eq!(
+        done.groups[&("t".to_string(), "house-model".to_string())],
+        (5, 0, 6_000_000)
+    );
+    let total = 70_000_000 + 6_000_000 + 3_500_000;
+    assert_eq!(db.scalar(&sum("tollgate_usage")).await, total);
+    assert_eq!(
+        db.scalar(&sum("tollgate_usage_hourly")).await,
+        total,
+        "hourly rollup"
+    );
+    assert_eq!(
+        db.scalar(&sum("tollgate_spend_hourly")).await,
+        total,
+        "spend rollup"
+    );
+    assert_eq!(
+        db.scalar("SELECT COUNT(*) FROM tollgate_usage WHERE cost_source = 'priced' AND price_id IS NOT NULL")
+            .await,
+        16,
+        "every repriced row names its price (and the one outside kept its own)"
+    );
+    // The usage report (read from the rollup for whole hours) equals the rows.
+    let q = ReportQuery {
+        from,
+        to,
+        group_by: vec![GroupKey::Team, GroupKey::Model],
+    };
+    let rollup = store.report(&q).await.expect("report");
+    let rows_report = store.report_rows(&q).await.expect("report from rows");
+    assert_eq!(rollup.rows, rows_report.rows);
+    // Budgets restored at start-up read the spend rollup.
+    assert_eq!(
+        store
+            .spend_nanos(SpendFilter::Team("t"), from)
+            .await
+            .expect("spend"),
+        total
+    );
+    let again = reprice(&store, &prices, from, to, false)
+        .await
+        .expect("again");
+    assert_eq!(again.rows_changed, 0, "idempotent");
+    store.close().await;
     db.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_reprice_keeps_rows_rollups_and_reports_consistent() {
+    reprice_keeps_rows_rollups_and_reports_consistent(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_reprice_keeps_rows_rollups_and_reports_consistent() {
+    reprice_keeps_rows_rollups_and_reports_consistent(Backend::Postgres).await;
 }

@@ -88,7 +88,7 @@ impl Default for LedgerConfig {
     }
 }
 
-/// The largest batch: SQLite binds 23 values a row and allows 32766 per statement.
+/// The largest batch (rows per transaction; SQLite statements are cut to 64 rows whatever it is).
 pub const MAX_BATCH: usize = 1400;
 
 impl RawLedger {

@@ -9,6 +9,7 @@
 
 pub mod config;
 pub mod report;
+pub mod reprice;
 pub mod row;
 pub mod store;
 pub mod window;

@@ -31,6 +31,12 @@ pub enum GroupKey {
     Stream,
     /// Usage estimated or reported.
     Estimated,
+    /// `priced` or `unpriced` (empty for rows written before prices were recorded).
+    CostSource,
+    /// The price a row was costed at (`model` or `model@YYYY-MM-DD`).
+    PriceId,
+    /// `standard`, `priority`, `flex` or `batch`.
+    ServiceTier,
     /// UTC month, `2026-11`.
     Month,
     /// UTC day, `2026-11-23`.
@@ -52,6 +58,9 @@ pub const GROUP_KEYS: &[(&str, GroupKey)] = &[
     ("error_type", GroupKey::ErrorType),
     ("stream", GroupKey::Stream),
     ("estimated", GroupKey::Estimated),
+    ("cost_source", GroupKey::CostSource),
+    ("price_id", GroupKey::PriceId),
+    ("service_tier", GroupKey::ServiceTier),
     ("month", GroupKey::Month),
     ("day", GroupKey::Day),
     ("hour", GroupKey::Hour),
@@ -80,6 +89,9 @@ impl GroupKey {
             (GroupKey::ErrorType, _) => "COALESCE(error_type, '')",
             (GroupKey::Stream, _) => "CASE WHEN stream THEN 'true' ELSE 'false' END",
             (GroupKey::Estimated, _) => "CASE WHEN estimated THEN 'true' ELSE 'false' END",
+            (GroupKey::CostSource, _) => "COALESCE(cost_source, '')",
+            (GroupKey::PriceId, _) => "COALESCE(price_id, '')",
+            (GroupKey::ServiceTier, _) => "COALESCE(service_tier, '')",
             (GroupKey::Month, false) => "strftime('%Y-%m', started_at / 1000000, 'unixepoch')",
             (GroupKey::Day, false) => "strftime('%Y-%m-%d', started_at / 1000000, 'unixepoch')",
             (GroupKey::Hour, false) => {

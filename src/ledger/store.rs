@@ -32,6 +32,7 @@ const SQLITE_MIGRATIONS: &[(i64, &str)] = &[
         4,
         include_str!("migrations/sqlite/0004_unauthenticated.sql"),
     ),
+    (5, include_str!("migrations/sqlite/0005_price_columns.sql")),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("migrations/postgres/0001_usage.sql")),
@@ -44,13 +45,18 @@ const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
         4,
         include_str!("migrations/postgres/0004_unauthenticated.sql"),
     ),
+    (
+        5,
+        include_str!("migrations/postgres/0005_price_columns.sql"),
+    ),
 ];
 
 /// Columns of `tollgate_usage`, in insert order.
 const COLUMNS: &str = "id, started_at, duration_us, ttft_us, key_name, team, customer, provider, \
     requested_model, model, endpoint, stream, status_code, error_type, input_tokens, \
     output_tokens, cached_read_tokens, cache_write_tokens, cache_write_1h_tokens, \
-    reasoning_tokens, cost_nanos, estimated, upstream_request_id";
+    reasoning_tokens, cost_nanos, estimated, upstream_request_id, price_id, cost_source, \
+    service_tier";
 
 /// Which rows a spend query sums.
 #[derive(Debug, Clone, Copy)]
@@ -89,6 +95,13 @@ struct ResetMark {
     base: std::time::Instant,
     /// Microseconds after `base` of the last reset; 0: never.
     at_us: AtomicU64,
+}
+
+impl SqliteStore {
+    /// The pool.
+    pub(crate) fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
 }
 
 impl ResetMark {
@@ -305,7 +318,8 @@ impl Store {
                      $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], \
                      $12::bool[], $13::int4[], $14::text[], $15::int8[], $16::int8[], \
                      $17::int8[], $18::int8[], $19::int8[], $20::int8[], $21::int8[], \
-                     $22::bool[], $23::text[]) ON CONFLICT (id) DO NOTHING"
+                     $22::bool[], $23::text[], $24::text[], $25::text[], $26::text[]) \
+                     ON CONFLICT (id) DO NOTHING"
                 );
                 let col = |f: &dyn Fn(&UsageRow) -> i64| rows.iter().map(f).collect::<Vec<i64>>();
                 sqlx::query(&sql)
@@ -346,6 +360,17 @@ impl Store {
                     .bind(
                         rows.iter()
                             .map(|r| r.upstream_request_id.as_deref())
+                            .collect::<Vec<_>>(),
+                    )
+                    .bind(
+                        rows.iter()
+                            .map(|r| r.price_id.as_deref())
+                            .collect::<Vec<_>>(),
+                    )
+                    .bind(rows.iter().map(UsageRow::cost_source).collect::<Vec<_>>())
+                    .bind(
+                        rows.iter()
+                            .map(|r| r.service_tier.as_str())
                             .collect::<Vec<_>>(),
                     )
                     .execute(&mut **conn)
@@ -784,7 +809,10 @@ fn sqlite_insert(rows: &[UsageRow]) -> Query<'_, sqlx::Sqlite, SqliteArguments<'
             .bind(tokens(r.usage.reasoning))
             .bind(r.cost_nanos)
             .bind(r.estimated)
-            .bind(r.upstream_request_id.as_deref());
+            .bind(r.upstream_request_id.as_deref())
+            .bind(r.price_id.as_deref())
+            .bind(r.cost_source())
+            .bind(r.service_tier.as_str());
     }
     q
 }

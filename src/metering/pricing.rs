@@ -220,8 +220,9 @@ pub struct Price {
     pub web_search_call: u64,
     /// First day (UTC, seconds since the epoch) this price applies; `i64::MIN`: always.
     pub effective_from: i64,
-    /// A name for this price, stored with every ledger row: `model` or `model@YYYY-MM-DD`.
-    pub id: Box<str>,
+    /// A name for this price, stored with every ledger row: `model` or `model@YYYY-MM-DD`
+    /// (shared: a row takes a reference, not a copy).
+    pub id: std::sync::Arc<str>,
     /// Where it came from.
     pub source: PriceSource,
 }
