@@ -148,6 +148,8 @@ pub struct Metrics {
     overhead: Family<OverheadHistogram>,
     in_flight: Family<Gauge>,
     estimated: Family<Counter>,
+    /// Nano-USD of cost that rests on estimated tokens, per provider, model and team.
+    estimated_cost: Family<Counter>,
     unpriced: Family<Counter>,
     rate_limit_allowed: Family<Counter>,
     rate_limit_blocked: Family<Counter>,
@@ -311,6 +313,13 @@ impl Metrics {
                 &on,
                 cap,
             ),
+            estimated_cost: Family::new(
+                "llm_gateway_estimated_cost_usd_total",
+                "The part of llm_gateway_cost_usd_total that rests on estimated tokens (no usage from the provider).",
+                &["provider", "model", "team"],
+                &on,
+                cap,
+            ),
             unpriced: Family::new(
                 "llm_gateway_unpriced_requests_total",
                 "Requests for a model without a known price: their cost is not counted.",
@@ -389,6 +398,10 @@ impl Metrics {
         }
         if o.estimated {
             self.estimated.with(&[p, m], |c| c.add(1));
+            if o.cost_nanos > 0 {
+                self.estimated_cost
+                    .with(&[p, m, t], |c| c.add(o.cost_nanos));
+            }
         }
         if !o.priced && !o.usage.is_zero() {
             self.unpriced.with(&[p, m], |c| c.add(1));

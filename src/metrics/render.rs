@@ -233,6 +233,11 @@ pub(super) fn render(m: &Metrics, format: Format, ledger: Option<&LedgerWindow>)
         );
     }
     counter_family(&mut w, &m.estimated);
+    w.header(m.estimated_cost.name, Kind::Counter, m.estimated_cost.help);
+    for (labels, c) in m.estimated_cost.snapshot() {
+        let usd = c.get() as f64 / 1e9;
+        w.sample(m.estimated_cost.name, "", &labels, None, Value::Float(usd));
+    }
     counter_family(&mut w, &m.unpriced);
     counter_family(&mut w, &m.rate_limit_allowed);
     counter_family(&mut w, &m.rate_limit_blocked);
@@ -285,7 +290,7 @@ pub(super) fn render(m: &Metrics, format: Format, ledger: Option<&LedgerWindow>)
         Kind::Counter,
         "Label sets folded into a family's __other__ series by its series cap.",
     );
-    let families: [(&str, u64); 13] = [
+    let families: [(&str, u64); 14] = [
         (m.rate_limit_allowed.name, m.rate_limit_allowed.overflowed()),
         (m.rate_limit_blocked.name, m.rate_limit_blocked.overflowed()),
         ("llm_gateway_budget", m.budgets.overflowed()),
@@ -301,6 +306,7 @@ pub(super) fn render(m: &Metrics, format: Format, ledger: Option<&LedgerWindow>)
         (m.overhead.name, m.overhead.overflowed()),
         (m.in_flight.name, m.in_flight.overflowed()),
         (m.estimated.name, m.estimated.overflowed()),
+        (m.estimated_cost.name, m.estimated_cost.overflowed()),
         (m.unpriced.name, m.unpriced.overflowed()),
     ];
     // Every family's series exists from the start at 0, so `increase()` sees the first overflow.
