@@ -60,6 +60,8 @@ pub struct Gateway {
     client: upstream::UpstreamClient,
     warned_unpriced: Mutex<HashSet<(String, String)>>,
     last_limit_error_log: Mutex<Option<Instant>>,
+    /// Set when the shutdown grace period ends: requests still open are cut by the gateway.
+    past_grace: std::sync::atomic::AtomicBool,
 }
 
 impl Gateway {
@@ -99,6 +101,7 @@ impl Gateway {
             client: upstream::tls_client(),
             warned_unpriced: Mutex::new(HashSet::new()),
             last_limit_error_log: Mutex::new(None),
+            past_grace: std::sync::atomic::AtomicBool::new(false),
         }))
     }
 
@@ -201,6 +204,18 @@ impl Gateway {
                 "budget spend of the current periods restored from the ledger"
             );
         }
+    }
+
+    /// The shutdown grace period is over: requests still open from now on end because the
+    /// gateway closes them, and settle as `gateway_shutdown`, not as a client gone.
+    pub fn grace_over(&self) {
+        self.past_grace
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// True once [`grace_over`](Gateway::grace_over) was called.
+    pub(crate) fn is_past_grace(&self) -> bool {
+        self.past_grace.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Logs once per (provider, model) that a model has no price.
