@@ -29,8 +29,9 @@ pub struct SimRequest {
 }
 
 impl SimRequest {
-    /// Reads a request body and the `x-sim-*` headers.
-    pub fn from_body(v: &Value, h: &HeaderMap, default_output: u64) -> SimRequest {
+    /// Reads a request body and the `x-sim-*` headers; output tokens, reasoning included, are
+    /// at most `max_output`, and so are the cached tokens added to the prompt.
+    pub fn from_body(v: &Value, h: &HeaderMap, default_output: u64, max_output: u64) -> SimRequest {
         let mut text = String::new();
         let mut messages = 0u64;
         for key in ["messages", "prompt", "input", "system", "instructions"] {
@@ -46,23 +47,27 @@ impl SimRequest {
             .iter()
             .find_map(|k| v.get(*k).and_then(Value::as_u64))
             .unwrap_or(default_output)
-            .max(1);
+            .clamp(1, max_output.max(1));
         let num = |name: &str| {
             h.get(name)
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.trim().parse::<u64>().ok())
                 .unwrap_or(0)
+                .min(max_output)
         };
+        let reasoning = num("x-sim-reasoning-tokens");
         SimRequest {
             model: v
                 .get("model")
                 .and_then(Value::as_str)
                 .unwrap_or("sim")
                 .to_string(),
-            prompt_tokens: prompt_tokens + num("x-sim-cached-tokens"),
-            output_tokens: output_tokens + num("x-sim-reasoning-tokens"),
+            prompt_tokens: prompt_tokens.saturating_add(num("x-sim-cached-tokens")),
+            output_tokens: output_tokens
+                .saturating_add(reasoning)
+                .min(max_output.max(1)),
             cached_tokens: num("x-sim-cached-tokens"),
-            reasoning_tokens: num("x-sim-reasoning-tokens"),
+            reasoning_tokens: reasoning.min(max_output.max(1)),
             no_usage: h.contains_key("x-sim-no-usage"),
         }
     }
