@@ -182,7 +182,7 @@ const MAX_CONNECTIONS: usize = 1_000_000;
 /// that is 480: the gateway refuses connection 481 itself instead of failing `accept` with
 /// "Too many open files" (and the requests of connections it already has). 4,096 when the
 /// limit cannot be read.
-fn default_max_connections(open_files: Option<u64>) -> usize {
+pub(super) fn default_max_connections(open_files: Option<u64>) -> usize {
     match open_files {
         Some(n) => usize::try_from(n.saturating_sub(64) / 2)
             .unwrap_or(usize::MAX)

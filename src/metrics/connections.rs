@@ -29,6 +29,8 @@ pub enum TimedOut {
 pub struct ConnectionMetrics {
     /// Client connections open now.
     pub open: Gauge,
+    /// `server.max_connections`.
+    pub max: Gauge,
     /// Connections accepted (refused ones included).
     pub accepted: Counter,
     rejected: [Counter; 2],
@@ -62,6 +64,13 @@ pub(super) fn render(w: &mut Writer, m: &ConnectionMetrics) {
         "Client connections open on the main listener.",
     );
     w.sample(open, "", &[], None, Value::SignedInt(m.open.get()));
+    let max = "llm_gateway_connections_max";
+    w.header(
+        max,
+        Kind::Gauge,
+        "Client connections the main listener keeps open at most (server.max_connections).",
+    );
+    w.sample(max, "", &[], None, Value::SignedInt(m.max.get()));
     let accepted = "llm_gateway_connections_accepted_total";
     w.header(
         accepted,

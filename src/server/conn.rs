@@ -281,6 +281,8 @@ pub(super) struct Slot {
 
 impl Caps {
     pub(super) fn new(config: &ServerConfig, metrics: Arc<Metrics>) -> Arc<Caps> {
+        let max = i64::try_from(config.max_connections).unwrap_or(i64::MAX);
+        metrics.connections.max.set(max);
         Arc::new(Caps {
             max: config.max_connections,
             per_ip: config.max_connections_per_ip,

@@ -419,3 +419,29 @@ pub fn error(anthropic: bool, status: u16) -> String {
         json!({"error": {"message": msg, "type": oa_type, "param": null, "code": null}}).to_string()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn output_is_bounded_whatever_max_tokens_and_the_headers_ask() {
+        let body = json!({"model": "m", "messages": [], "max_tokens": u64::MAX});
+        let mut h = HeaderMap::new();
+        h.insert(
+            "x-sim-reasoning-tokens",
+            "18446744073709551615".parse().expect("value"),
+        );
+        h.insert(
+            "x-sim-cached-tokens",
+            "18446744073709551615".parse().expect("value"),
+        );
+        let sim = SimRequest::from_body(&body, &h, 16, 4096);
+        assert_eq!(sim.output_tokens, 4096);
+        assert_eq!(sim.reasoning_tokens, 4096);
+        assert_eq!(sim.visible_tokens(), 0);
+        assert!(sim.prompt_tokens <= 4096 + 3);
+        let plain = SimRequest::from_body(&body, &HeaderMap::new(), 16, 4096);
+        assert_eq!(plain.text().split(' ').count(), 4096);
+    }
+}
