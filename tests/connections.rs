@@ -299,3 +299,95 @@ async fn the_connection_caps_refuse_extra_connections_at_once_and_free_their_pla
     let open = metric(gw.addr, "llm_gateway_connections_open", &[]).await;
     assert_eq!(open, 1.0, "only the scrape's own connection is open");
 }
+
+/// CPU seconds (user + system) of process `pid`, from /proc.
+fn cpu_secs(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
+    let after = stat.rsplit_once(')').expect("comm").1;
+    let f: Vec<&str> = after.split_whitespace().collect();
+    // Fields 14 and 15 (utime, stime), counted from 1 with pid and comm first.
+    let ticks: f64 = f[11].parse::<f64>().expect("utime") + f[12].parse::<f64>().expect("stime");
+    ticks / 100.0
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn out_of_file_descriptors_the_acceptor_backs_off_and_logs_once() {
+    use std::io::BufRead;
+
+    let sim = start_sim().await;
+    let dir = std::env::temp_dir().join(format!("tollgate-emfile-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("tmp");
+    let cfg = dir.join("tollgate.toml");
+    // A cap far above the 64 descriptors the process gets: accept itself fails (EMFILE).
+    std::fs::write(
+        &cfg,
+        config(sim, "header_timeout_secs = 30\nmax_connections = 1000")
+            + "\n[ledger]\nenabled = false\n",
+    )
+    .expect("config");
+    let log = dir.join("stderr.log");
+    let mut child = std::process::Command::new("prlimit")
+        .arg("--nofile=64:64")
+        .arg(env!("CARGO_BIN_EXE_tollgate"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+        .arg(&cfg)
+        .current_dir(&dir)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::fs::File::create(&log).expect("log file"))
+        .spawn()
+        .expect("prlimit (util-linux) and the tollgate binary");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut line = String::new();
+    std::io::BufReader::new(stdout)
+        .read_line(&mut line)
+        .expect("listening line");
+    let addr: SocketAddr = line
+        .trim()
+        .strip_prefix("listening on http://")
+        .expect("listening on ...")
+        .parse()
+        .expect("addr");
+    // 120 connections: the gateway runs out of descriptors well before.
+    let mut held = Vec::new();
+    for _ in 0..120 {
+        held.push(
+            TcpStream::connect(addr)
+                .await
+                .expect("connect (the backlog takes it)"),
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let cpu_before = cpu_secs(child.id());
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let cpu = cpu_secs(child.id()) - cpu_before;
+    assert!(cpu < 0.5, "the acceptor spun: {cpu} CPU seconds in 3 s");
+    // Descriptors come back as clients leave; real requests are served again.
+    drop(held);
+    let mut status = 0;
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let mut s = TcpStream::connect(addr).await.expect("connect");
+        if s.write_all(chat_request(false).as_bytes()).await.is_err() {
+            continue;
+        }
+        let mut b = [0u8; 1];
+        if let Ok(Ok(n)) = tokio::time::timeout(Duration::from_secs(2), s.peek(&mut b)).await
+            && n > 0
+        {
+            status = read_response(&mut s).await;
+            break;
+        }
+    }
+    assert_eq!(status, 200, "served once descriptors were free");
+    let errors = metric(addr, "llm_gateway_accept_errors_total", &[]).await;
+    let _ = child.kill();
+    let _ = child.wait();
+    let text = std::fs::read_to_string(&log).expect("log");
+    let lines = text.lines().filter(|l| l.contains("accept failed")).count();
+    assert!(errors >= 10.0, "failed accepts counted: {errors}");
+    assert_eq!(
+        lines, 1,
+        "one line per 10 s, not one per failure ({errors} failures):\n{text}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
