@@ -586,19 +586,32 @@ async fn closed_port() -> u16 {
         .port()
 }
 
-/// The slowest of `n` requests after the first, each timed end to end (the simulator answers
-/// at once, so this is the gateway's time).
-async fn slowest_of(gw: &TestGateway, auth: &[(&str, &str)], n: usize) -> Duration {
+/// The median and the slowest of `n` requests after the first, each timed end to end (the
+/// simulator answers at once, so this is the gateway's time, plus a new client connection).
+async fn times_of(gw: &TestGateway, auth: &[(&str, &str)], n: usize) -> (Duration, Duration) {
     let (status, _, _) = post(&gw.url("/v1/chat/completions"), auth, CHAT).await;
     assert_eq!(status, 200, "allow: served without a limit check");
-    let mut slowest = Duration::ZERO;
+    let mut times = Vec::with_capacity(n);
     for _ in 0..n {
         let t = std::time::Instant::now();
         let (status, _, _) = post(&gw.url("/v1/chat/completions"), auth, CHAT).await;
-        slowest = slowest.max(t.elapsed());
+        times.push(t.elapsed());
         assert_eq!(status, 200);
     }
-    slowest
+    times.sort();
+    let (median, slowest) = (times[n / 2], times[n - 1]);
+    eprintln!("{n} requests with Redis away: median {median:?}, slowest {slowest:?}");
+    (median, slowest)
+}
+
+/// Each request waited 100-160 ms on a Redis that refused connections before the circuit
+/// breaker. The bounds leave room for a loaded test machine (a request here is ~3 ms, 16 ms
+/// seen under the whole suite) and stay far below that.
+fn assert_no_wait((median, slowest): (Duration, Duration), what: &str) {
+    assert!(
+        median < Duration::from_millis(10) && slowest < Duration::from_millis(50),
+        "requests waited on a Redis {what}: median {median:?}, slowest {slowest:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -619,11 +632,7 @@ limits = { requests_per_minute = 100000 }
     let gw = TestGateway::start(&config(sim, &section, keys)).await;
     let auth = [("authorization", "Bearer tg-breaker")];
     // Down from the start: nothing listens on the port.
-    let slowest = slowest_of(&gw, &auth, 40).await;
-    assert!(
-        slowest < Duration::from_millis(20),
-        "a request waited {slowest:?} on a Redis known to be down"
-    );
+    assert_no_wait(times_of(&gw, &auth, 40).await, "known to be down");
     let s = gw.scrape().await;
     let short = s.sum("llm_gateway_limit_backend_short_circuited_total", &[]);
     assert!(short >= 30.0, "short-circuited checks counted: {short}");
@@ -646,11 +655,7 @@ limits = { requests_per_minute = 100000 }
     // Down after it was up (the connection was made, then refused): the same.
     drop(redis);
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let slowest = slowest_of(&gw, &auth, 40).await;
-    assert!(
-        slowest < Duration::from_millis(20),
-        "a request waited {slowest:?} on a Redis gone away"
-    );
+    assert_no_wait(times_of(&gw, &auth, 40).await, "gone away");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,67 +1,60 @@
 //! A circuit breaker in front of the limit backend. After a failure that says the backend is
-//! away (refused, dropped, timed out), checks fail at once, without a round trip, and
-//! `on_backend_error` decides; one call every [`PROBE_EVERY`] goes through as a probe, and the
-//! first that succeeds closes the breaker. Without it every request paid a reconnection
-//! attempt while Redis refused connections (~100-160 ms each).
+//! away (refused, dropped, timed out), calls fail at once, without a round trip, and
+//! `on_backend_error` decides; a probe off the request path (one every [`PROBE_EVERY`], see
+//! `RedisLimiter::trip`) closes the breaker when the backend answers again. Without it every
+//! request paid a reconnection attempt while Redis refused connections (100-160 ms each).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use parking_lot::Mutex;
-use tokio::time::Instant;
-
 use super::BackendError;
 
-/// How often a call goes through to the backend while the breaker is open.
+/// How often the backend is probed while the breaker is open.
 pub(super) const PROBE_EVERY: Duration = Duration::from_secs(1);
 
-/// Open (failing fast) or closed (calling through).
-#[derive(Debug)]
+/// Open (failing fast) or closed (calling through), and whether a probe is running.
+#[derive(Debug, Default)]
 pub(super) struct Breaker {
     open: AtomicBool,
-    /// While open: when the next call may go through as a probe.
-    probe_at: Mutex<Instant>,
+    probing: AtomicBool,
 }
 
 impl Breaker {
-    pub(super) fn new() -> Breaker {
-        Breaker {
-            open: AtomicBool::new(false),
-            probe_at: Mutex::new(Instant::now()),
-        }
-    }
-
-    /// `Ok`: call the backend (it is thought up, or this call is the probe); `Err`: fail at
-    /// once. Closed, this is one atomic load.
+    /// `Ok`: call the backend; `Err`: fail at once. One atomic load.
     pub(super) fn gate(&self) -> Result<(), BackendError> {
-        if !self.open.load(Ordering::Acquire) {
-            return Ok(());
+        if self.open.load(Ordering::Acquire) {
+            return Err(BackendError::short_circuited());
         }
-        let mut at = self.probe_at.lock();
-        let now = Instant::now();
-        if now >= *at {
-            // This call probes; the others fail fast until it is back or the next probe.
-            *at = now + PROBE_EVERY;
-            return Ok(());
-        }
-        Err(BackendError::short_circuited())
+        Ok(())
     }
 
-    /// The backend answered.
+    /// The backend answered (a call or the probe).
     pub(super) fn succeeded(&self) {
         if self.open.swap(false, Ordering::AcqRel) {
             tracing::info!("limit backend answers again: limit checks resume");
         }
     }
 
-    /// The backend is away: fail fast until a probe succeeds.
-    pub(super) fn failed(&self) {
-        *self.probe_at.lock() = Instant::now() + PROBE_EVERY;
+    /// The backend is away: fail fast from now on. True when the caller is to start the probe
+    /// (none runs yet).
+    pub(super) fn failed(&self) -> bool {
         if !self.open.swap(true, Ordering::AcqRel) {
             tracing::warn!(
-                "limit backend unreachable: limit checks fail at once (on_backend_error applies) until a probe, one a second, succeeds"
+                "limit backend unreachable: limit checks fail at once (on_backend_error applies) until a probe, one a second, finds it back"
             );
         }
+        !self.probing.swap(true, Ordering::AcqRel)
+    }
+
+    /// The probe has ended (the backend is back, or the probe could not run).
+    pub(super) fn probe_ended(&self) {
+        self.probing.store(false, Ordering::Release);
+    }
+
+    /// Closes the breaker without a probe (when none can run).
+    pub(super) fn reset(&self) {
+        self.open.store(false, Ordering::Release);
+        self.probe_ended();
     }
 }
 
@@ -69,21 +62,19 @@ impl Breaker {
 mod tests {
     use super::*;
 
-    #[tokio::test(start_paused = true)]
-    async fn open_fails_fast_and_lets_one_probe_through_a_second() {
-        let b = Breaker::new();
+    #[test]
+    fn open_fails_fast_and_one_probe_runs_until_it_is_back() {
+        let b = Breaker::default();
         assert!(b.gate().is_ok());
-        b.failed();
+        assert!(b.failed(), "the first failure starts the probe");
         let e = b.gate().expect_err("open");
         assert!(e.short_circuited);
-        tokio::time::advance(PROBE_EVERY).await;
-        assert!(b.gate().is_ok(), "the probe goes through");
-        assert!(b.gate().is_err(), "only one probe");
-        b.failed();
-        assert!(b.gate().is_err());
-        tokio::time::advance(PROBE_EVERY).await;
-        assert!(b.gate().is_ok());
+        assert!(!b.failed(), "one probe at a time");
         b.succeeded();
+        b.probe_ended();
         assert!(b.gate().is_ok() && b.gate().is_ok(), "closed again");
+        assert!(b.failed(), "a new outage starts a new probe");
+        b.reset();
+        assert!(b.gate().is_ok());
     }
 }

@@ -375,7 +375,7 @@ impl BackendError {
 
     fn short_circuited() -> BackendError {
         BackendError {
-            message: "known to be down; not asked (next probe within a second)".into(),
+            message: "known to be down; not asked (it is probed every second)".into(),
             short_circuited: true,
         }
     }

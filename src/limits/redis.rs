@@ -206,7 +206,7 @@ impl RedisLimiter {
                 seq: AtomicU64::new(0),
                 instance,
                 timeout,
-                breaker: Breaker::new(),
+                breaker: Breaker::default(),
                 unsettled: Mutex::new(VecDeque::new()),
                 has_unsettled: AtomicBool::new(false),
                 draining: AtomicBool::new(false),
@@ -219,7 +219,7 @@ impl RedisLimiter {
             return Ok(c);
         }
         // Requests arriving while a connection is being made wait for it (bounded by the
-        // timeout); after a failed attempt the breaker sends only its probes here.
+        // timeout); after a failed attempt only the breaker's probe comes here.
         let mut last = self.inner.connecting.lock().await;
         if let Some(c) = self.inner.conn.lock().clone() {
             return Ok(c);
@@ -244,6 +244,48 @@ impl RedisLimiter {
         Ok(conn)
     }
 
+    /// Redis is away: open the breaker, drop the connection (the probe connects afresh instead
+    /// of waiting on its retries) and start the probe if none runs: a `PING` every
+    /// [`PROBE_EVERY`](super::breaker::PROBE_EVERY), on a task of its own, so that no request
+    /// waits on it.
+    fn trip(&self) {
+        *self.inner.conn.lock() = None;
+        if !self.inner.breaker.failed() {
+            return;
+        }
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            self.inner.breaker.reset();
+            return;
+        };
+        let this = self.clone();
+        handle.spawn(async move {
+            loop {
+                tokio::time::sleep(super::breaker::PROBE_EVERY).await;
+                if this.ping().await.is_ok() {
+                    break;
+                }
+                *this.inner.conn.lock() = None;
+            }
+            // In this order: a failure between the two starts a new probe.
+            this.inner.breaker.probe_ended();
+            this.inner.breaker.succeeded();
+            if this.inner.has_unsettled.load(Ordering::Relaxed) {
+                this.retry_unsettled();
+            }
+        });
+    }
+
+    async fn ping(&self) -> Result<(), BackendError> {
+        let mut conn = self.connection().await?;
+        let ping = redis::cmd("PING");
+        let pong = tokio::time::timeout(self.inner.timeout, ping.query_async::<String>(&mut conn));
+        match pong.await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(BackendError::new(e.to_string())),
+            Err(_) => Err(BackendError::new("Redis did not answer in time")),
+        }
+    }
+
     /// Runs one script call through the breaker, within the timeout.
     async fn call<T: FromRedisValue>(&self, inv: &ScriptInvocation<'_>) -> Result<T, Failed> {
         let inner = &self.inner;
@@ -251,7 +293,7 @@ impl RedisLimiter {
         let mut conn = match self.connection().await {
             Ok(c) => c,
             Err(e) => {
-                inner.breaker.failed();
+                self.trip();
                 return Err(Failed::unsent(e));
             }
         };
@@ -280,9 +322,7 @@ impl RedisLimiter {
             }
             Err(_) => BackendError::new("Redis did not answer in time"),
         };
-        inner.breaker.failed();
-        // The next probe connects afresh instead of waiting on this connection's retries.
-        *inner.conn.lock() = None;
+        self.trip();
         Err(Failed { error, sent: true })
     }
 
