@@ -276,3 +276,22 @@ limits = { tokens_per_minute = 100000000 }
     let events = support::sse_events(&answer);
     assert!(events.len() < 5000, "{} events", events.len());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_too_large_announced_with_expect_100_continue_is_refused_before_it_is_sent() {
+    let sim = start_sim(SimOptions::default()).await;
+    let gw = TestGateway::start(&config(sim, "[server]\nmax_body_bytes = 65536")).await;
+    let mut s = TcpStream::connect(gw.addr).await.expect("connect");
+    s.write_all(b"POST /v1/chat/completions HTTP/1.1\r\nhost: gw\r\ncontent-type: application/json\r\ncontent-length: 1048576\r\nexpect: 100-continue\r\nconnection: close\r\n\r\n")
+        .await
+        .expect("head");
+    // The client waits for "100 Continue" before its body; it gets the 413 instead.
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out))
+        .await
+        .expect("answered at once")
+        .expect("read");
+    let answer = String::from_utf8_lossy(&out);
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(!answer.contains("100 Continue"), "{answer}");
+}

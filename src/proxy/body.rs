@@ -23,10 +23,12 @@ pub(super) fn drain_bound(limit: usize) -> u64 {
 }
 
 /// Reads `body` whole, or fails: over `limit` bytes (announced, `announced`, or sent), or
-/// not complete within `timeout`.
+/// not complete within `timeout`. `expects_continue`: the client sent `Expect: 100-continue`
+/// and waits before sending the body (reading it would tell hyper to ask for it).
 pub(super) async fn read(
     mut body: Incoming,
     announced: Option<u64>,
+    expects_continue: bool,
     limit: usize,
     timeout: Duration,
 ) -> Result<Bytes, ProxyError> {
@@ -34,7 +36,7 @@ pub(super) async fn read(
     if let Some(n) = announced
         && n > limit as u64
     {
-        if n <= drain_bound(limit) {
+        if n <= drain_bound(limit) && !expects_continue {
             drain(&mut body, n).await;
         }
         return Err(too_large);

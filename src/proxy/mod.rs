@@ -344,7 +344,17 @@ impl Gateway {
         // Read the request.
         let server = &self.config.server;
         let announced = content_length(&parts.headers);
-        let read = body::read(body, announced, server.max_body_bytes, server.body_timeout);
+        let expects_continue = parts
+            .headers
+            .get(header::EXPECT)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+        let read = body::read(
+            body,
+            announced,
+            expects_continue,
+            server.max_body_bytes,
+            server.body_timeout,
+        );
         let body = match read.await {
             Ok(b) => b,
             Err(e) => {
