@@ -2,7 +2,7 @@
 //!
 //! Modules, each one concern:
 //! - [`config`]: the TOML file, `${ENV}` secrets, validation with key paths;
-//! - [`server`]: listeners, routing, graceful shutdown;
+//! - [`server`]: listeners, routing, graceful shutdown, connection caps and timeouts;
 //! - [`proxy`]: the request path (authenticate, read, route, forward, tap, settle);
 //! - [`providers`]: one module per provider, each implementing [`providers::Provider`];
 //! - [`metering`]: normalised [`metering::Usage`], the price table, token estimates;

@@ -133,6 +133,9 @@ enum Command {
         /// Output tokens when a request sets no max_tokens.
         #[arg(long, default_value_t = 16)]
         output_tokens: u64,
+        /// Output tokens at most, whatever max_tokens asks.
+        #[arg(long, default_value_t = sim::DEFAULT_MAX_OUTPUT_TOKENS)]
+        max_output_tokens: u64,
     },
 }
 
@@ -288,6 +291,7 @@ async fn run(cli: Cli) -> Result<(), String> {
             delay_ms,
             tokens_per_second,
             output_tokens,
+            max_output_tokens,
         } => {
             let listener = bind(listen).await?;
             announce(listener.local_addr().map_err(|e| e.to_string())?);
@@ -295,6 +299,7 @@ async fn run(cli: Cli) -> Result<(), String> {
                 delay: Duration::from_millis(delay_ms),
                 tokens_per_second,
                 default_output_tokens: output_tokens,
+                max_output_tokens,
             };
             sim::serve(listener, opts, shutdown_signal()).await;
             Ok(())
@@ -306,6 +311,7 @@ async fn run(cli: Cli) -> Result<(), String> {
                 delay: Duration::from_millis(30),
                 tokens_per_second: 200,
                 default_output_tokens: 24,
+                ..sim::SimOptions::default()
             };
             tokio::spawn(sim::serve(sim_listener, opts, std::future::pending()));
             let text = demo::demo_config(&sim_addr.to_string(), &listen.to_string());

@@ -575,3 +575,159 @@ budget = {{ usd = 0.0002, period = "month", action = "block" }}
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A free port with nothing listening on it.
+async fn closed_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+/// The median and the slowest of `n` requests after the first, each timed end to end (the
+/// simulator answers at once, so this is the gateway's time, plus a new client connection).
+async fn times_of(gw: &TestGateway, auth: &[(&str, &str)], n: usize) -> (Duration, Duration) {
+    let (status, _, _) = post(&gw.url("/v1/chat/completions"), auth, CHAT).await;
+    assert_eq!(status, 200, "allow: served without a limit check");
+    let mut times = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t = std::time::Instant::now();
+        let (status, _, _) = post(&gw.url("/v1/chat/completions"), auth, CHAT).await;
+        times.push(t.elapsed());
+        assert_eq!(status, 200);
+    }
+    times.sort();
+    let (median, slowest) = (times[n / 2], times[n - 1]);
+    eprintln!("{n} requests with Redis away: median {median:?}, slowest {slowest:?}");
+    (median, slowest)
+}
+
+/// Each request waited 100-160 ms on a Redis that refused connections before the circuit
+/// breaker. The bounds leave room for a loaded test machine (a request here is ~3 ms, 16 ms
+/// seen under the whole suite) and stay far below that.
+fn assert_no_wait((median, slowest): (Duration, Duration), what: &str) {
+    assert!(
+        median < Duration::from_millis(10) && slowest < Duration::from_millis(50),
+        "requests waited on a Redis {what}: median {median:?}, slowest {slowest:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_that_is_down_costs_requests_no_time_and_is_probed_until_it_is_back() {
+    let port = closed_port().await;
+    let url = format!("redis://127.0.0.1:{port}");
+    let sim = start_sim().await;
+    let keys = r#"
+[[keys]]
+name = "k"
+key = "tg-breaker"
+team = "t"
+limits = { requests_per_minute = 100000 }
+"#;
+    let section = format!(
+        "[limits]\nbackend = \"{url}\"\non_backend_error = \"allow\"\nredis_timeout_ms = 250\n"
+    );
+    let gw = TestGateway::start(&config(sim, &section, keys)).await;
+    let auth = [("authorization", "Bearer tg-breaker")];
+    // Down from the start: nothing listens on the port.
+    assert_no_wait(times_of(&gw, &auth, 40).await, "known to be down");
+    let s = gw.scrape().await;
+    let short = s.sum("llm_gateway_limit_backend_short_circuited_total", &[]);
+    assert!(short >= 30.0, "short-circuited checks counted: {short}");
+    assert!(s.sum("llm_gateway_limit_backend_errors_total", &[]) >= 41.0);
+
+    // Up: within a probe interval the checks resume.
+    let redis = OwnRedis::start(port);
+    let mut recovered = false;
+    for _ in 0..60 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let (status, h, _) = post(&gw.url("/v1/chat/completions"), &auth, CHAT).await;
+        assert_eq!(status, 200);
+        if header(&h, "x-ratelimit-limit-requests").is_some() {
+            recovered = true;
+            break;
+        }
+    }
+    assert!(recovered, "the gateway found Redis back");
+
+    // Down after it was up (the connection was made, then refused): the same.
+    drop(redis);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_no_wait(times_of(&gw, &auth, 40).await, "gone away");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parallel_slot_whose_settle_failed_is_released_once_redis_answers_again() {
+    let port = closed_port().await;
+    let redis = OwnRedis::start(port);
+    let url = format!("redis://127.0.0.1:{port}");
+    for _ in 0..50 {
+        if redis::Client::open(url.as_str())
+            .expect("url")
+            .get_multiplexed_async_connection()
+            .await
+            .is_ok()
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    require_redis(&url).await;
+    let sim = start_sim().await;
+    let keys = r#"
+[[keys]]
+name = "k"
+key = "tg-parallel-settle"
+team = "t"
+limits = { max_parallel_requests = 1 }
+"#;
+    let section = format!(
+        "[limits]\nbackend = \"{url}\"\non_backend_error = \"deny\"\nredis_timeout_ms = 200\n"
+    );
+    let gw = TestGateway::start(&config(sim, &section, keys)).await;
+    let auth = [("authorization", "Bearer tg-parallel-settle")];
+    // A stream of 8 tokens at 10 a second holds the slot for ~0.8 s.
+    let stream = r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}],"max_tokens":8,"stream":true}"#;
+    let resp = support::post_streaming(
+        &gw.url("/v1/chat/completions"),
+        &[auth[0], ("x-sim-tokens-per-second", "10")],
+        stream,
+    )
+    .await;
+    assert_eq!(resp.status(), 200);
+    // Redis stops answering (it keeps its data) while the stream ends: the settle times out.
+    let client = redis::Client::open(url.as_str()).expect("url");
+    let mut admin = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("admin connection");
+    let _: () = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(2500)
+        .arg("ALL")
+        .query_async(&mut admin)
+        .await
+        .expect("CLIENT PAUSE");
+    let body = http_body_util::BodyExt::collect(resp.into_body())
+        .await
+        .expect("stream body")
+        .to_bytes();
+    assert!(String::from_utf8_lossy(&body).contains("[DONE]"));
+    tokio::time::sleep(Duration::from_millis(2700)).await;
+    // Redis answers again: the slot is given back, not held for 15 minutes.
+    let mut served = false;
+    let mut seen = Vec::new();
+    for _ in 0..40 {
+        let (status, _, _) = post(&gw.url("/v1/chat/completions"), &auth, CHAT).await;
+        seen.push(status);
+        if status == 200 {
+            served = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(served, "the slot stayed taken: {seen:?}");
+    drop(redis);
+}

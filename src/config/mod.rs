@@ -100,6 +100,16 @@ pub struct ServerConfig {
     pub shutdown_grace: Duration,
     /// Worker threads for the main listener, each running its own single-threaded runtime.
     pub workers: usize,
+    /// Time a client has to send a request's headers, from its connection or its first byte.
+    pub header_timeout: Duration,
+    /// Time a keep-alive connection may sit idle between requests.
+    pub idle_timeout: Duration,
+    /// Time a client has to send a request's body.
+    pub body_timeout: Duration,
+    /// Open client connections of the main listener at most.
+    pub max_connections: usize,
+    /// Open client connections per source address at most (`None`: no limit).
+    pub max_connections_per_ip: Option<usize>,
 }
 
 /// `[metrics]`

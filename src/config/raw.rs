@@ -124,6 +124,16 @@ pub struct RawServer {
     pub shutdown_grace_secs: Option<u64>,
     /// Worker threads serving the main listener; default: the number of cores.
     pub workers: Option<usize>,
+    /// Time a client has to send a request's headers (default 5 s).
+    pub header_timeout_secs: Option<u64>,
+    /// Time a keep-alive connection may sit idle between requests (default 75 s).
+    pub idle_timeout_secs: Option<u64>,
+    /// Time a client has to send a request's body once its headers are in (default 60 s).
+    pub body_timeout_secs: Option<u64>,
+    /// Open client connections at most (default: from the file-descriptor limit).
+    pub max_connections: Option<usize>,
+    /// Open client connections per source address at most (default: no limit).
+    pub max_connections_per_ip: Option<usize>,
 }
 
 /// `[metrics]`

@@ -185,3 +185,57 @@ fn ledger_secrets_come_from_the_environment_and_errors_have_paths() {
     assert!(paths.contains(&"ledger.url"), "{err}");
     assert!(paths.contains(&"ledger.metrics_window"), "{err}");
 }
+
+#[test]
+fn server_connection_limits_have_defaults_and_are_checked() {
+    let cfg = Config::from_toml(GOOD, &vars()).expect("valid");
+    let s = &cfg.server;
+    assert_eq!(s.header_timeout, Duration::from_secs(5));
+    assert_eq!(s.idle_timeout, Duration::from_secs(75));
+    assert_eq!(s.body_timeout, Duration::from_secs(60));
+    assert!(s.max_connections >= 16);
+    assert_eq!(s.max_connections_per_ip, None);
+
+    let text = format!(
+        "[server]\nheader_timeout_secs = 2\nidle_timeout_secs = 9\nbody_timeout_secs = 30\nmax_connections = 100\nmax_connections_per_ip = 10\n{GOOD}"
+    );
+    let s = Config::from_toml(&text, &vars()).expect("valid").server;
+    assert_eq!(
+        (s.header_timeout, s.idle_timeout, s.body_timeout),
+        (
+            Duration::from_secs(2),
+            Duration::from_secs(9),
+            Duration::from_secs(30)
+        )
+    );
+    assert_eq!(
+        (s.max_connections, s.max_connections_per_ip),
+        (100, Some(10))
+    );
+
+    let bad = format!(
+        "[server]\nheader_timeout_secs = 0\nidle_timeout_secs = 100000\nbody_timeout_secs = 0\nmax_connections = 10\nmax_connections_per_ip = 11\n{GOOD}"
+    );
+    let errs = Config::from_toml(&bad, &vars()).err().expect("invalid").0;
+    let paths: Vec<&str> = errs.iter().map(|e| e.path.as_str()).collect();
+    for p in [
+        "server.header_timeout_secs",
+        "server.idle_timeout_secs",
+        "server.body_timeout_secs",
+        "server.max_connections_per_ip",
+    ] {
+        assert!(paths.contains(&p), "missing error for {p}: {errs:?}");
+    }
+    let zero = format!("[server]\nmax_connections = 0\n{GOOD}");
+    let errs = Config::from_toml(&zero, &vars()).err().expect("invalid").0;
+    assert_eq!(errs[0].path, "server.max_connections");
+}
+
+#[test]
+fn the_default_connection_cap_leaves_a_descriptor_per_upstream_connection() {
+    assert_eq!(validate::default_max_connections(Some(1024)), 480);
+    assert_eq!(validate::default_max_connections(Some(20_000)), 9968);
+    assert_eq!(validate::default_max_connections(Some(u64::MAX)), 65_536);
+    assert_eq!(validate::default_max_connections(Some(10)), 16);
+    assert_eq!(validate::default_max_connections(None), 4096);
+}

@@ -173,6 +173,38 @@ fn parse_addr(errors: &mut Errors, path: &str, value: &str) -> Option<SocketAddr
     }
 }
 
+/// The largest `server.max_connections` accepted.
+const MAX_CONNECTIONS: usize = 1_000_000;
+
+/// `server.max_connections` when unset: half the soft limit on open files, less 64 for the
+/// listeners, the runtime, the ledger and Redis, because a connection with a request in
+/// flight also holds an upstream connection; at most 65,536. With the common limit of 1,024
+/// that is 480: the gateway refuses connection 481 itself instead of failing `accept` with
+/// "Too many open files" (and the requests of connections it already has). 4,096 when the
+/// limit cannot be read.
+pub(super) fn default_max_connections(open_files: Option<u64>) -> usize {
+    match open_files {
+        Some(n) => usize::try_from(n.saturating_sub(64) / 2)
+            .unwrap_or(usize::MAX)
+            .clamp(16, 65_536),
+        None => 4096,
+    }
+}
+
+/// The soft limit on open files of this process, from `/proc/self/limits` (Linux).
+fn open_files_limit() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = text.lines().find(|l| l.starts_with("Max open files"))?;
+    let soft = line
+        .trim_start_matches("Max open files")
+        .split_whitespace()
+        .next()?;
+    if soft == "unlimited" {
+        return Some(u64::MAX);
+    }
+    soft.parse().ok()
+}
+
 /// Validates `raw`, returning the runtime config or every error found.
 pub fn validate(raw: RawConfig, vars: &dyn Vars) -> Result<Config, ConfigErrors> {
     let mut errors = Errors(Vec::new());
@@ -465,6 +497,65 @@ pub fn validate(raw: RawConfig, vars: &dyn Vars) -> Result<Config, ConfigErrors>
         Some(n) => n,
         None => std::thread::available_parallelism().map_or(1, |n| n.get()),
     };
+    let mut secs = |path: &str, v: Option<u64>, default: u64, max: u64| match v {
+        Some(0) => {
+            errors.push(path, "must be at least 1");
+            Duration::from_secs(default)
+        }
+        Some(n) if n > max => {
+            errors.push(path, format!("at most {max}"));
+            Duration::from_secs(default)
+        }
+        Some(n) => Duration::from_secs(n),
+        None => Duration::from_secs(default),
+    };
+    let header_timeout = secs(
+        "server.header_timeout_secs",
+        raw.server.header_timeout_secs,
+        5,
+        3600,
+    );
+    let idle_timeout = secs(
+        "server.idle_timeout_secs",
+        raw.server.idle_timeout_secs,
+        75,
+        86_400,
+    );
+    let body_timeout = secs(
+        "server.body_timeout_secs",
+        raw.server.body_timeout_secs,
+        60,
+        86_400,
+    );
+    let max_connections = match raw.server.max_connections {
+        Some(0) => {
+            errors.push("server.max_connections", "must be at least 1");
+            1
+        }
+        Some(n) if n > MAX_CONNECTIONS => {
+            errors.push(
+                "server.max_connections",
+                format!("at most {MAX_CONNECTIONS}"),
+            );
+            1
+        }
+        Some(n) => n,
+        None => default_max_connections(open_files_limit()),
+    };
+    let max_connections_per_ip = match raw.server.max_connections_per_ip {
+        Some(0) => {
+            errors.push("server.max_connections_per_ip", "must be at least 1");
+            None
+        }
+        Some(n) if n > max_connections => {
+            errors.push(
+                "server.max_connections_per_ip",
+                format!("at most server.max_connections ({max_connections})"),
+            );
+            None
+        }
+        n => n,
+    };
     if !errors.0.is_empty() {
         return Err(ConfigErrors(errors.0));
     }
@@ -477,6 +568,11 @@ pub fn validate(raw: RawConfig, vars: &dyn Vars) -> Result<Config, ConfigErrors>
             max_body_bytes,
             shutdown_grace: Duration::from_secs(raw.server.shutdown_grace_secs.unwrap_or(30)),
             workers,
+            header_timeout,
+            idle_timeout,
+            body_timeout,
+            max_connections,
+            max_connections_per_ip,
         },
         metrics: MetricsConfig {
             listen: metrics_listen,

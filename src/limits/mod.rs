@@ -14,6 +14,7 @@
 //! Two backends: in memory (one replica) and Redis, where check-and-reserve and settle are
 //! each one Lua script, atomic on the server, using the Redis clock.
 
+mod breaker;
 pub mod calendar;
 mod memory;
 mod redis;
@@ -354,8 +355,31 @@ pub enum OnBackendError {
 
 /// The outcome of an admission check that the backend could not make.
 #[derive(Debug, thiserror::Error)]
-#[error("limit backend unavailable: {0}")]
-pub struct BackendError(pub String);
+#[error("limit backend unavailable: {message}")]
+pub struct BackendError {
+    /// What failed.
+    pub message: String,
+    /// True when the backend was not asked: it is known to be down (the circuit breaker is
+    /// open).
+    pub short_circuited: bool,
+}
+
+impl BackendError {
+    /// The backend failed with `message`.
+    pub fn new(message: impl Into<String>) -> BackendError {
+        BackendError {
+            message: message.into(),
+            short_circuited: false,
+        }
+    }
+
+    fn short_circuited() -> BackendError {
+        BackendError {
+            message: "known to be down; not asked (it is probed every second)".into(),
+            short_circuited: true,
+        }
+    }
+}
 
 /// A request's reservations, handed back at settle time.
 #[derive(Debug)]
@@ -435,6 +459,9 @@ impl Limiter {
             Ok(r) => r,
             Err(e) => {
                 self.metrics.limit_backend_error();
+                if e.short_circuited {
+                    self.metrics.limit_short_circuited();
+                }
                 return Err(e);
             }
         };
@@ -504,8 +531,13 @@ impl Limiter {
                             }
                         }
                         Err(e) => {
+                            // Kept by the Redis limiter and retried once Redis answers.
                             limiter.metrics.limit_backend_error();
-                            tracing::warn!(error = %e, "could not settle limits in Redis");
+                            if e.short_circuited {
+                                limiter.metrics.limit_short_circuited();
+                            } else {
+                                tracing::warn!(error = %e, "could not settle limits in Redis; retried once it answers");
+                            }
                         }
                     }
                 });

@@ -1,15 +1,23 @@
 //! The Redis backend: state shared by replicas. Check-and-reserve is one Lua script and settle
 //! another, each atomic on the server and timed by the server's clock, so replicas never
 //! read-then-write and never disagree about time.
+//!
+//! While Redis is away a circuit breaker ([`super::breaker`]) fails calls at once. A settle
+//! that fails is kept and retried once Redis answers again: a parallel slot would otherwise
+//! stay taken until its 15-minute lease ran out (and the reservations with it). A settle that
+//! was never sent is retried whole; one that was sent and went unanswered may have run, so
+//! only its idempotent part (freeing the parallel slots) is retried.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
-use redis::Script;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{FromRedisValue, Script, ScriptInvocation};
 
+use super::breaker::Breaker;
 use super::{BackendError, BudgetAction, Demand, LimitKind, Quota, Rejection, Rule};
 
 const ADMIT: &str = r#"
@@ -112,6 +120,30 @@ return out
 /// How long a request may stay in a parallel set if its replica dies before settling.
 const PARALLEL_STALE_MS: u64 = 15 * 60 * 1000;
 
+/// Failed settles kept for retry at most (~200 bytes each); the oldest go first.
+const MAX_UNSETTLED: usize = 10_000;
+
+/// The arguments of one settle script call: per key, `[kind, cap, period, a, c]`.
+type SettleArgs = Vec<(String, [u64; 5])>;
+
+/// A settle to retry.
+struct Unsettled {
+    member: String,
+    args: SettleArgs,
+}
+
+/// A failed call, and whether it reached Redis (then it may have run).
+struct Failed {
+    error: BackendError,
+    sent: bool,
+}
+
+impl Failed {
+    fn unsent(error: BackendError) -> Failed {
+        Failed { error, sent: false }
+    }
+}
+
 /// One limit as the scripts see it.
 #[derive(Debug, Clone)]
 struct Entry {
@@ -148,6 +180,10 @@ struct Inner {
     seq: AtomicU64,
     instance: u64,
     timeout: Duration,
+    breaker: Breaker,
+    unsettled: Mutex<VecDeque<Unsettled>>,
+    has_unsettled: AtomicBool,
+    draining: AtomicBool,
 }
 
 impl RedisLimiter {
@@ -170,6 +206,10 @@ impl RedisLimiter {
                 seq: AtomicU64::new(0),
                 instance,
                 timeout,
+                breaker: Breaker::default(),
+                unsettled: Mutex::new(VecDeque::new()),
+                has_unsettled: AtomicBool::new(false),
+                draining: AtomicBool::new(false),
             }),
         })
     }
@@ -179,13 +219,13 @@ impl RedisLimiter {
             return Ok(c);
         }
         // Requests arriving while a connection is being made wait for it (bounded by the
-        // timeout); while Redis is away, at most one attempt a second.
+        // timeout); after a failed attempt only the breaker's probe comes here.
         let mut last = self.inner.connecting.lock().await;
         if let Some(c) = self.inner.conn.lock().clone() {
             return Ok(c);
         }
-        if last.is_some_and(|t| t.elapsed() < Duration::from_secs(1)) {
-            return Err(BackendError("not connected to Redis".into()));
+        if last.is_some_and(|t| t.elapsed() < super::breaker::PROBE_EVERY / 2) {
+            return Err(BackendError::new("not connected to Redis"));
         }
         *last = Some(Instant::now());
         let config = ConnectionManagerConfig::new()
@@ -198,10 +238,175 @@ impl RedisLimiter {
             ConnectionManager::new_with_config(self.inner.client.clone(), config),
         )
         .await
-        .map_err(|_| BackendError("timed out connecting to Redis".into()))?
-        .map_err(|e| BackendError(e.to_string()))?;
+        .map_err(|_| BackendError::new("timed out connecting to Redis"))?
+        .map_err(|e| BackendError::new(e.to_string()))?;
         *self.inner.conn.lock() = Some(conn.clone());
         Ok(conn)
+    }
+
+    /// Redis is away: open the breaker, drop the connection (the probe connects afresh instead
+    /// of waiting on its retries) and start the probe if none runs: a `PING` every
+    /// [`PROBE_EVERY`](super::breaker::PROBE_EVERY), on a task of its own, so that no request
+    /// waits on it.
+    fn trip(&self) {
+        *self.inner.conn.lock() = None;
+        if !self.inner.breaker.failed() {
+            return;
+        }
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            self.inner.breaker.reset();
+            return;
+        };
+        let this = self.clone();
+        handle.spawn(async move {
+            loop {
+                tokio::time::sleep(super::breaker::PROBE_EVERY).await;
+                if this.ping().await.is_ok() {
+                    break;
+                }
+                *this.inner.conn.lock() = None;
+            }
+            // In this order: a failure between the two starts a new probe.
+            this.inner.breaker.probe_ended();
+            this.inner.breaker.succeeded();
+            if this.inner.has_unsettled.load(Ordering::Relaxed) {
+                this.retry_unsettled();
+            }
+        });
+    }
+
+    async fn ping(&self) -> Result<(), BackendError> {
+        let mut conn = self.connection().await?;
+        let ping = redis::cmd("PING");
+        let pong = tokio::time::timeout(self.inner.timeout, ping.query_async::<String>(&mut conn));
+        match pong.await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(BackendError::new(e.to_string())),
+            Err(_) => Err(BackendError::new("Redis did not answer in time")),
+        }
+    }
+
+    /// Runs one script call through the breaker, within the timeout.
+    async fn call<T: FromRedisValue>(&self, inv: &ScriptInvocation<'_>) -> Result<T, Failed> {
+        let inner = &self.inner;
+        inner.breaker.gate().map_err(Failed::unsent)?;
+        let mut conn = match self.connection().await {
+            Ok(c) => c,
+            Err(e) => {
+                self.trip();
+                return Err(Failed::unsent(e));
+            }
+        };
+        let reply = tokio::time::timeout(inner.timeout, inv.invoke_async::<T>(&mut conn)).await;
+        let error = match reply {
+            Ok(Ok(v)) => {
+                inner.breaker.succeeded();
+                if inner.has_unsettled.load(Ordering::Relaxed) {
+                    self.retry_unsettled();
+                }
+                return Ok(v);
+            }
+            Ok(Err(e)) => {
+                let away = e.is_io_error()
+                    || e.is_connection_refusal()
+                    || e.is_connection_dropped()
+                    || e.is_timeout();
+                if !away {
+                    // Redis answered (a script error): it is up.
+                    return Err(Failed {
+                        error: BackendError::new(e.to_string()),
+                        sent: true,
+                    });
+                }
+                BackendError::new(e.to_string())
+            }
+            Err(_) => BackendError::new("Redis did not answer in time"),
+        };
+        self.trip();
+        Err(Failed { error, sent: true })
+    }
+
+    /// Keeps a failed settle for retry: whole when it never reached Redis, else only the
+    /// parallel slots it frees (removing a member twice is harmless; refunding tokens or
+    /// adding spend twice is not).
+    fn keep_unsettled(&self, member: &str, mut args: SettleArgs, sent: bool) {
+        if sent {
+            args.retain(|(_, a)| a[0] == 3);
+        }
+        if args.is_empty() {
+            return;
+        }
+        let mut q = self.inner.unsettled.lock();
+        if q.len() >= MAX_UNSETTLED {
+            q.pop_front();
+        }
+        q.push_back(Unsettled {
+            member: member.to_string(),
+            args,
+        });
+        self.inner.has_unsettled.store(true, Ordering::Relaxed);
+    }
+
+    /// Retries the kept settles on a task of their own, one drain at a time.
+    fn retry_unsettled(&self) {
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        if self.inner.draining.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let this = self.clone();
+        let drain: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> =
+            Box::pin(async move {
+                this.drain_unsettled().await;
+                this.inner.draining.store(false, Ordering::Release);
+            });
+        handle.spawn(drain);
+    }
+
+    async fn drain_unsettled(&self) {
+        let mut retried = 0usize;
+        loop {
+            let job = {
+                let mut q = self.inner.unsettled.lock();
+                let job = q.pop_front();
+                if job.is_none() {
+                    self.inner.has_unsettled.store(false, Ordering::Relaxed);
+                }
+                job
+            };
+            let Some(job) = job else { break };
+            let inv = self.settle_invocation(&job.member, &job.args);
+            match self.call::<Vec<String>>(&inv).await {
+                Ok(_) => retried += 1,
+                Err(f) => {
+                    // Unsent: kept whole; sent: it may have run, keep only the slots.
+                    let Unsettled { member, args } = job;
+                    self.keep_unsettled(&member, args, f.sent);
+                    break;
+                }
+            }
+        }
+        if retried > 0 {
+            tracing::info!(
+                settles = retried,
+                "limit settles that had failed are now applied in Redis"
+            );
+        }
+    }
+
+    fn settle_invocation<'a>(&'a self, member: &str, args: &SettleArgs) -> ScriptInvocation<'a> {
+        let mut inv = self.inner.settle.prepare_invoke();
+        inv.arg(args.len()).arg(member);
+        for (key, a) in args {
+            inv.key(key)
+                .arg(a[0])
+                .arg(a[1])
+                .arg(a[2])
+                .arg(a[3])
+                .arg(a[4]);
+        }
+        inv
     }
 
     fn entries(&self, rules: &[Arc<Rule>], now: i64, offset: i64) -> Vec<Entry> {
@@ -282,12 +487,22 @@ impl RedisLimiter {
                 .arg(cost)
                 .arg(e.period_ms);
         }
-        let mut conn = self.connection().await?;
-        let reply: Vec<redis::Value> =
-            tokio::time::timeout(self.inner.timeout, inv.invoke_async(&mut conn))
-                .await
-                .map_err(|_| BackendError("Redis did not answer in time".into()))?
-                .map_err(|e| BackendError(e.to_string()))?;
+        let reply: Vec<redis::Value> = match self.call(&inv).await {
+            Ok(r) => r,
+            Err(f) => {
+                // Sent and unanswered, it may still run and take parallel slots that no
+                // settle would free: free them once Redis answers.
+                let slots = entries
+                    .iter()
+                    .filter(|e| e.kind == 3)
+                    .map(|e| (e.key.clone(), [3, e.cap, e.period_ms, 0, 0]))
+                    .collect();
+                if f.sent {
+                    self.keep_unsettled(&member, slots, true);
+                }
+                return Err(f.error);
+            }
+        };
         let num = |v: Option<&redis::Value>| -> f64 {
             match v {
                 Some(redis::Value::Int(i)) => *i as f64,
@@ -333,7 +548,7 @@ impl RedisLimiter {
             _ => {
                 let b = rule
                     .budget
-                    .ok_or_else(|| BackendError("budget entry without budget".into()))?;
+                    .ok_or_else(|| BackendError::new("budget entry without budget"))?;
                 let (_, end) = b.period.bounds(now, offset);
                 ((end - now) as f64, Some((b, end)))
             }
@@ -373,10 +588,8 @@ impl RedisLimiter {
         let Some(reserved) = admission.redis else {
             return Ok(vec![None; admission.rules.len()]);
         };
-        let mut inv = self.inner.settle.prepare_invoke();
-        let mut n = 0usize;
         let mut spend_rules = Vec::new();
-        let mut args: Vec<(String, [u64; 5])> = Vec::new();
+        let mut args: SettleArgs = Vec::new();
         for e in &reserved.entries {
             match e.kind {
                 2 => args.push((
@@ -407,26 +620,19 @@ impl RedisLimiter {
                 _ => {}
             }
         }
-        inv.arg(args.len()).arg(&reserved.member);
-        for (key, a) in &args {
-            n += 1;
-            inv.key(key)
-                .arg(a[0])
-                .arg(a[1])
-                .arg(a[2])
-                .arg(a[3])
-                .arg(a[4]);
-        }
         let mut out = vec![None; admission.rules.len()];
-        if n == 0 {
+        if args.is_empty() {
             return Ok(out);
         }
-        let mut conn = self.connection().await?;
-        let reply: Vec<String> =
-            tokio::time::timeout(self.inner.timeout, inv.invoke_async(&mut conn))
-                .await
-                .map_err(|_| BackendError("Redis did not answer in time".into()))?
-                .map_err(|e| BackendError(e.to_string()))?;
+        let inv = self.settle_invocation(&reserved.member, &args);
+        let reply: Vec<String> = match self.call(&inv).await {
+            Ok(r) => r,
+            Err(f) => {
+                drop(inv);
+                self.keep_unsettled(&reserved.member, args, f.sent);
+                return Err(f.error);
+            }
+        };
         let spent: Vec<u64> = reply
             .iter()
             .filter(|s| !s.is_empty())
@@ -454,13 +660,14 @@ impl RedisLimiter {
             rule.name,
             b.period.id(now, offset)
         );
+        self.inner.breaker.gate()?;
         let mut conn = self.connection().await?;
         let v: Option<u64> = redis::cmd("HGET")
             .arg(key)
             .arg("s")
             .query_async(&mut conn)
             .await
-            .map_err(|e| BackendError(e.to_string()))?;
+            .map_err(|e| BackendError::new(e.to_string()))?;
         Ok(v.unwrap_or(0))
     }
 }

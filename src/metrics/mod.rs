@@ -4,6 +4,7 @@
 //! (see [`Metrics::record`]). Names follow `llm_gateway_<name>_<unit>[_total]`.
 
 mod cells;
+mod connections;
 mod family;
 mod process;
 mod render;
@@ -12,6 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub use cells::{Counter, Gauge, Histogram, LatencyHistogram, OverheadHistogram, UsageCells};
+pub use connections::{ConnectionMetrics, Rejected, TimedOut};
 pub use family::{Family, OVERFLOW_VALUE};
 pub use render::{Format, OPENMETRICS_CONTENT_TYPE, TEXT_CONTENT_TYPE};
 
@@ -155,6 +157,9 @@ pub struct Metrics {
     rate_limit_blocked: Family<Counter>,
     budgets: Family<BudgetCells>,
     limit_backend_errors: Counter,
+    limit_short_circuited: Counter,
+    /// Client connections of the main listener.
+    pub connections: ConnectionMetrics,
     /// The series cap of every family (`[metrics] max_series_per_family`).
     pub max_series_per_family: usize,
     /// Usage rows the ledger wrote to its database.
@@ -349,6 +354,8 @@ impl Metrics {
                 cap,
             ),
             limit_backend_errors: Counter::default(),
+            limit_short_circuited: Counter::default(),
+            connections: ConnectionMetrics::default(),
             max_series_per_family: cap,
             ledger_written: Counter::default(),
             ledger_dropped: Counter::default(),
@@ -477,6 +484,11 @@ impl Metrics {
     /// The limit backend failed to answer.
     pub fn limit_backend_error(&self) {
         self.limit_backend_errors.add(1);
+    }
+
+    /// A limit check or settlement failed at once: the backend is known to be down.
+    pub fn limit_short_circuited(&self) {
+        self.limit_short_circuited.add(1);
     }
 
     /// Sets a budget's limit and current spend.

@@ -283,6 +283,20 @@ pub(super) fn render(m: &Metrics, format: Format, ledger: Option<&LedgerWindow>)
         None,
         Value::Int(m.limit_backend_errors.get()),
     );
+    let short = "llm_gateway_limit_backend_short_circuited_total";
+    w.header(
+        short,
+        Kind::Counter,
+        "Limit checks and settlements failed at once, without asking the backend, while it is known to be down.",
+    );
+    w.sample(
+        short,
+        "",
+        &[],
+        None,
+        Value::Int(m.limit_short_circuited.get()),
+    );
+    super::connections::render(&mut w, &m.connections);
 
     let overflow = "llm_gateway_metrics_overflow_total";
     w.header(

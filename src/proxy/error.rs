@@ -24,6 +24,15 @@ pub enum ProxyError {
         /// The configured limit.
         limit: usize,
     },
+    /// The body did not arrive within `server.body_timeout_secs`.
+    #[error(
+        "the request body did not arrive within {}s (server.body_timeout_secs)",
+        timeout.as_secs()
+    )]
+    BodyTimeout {
+        /// The configured timeout.
+        timeout: Duration,
+    },
     /// The body could not be read from the client.
     #[error("could not read the request body: {0}")]
     BodyRead(String),
@@ -79,6 +88,7 @@ impl ProxyError {
         match self {
             ProxyError::MissingKey | ProxyError::InvalidKey => 401,
             ProxyError::BodyTooLarge { .. } => 413,
+            ProxyError::BodyTimeout { .. } => 408,
             ProxyError::BodyRead(_)
             | ProxyError::MalformedJson(_)
             | ProxyError::MissingModel
@@ -104,6 +114,7 @@ impl ProxyError {
             ProxyError::MissingKey => "missing_key",
             ProxyError::InvalidKey => "invalid_key",
             ProxyError::BodyTooLarge { .. } => "body_too_large",
+            ProxyError::BodyTimeout { .. } => "body_timeout",
             ProxyError::BodyRead(_) => "body_read",
             ProxyError::MalformedJson(_) => "malformed_json",
             ProxyError::MissingModel => "missing_model",
@@ -132,7 +143,7 @@ impl ProxyError {
                     401 => "authentication_error",
                     404 => "not_found_error",
                     413 => "request_too_large",
-                    400 => "invalid_request_error",
+                    400 | 408 => "invalid_request_error",
                     _ => "api_error",
                 },
                 None,

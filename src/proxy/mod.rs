@@ -2,8 +2,10 @@
 //! (admit: rate limits, added by the limits module), forward, then observe the response body
 //! through a tap and settle usage, cost and metrics exactly once.
 
+mod body;
 mod deferred;
 pub mod error;
+mod loglimit;
 mod request;
 pub mod settle;
 pub mod sse;
@@ -16,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, header};
-use http_body_util::{BodyExt, Either, Full, Limited};
+use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use parking_lot::Mutex;
 
@@ -24,7 +26,7 @@ use crate::config::{Config, KeyInfo, LimitsBackend};
 use crate::ledger::{self, Ledger, UsageRow};
 use crate::limits::{self, Demand, Limiter, Rejection};
 use crate::metering::Usage;
-use crate::metrics::{Metrics, Observation};
+use crate::metrics::{Metrics, Observation, TimedOut};
 use crate::providers::{ApiFormat, Endpoint};
 pub use deferred::Recorder;
 pub use error::ProxyError;
@@ -60,6 +62,10 @@ pub struct Gateway {
     client: upstream::UpstreamClient,
     warned_unpriced: Mutex<HashSet<(String, String)>>,
     last_limit_error_log: Mutex<Option<Instant>>,
+    /// Set when the shutdown grace period ends: requests still open are cut by the gateway.
+    past_grace: std::sync::atomic::AtomicBool,
+    /// "upstream request failed" lines, per provider.
+    upstream_failure_log: loglimit::LogLimiter,
 }
 
 impl Gateway {
@@ -99,6 +105,8 @@ impl Gateway {
             client: upstream::tls_client(),
             warned_unpriced: Mutex::new(HashSet::new()),
             last_limit_error_log: Mutex::new(None),
+            past_grace: std::sync::atomic::AtomicBool::new(false),
+            upstream_failure_log: loglimit::LogLimiter::new(loglimit::UPSTREAM_FAILURE_LOG_EVERY),
         }))
     }
 
@@ -134,7 +142,8 @@ impl Gateway {
             })
         });
         let demand = Demand {
-            tokens: input + output,
+            // `max_tokens` may be u64::MAX (the benchmark sends it).
+            tokens: input.saturating_add(output),
             cost_nanos,
         };
         match self
@@ -216,6 +225,18 @@ impl Gateway {
                 "budget spend of the current periods restored from the ledger"
             );
         }
+    }
+
+    /// The shutdown grace period is over: requests still open from now on end because the
+    /// gateway closes them, and settle as `gateway_shutdown`, not as a client gone.
+    pub fn grace_over(&self) {
+        self.past_grace
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// True once [`grace_over`](Gateway::grace_over) was called.
+    pub(crate) fn is_past_grace(&self) -> bool {
+        self.past_grace.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Logs once per (provider, model) that a model has no price.
@@ -347,16 +368,27 @@ impl Gateway {
         let format = endpoint.format();
         let (parts, body) = req.into_parts();
         // Read the request.
-        let limit = self.config.server.max_body_bytes;
-        if content_length(&parts.headers).is_some_and(|n| n > limit as u64) {
-            return Err(ProxyError::BodyTooLarge { limit });
-        }
-        let body = match Limited::new(body, limit).collect().await {
-            Ok(b) => b.to_bytes(),
-            Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-                return Err(ProxyError::BodyTooLarge { limit });
+        let server = &self.config.server;
+        let announced = content_length(&parts.headers);
+        let expects_continue = parts
+            .headers
+            .get(header::EXPECT)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+        let read = body::read(
+            body,
+            announced,
+            expects_continue,
+            server.max_body_bytes,
+            server.body_timeout,
+        );
+        let body = match read.await {
+            Ok(b) => b,
+            Err(e) => {
+                if matches!(e, ProxyError::BodyTimeout { .. }) {
+                    self.metrics.connections.timed_out(TimedOut::Body);
+                }
+                return Err(e);
             }
-            Err(e) => return Err(ProxyError::BodyRead(e.to_string())),
         };
         let facts = request::RequestFacts::parse(&body)?;
         // Route.
@@ -470,7 +502,9 @@ impl Gateway {
                     provider: provider.name().to_string(),
                     reason: error_chain(&e),
                 };
-                tracing::warn!(provider = provider.name(), error = %err, "upstream request failed");
+                if let Some(left_out) = self.upstream_failure_log.allow(provider.name()) {
+                    tracing::warn!(provider = provider.name(), error = %err, left_out, "upstream request failed (logged at most every 10 s per provider; `left_out`: failures since the last line)");
+                }
                 pending.status = err.status();
                 pending.settle(
                     Ending::GatewayError(err.status(), err.error_type()),
@@ -483,7 +517,9 @@ impl Gateway {
                     provider: provider.name().to_string(),
                     timeout: route.timeout,
                 };
-                tracing::warn!(provider = provider.name(), error = %err, "upstream request timed out");
+                if let Some(left_out) = self.upstream_failure_log.allow(provider.name()) {
+                    tracing::warn!(provider = provider.name(), error = %err, left_out, "upstream request timed out (logged at most every 10 s per provider; `left_out`: failures since the last line)");
+                }
                 pending.status = err.status();
                 pending.settle(
                     Ending::GatewayError(err.status(), err.error_type()),

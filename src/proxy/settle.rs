@@ -70,6 +70,8 @@ pub enum Ending {
     GatewayError(u16, &'static str),
     /// The client disconnected before the end.
     ClientGone,
+    /// The gateway closed the request: it was still open when the shutdown grace period ended.
+    GatewayShutdown,
 }
 
 /// A request in flight, settled exactly once.
@@ -103,6 +105,12 @@ impl PendingRequest {
         if std::mem::replace(&mut self.settled, true) {
             return;
         }
+        // Past the grace period the gateway drops what is still open: not the client's doing.
+        let ending = if ending == Ending::ClientGone && self.gw.is_past_grace() {
+            Ending::GatewayShutdown
+        } else {
+            ending
+        };
         self.in_flight.add(-1);
         let now = Instant::now();
         deferred::run_after_write(Closing {
@@ -194,6 +202,9 @@ impl Closing {
             Ending::UpstreamBroken => (self.upstream_status, Some("stream_interrupted")),
             Ending::GatewayError(s, t) => (s, Some(t)),
             Ending::ClientGone => (499, Some("client_disconnected")),
+            // 503: the service became unavailable to the request, on the gateway's side (a 5xx
+            // that error alerts count: a grace period shorter than the streams it cuts).
+            Ending::GatewayShutdown => (503, Some("gateway_shutdown")),
         };
         let finished = self.ending == Ending::Complete && facts.finished;
         let reported_in_full = match facts.usage {

@@ -28,6 +28,11 @@ impl Routes {
         }
     }
 
+    /// The gateway these routes serve.
+    pub(super) fn gateway(&self) -> &Arc<Gateway> {
+        &self.gateway
+    }
+
     /// Answers one request.
     pub async fn handle(&self, req: Request<Incoming>) -> Response<ResponseBody> {
         let path = req.uri().path();

@@ -21,11 +21,11 @@ use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::{Connections, Routes, accept_failed};
+use super::{Connections, Routes, conn};
 
 /// One worker thread as the acceptor sees it.
 struct Worker {
-    streams: mpsc::UnboundedSender<StdTcpStream>,
+    streams: mpsc::UnboundedSender<(StdTcpStream, conn::Slot)>,
     open: Arc<AtomicUsize>,
     done: oneshot::Receiver<()>,
 }
@@ -55,17 +55,21 @@ pub async fn run_workers(
     for i in 0..workers.max(1) {
         pool.push(start_worker(i, routes.clone(), stop_rx.clone(), grace)?);
     }
+    let gateway = routes.gateway().clone();
+    let caps = conn::Caps::new(&gateway.config.server, gateway.metrics.clone());
+    let mut accept_errors = conn::AcceptErrors::default();
     tokio::pin!(shutdown);
     let mut next = 0;
     loop {
         tokio::select! {
             accepted = listener.accept() => {
                 match accepted {
-                    Ok((stream, _)) => {
+                    // Over a cap: closed at once (dropped), counted by `admit`.
+                    Ok((stream, peer)) => if let Some(slot) = caps.admit(peer.ip()) {
                         next = (next + 1) % pool.len();
-                        hand_over(&pool, next, stream);
+                        hand_over(&pool, next, stream, slot);
                     }
-                    Err(e) => accept_failed(e).await,
+                    Err(e) => accept_errors.failed(e, &gateway.metrics).await,
                 }
             }
             _ = &mut shutdown => break,
@@ -82,7 +86,7 @@ pub async fn run_workers(
 
 /// Gives `stream` to the least busy worker, starting the search at `start` so that ties
 /// rotate.
-fn hand_over(pool: &[Worker], start: usize, stream: TcpStream) {
+fn hand_over(pool: &[Worker], start: usize, stream: TcpStream, slot: conn::Slot) {
     let best = least_busy(start, pool.len(), |i| pool[i].open.load(Ordering::Relaxed));
     // The worker's reactor registers the socket anew; this leaves ours.
     let stream = match stream.into_std() {
@@ -94,7 +98,7 @@ fn hand_over(pool: &[Worker], start: usize, stream: TcpStream) {
     };
     let w = &pool[best];
     w.open.fetch_add(1, Ordering::Relaxed);
-    if w.streams.send(stream).is_err() {
+    if w.streams.send((stream, slot)).is_err() {
         // Only after a worker's runtime died: the connection is closed as it drops.
         w.open.fetch_sub(1, Ordering::Relaxed);
         tracing::error!(worker = best, "worker thread is gone; connection dropped");
@@ -120,7 +124,7 @@ fn start_worker(
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start worker runtime {i}: {e}"))?;
-    let (streams, mut rx) = mpsc::unbounded_channel::<StdTcpStream>();
+    let (streams, mut rx) = mpsc::unbounded_channel::<(StdTcpStream, conn::Slot)>();
     let open = Arc::new(AtomicUsize::new(0));
     let (done_tx, done) = oneshot::channel();
     let counter = open.clone();
@@ -144,12 +148,12 @@ fn start_worker(
                         crate::proxy::upstream::sweep();
                     }
                 });
-                let connections = Connections::new();
+                let connections = Connections::new(routes.gateway());
                 loop {
                     tokio::select! {
                         s = rx.recv() => {
-                            let Some(s) = s else { break };
-                            let guard = OpenGuard(counter.clone());
+                            let Some((s, slot)) = s else { break };
+                            let guard = (OpenGuard(counter.clone()), slot);
                             match TcpStream::from_std(s) {
                                 Ok(stream) => connections.serve(stream, &routes, guard),
                                 Err(e) => tracing::warn!(error = %e, "worker cannot take a connection"),

@@ -35,7 +35,14 @@ pub struct SimOptions {
     pub tokens_per_second: u32,
     /// Output tokens when the request sets no `max_tokens`.
     pub default_output_tokens: u64,
+    /// Output tokens at most, whatever `max_tokens` asks: the demo and the benchmark send
+    /// `max_tokens = 18446744073709551615` (u64::MAX), which the simulator once tried to
+    /// write out in full.
+    pub max_output_tokens: u64,
 }
+
+/// [`SimOptions::max_output_tokens`] by default.
+pub const DEFAULT_MAX_OUTPUT_TOKENS: u64 = 4096;
 
 impl Default for SimOptions {
     fn default() -> Self {
@@ -43,6 +50,7 @@ impl Default for SimOptions {
             delay: Duration::ZERO,
             tokens_per_second: 0,
             default_output_tokens: 16,
+            max_output_tokens: DEFAULT_MAX_OUTPUT_TOKENS,
         }
     }
 }
@@ -107,7 +115,7 @@ async fn handle(req: Request<Incoming>, opts: &SimOptions) -> Response<SimBody> 
     let Ok(v) = serde_json::from_slice::<Value>(&bytes) else {
         return json(400, shapes::error(anthropic, 400));
     };
-    let sim = SimRequest::from_body(&v, h, opts.default_output_tokens);
+    let sim = SimRequest::from_body(&v, h, opts.default_output_tokens, opts.max_output_tokens);
     let stream = v.get("stream").and_then(Value::as_bool).unwrap_or(false);
     let include_usage = v
         .pointer("/stream_options/include_usage")

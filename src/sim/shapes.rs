@@ -29,8 +29,9 @@ pub struct SimRequest {
 }
 
 impl SimRequest {
-    /// Reads a request body and the `x-sim-*` headers.
-    pub fn from_body(v: &Value, h: &HeaderMap, default_output: u64) -> SimRequest {
+    /// Reads a request body and the `x-sim-*` headers; output tokens, reasoning included, are
+    /// at most `max_output`, and so are the cached tokens added to the prompt.
+    pub fn from_body(v: &Value, h: &HeaderMap, default_output: u64, max_output: u64) -> SimRequest {
         let mut text = String::new();
         let mut messages = 0u64;
         for key in ["messages", "prompt", "input", "system", "instructions"] {
@@ -46,23 +47,27 @@ impl SimRequest {
             .iter()
             .find_map(|k| v.get(*k).and_then(Value::as_u64))
             .unwrap_or(default_output)
-            .max(1);
+            .clamp(1, max_output.max(1));
         let num = |name: &str| {
             h.get(name)
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.trim().parse::<u64>().ok())
                 .unwrap_or(0)
+                .min(max_output)
         };
+        let reasoning = num("x-sim-reasoning-tokens");
         SimRequest {
             model: v
                 .get("model")
                 .and_then(Value::as_str)
                 .unwrap_or("sim")
                 .to_string(),
-            prompt_tokens: prompt_tokens + num("x-sim-cached-tokens"),
-            output_tokens: output_tokens + num("x-sim-reasoning-tokens"),
+            prompt_tokens: prompt_tokens.saturating_add(num("x-sim-cached-tokens")),
+            output_tokens: output_tokens
+                .saturating_add(reasoning)
+                .min(max_output.max(1)),
             cached_tokens: num("x-sim-cached-tokens"),
-            reasoning_tokens: num("x-sim-reasoning-tokens"),
+            reasoning_tokens: reasoning.min(max_output.max(1)),
             no_usage: h.contains_key("x-sim-no-usage"),
         }
     }
@@ -412,5 +417,31 @@ pub fn error(anthropic: bool, status: u16) -> String {
         json!({"type": "error", "error": {"type": an_type, "message": msg}, "request_id": "req_sim"}).to_string()
     } else {
         json!({"error": {"message": msg, "type": oa_type, "param": null, "code": null}}).to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn output_is_bounded_whatever_max_tokens_and_the_headers_ask() {
+        let body = json!({"model": "m", "messages": [], "max_tokens": u64::MAX});
+        let mut h = HeaderMap::new();
+        h.insert(
+            "x-sim-reasoning-tokens",
+            "18446744073709551615".parse().expect("value"),
+        );
+        h.insert(
+            "x-sim-cached-tokens",
+            "18446744073709551615".parse().expect("value"),
+        );
+        let sim = SimRequest::from_body(&body, &h, 16, 4096);
+        assert_eq!(sim.output_tokens, 4096);
+        assert_eq!(sim.reasoning_tokens, 4096);
+        assert_eq!(sim.visible_tokens(), 0);
+        assert!(sim.prompt_tokens <= 4096 + 3);
+        let plain = SimRequest::from_body(&body, &HeaderMap::new(), 16, 4096);
+        assert_eq!(plain.text().split(' ').count(), 4096);
     }
 }

@@ -45,6 +45,17 @@ impl TestGateway {
     }
 
     async fn serve(gateway: Arc<Gateway>) -> TestGateway {
+        TestGateway::serve_with_grace(gateway, Duration::from_secs(5)).await
+    }
+
+    /// A gateway whose shutdown grace period is `grace` (5 s otherwise).
+    pub async fn start_with_grace(config_text: &str, grace: Duration) -> TestGateway {
+        let vars: HashMap<String, String> = HashMap::new();
+        let config = Config::from_toml(config_text, &vars).expect("test config is valid");
+        TestGateway::serve_with_grace(Gateway::new(config).expect("gateway"), grace).await
+    }
+
+    async fn serve_with_grace(gateway: Arc<Gateway>, grace: Duration) -> TestGateway {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let (tx, rx) = oneshot::channel();
@@ -58,7 +69,7 @@ impl TestGateway {
                 async move {
                     let _ = rx.await;
                 },
-                Duration::from_secs(5),
+                grace,
             )
             .await
             .expect("workers start");
