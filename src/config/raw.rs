@@ -138,6 +138,8 @@ pub struct RawMetrics {
     pub labels: Option<Vec<String>>,
     /// Series cap per family (default 10000).
     pub max_series_per_family: Option<usize>,
+    /// Longest label value kept, in bytes (default 128); longer ones become `__other__`.
+    pub max_label_value_bytes: Option<usize>,
 }
 
 /// `[[providers]]`

@@ -185,3 +185,21 @@ fn ledger_secrets_come_from_the_environment_and_errors_have_paths() {
     assert!(paths.contains(&"ledger.url"), "{err}");
     assert!(paths.contains(&"ledger.metrics_window"), "{err}");
 }
+
+#[test]
+fn names_longer_than_the_label_bound_are_refused() {
+    let long = "k".repeat(40);
+    let text = format!(
+        "[metrics]\nmax_label_value_bytes = 32\n{GOOD}\n[[keys]]\nname = \"{long}\"\nkey = \"tg-another-secret\"\nteam = \"search\"\n"
+    );
+    let errors = match Config::from_toml(&text, &vars()) {
+        Err(e) => e.0,
+        Ok(_) => panic!("a 40-byte key name over a 32-byte bound is refused"),
+    };
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert_eq!(errors[0].path, "keys[1].name");
+    let cfg = Config::from_toml(GOOD, &vars()).expect("valid");
+    assert_eq!(cfg.metrics.options.max_label_value_bytes, 128);
+    let bad = format!("[metrics]\nmax_label_value_bytes = 8\n{GOOD}");
+    assert!(Config::from_toml(&bad, &vars()).is_err());
+}

@@ -216,6 +216,13 @@ pub fn validate(raw: RawConfig, vars: &dyn Vars) -> Result<Config, ConfigErrors>
         }
         options.max_series_per_family = cap;
     }
+    if let Some(max) = raw.metrics.max_label_value_bytes {
+        // The gateway's own values (endpoints, status codes, error types) are at most 25 bytes.
+        if !(32..=65_536).contains(&max) {
+            errors.push("metrics.max_label_value_bytes", "must be from 32 to 65536");
+        }
+        options.max_label_value_bytes = max;
+    }
 
     let mut providers: Vec<Arc<dyn Provider>> = Vec::new();
     let mut by_name: HashMap<String, Arc<dyn Provider>> = HashMap::new();
@@ -436,6 +443,42 @@ pub fn validate(raw: RawConfig, vars: &dyn Vars) -> Result<Config, ConfigErrors>
             }
             Default::default()
         });
+
+    // Names from the config become label values: one longer than the bound would be folded
+    // into `__other__` with whatever else is, so it is refused here instead.
+    let max_label = options.max_label_value_bytes;
+    let too_long = |errors: &mut Errors, path: String, name: &str| {
+        if name.len() > max_label {
+            errors.push(
+                path,
+                format!(
+                    "is {} bytes; label values are at most {max_label} (metrics.max_label_value_bytes)",
+                    name.len()
+                ),
+            );
+        }
+    };
+    for (i, p) in raw.providers.iter().enumerate() {
+        too_long(&mut errors, format!("providers[{i}].name"), &p.name);
+        for (j, m) in p.models.iter().enumerate() {
+            too_long(&mut errors, format!("providers[{i}].models[{j}]"), m);
+        }
+    }
+    for (i, m) in raw.models.iter().enumerate() {
+        too_long(&mut errors, format!("models[{i}].name"), &m.name);
+    }
+    for (i, k) in raw.keys.iter().enumerate() {
+        too_long(&mut errors, format!("keys[{i}].name"), &k.name);
+        too_long(&mut errors, format!("keys[{i}].team"), &k.team);
+    }
+    for (i, t) in raw.teams.iter().enumerate() {
+        too_long(&mut errors, format!("teams[{i}].name"), &t.name);
+        for (j, m) in t.models.iter().enumerate() {
+            // The budget's `name` label is `team/model`.
+            let name = format!("{}/{}", t.name, m.model);
+            too_long(&mut errors, format!("teams[{i}].models[{j}].model"), &name);
+        }
+    }
 
     let workers = match raw.server.workers {
         Some(0) => {

@@ -314,6 +314,22 @@ pub(super) fn render(m: &Metrics, format: Format, ledger: Option<&LedgerWindow>)
         );
     }
 
+    let folded = "llm_gateway_label_values_folded_total";
+    w.header(
+        folded,
+        Kind::Counter,
+        "Label values longer than [metrics] max_label_value_bytes, recorded as __other__ instead.",
+    );
+    for label in super::BOUNDED_LABELS {
+        w.sample(
+            folded,
+            "",
+            &[("label", (*label).into())],
+            None,
+            Value::Int(m.bound.folded(label)),
+        );
+    }
+
     ledger_families(&mut w, m, ledger);
 
     w.header(

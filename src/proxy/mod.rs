@@ -203,10 +203,12 @@ impl Gateway {
         }
     }
 
-    /// Logs once per (provider, model) that a model has no price.
+    /// Logs once per (provider, model) that a model has no price. The model is quoted as an
+    /// error message quotes it: clients and providers choose it, and may make it 1 MB long.
     pub(crate) fn warn_unpriced(&self, provider: &str, model: &str) {
+        let model = error::echo(model);
         let mut warned = self.warned_unpriced.lock();
-        if warned.len() < 10_000 && warned.insert((provider.to_string(), model.to_string())) {
+        if warned.len() < 10_000 && warned.insert((provider.to_string(), model.clone())) {
             tracing::warn!(
                 provider,
                 model,
@@ -338,12 +340,12 @@ impl Gateway {
             .config
             .router
             .route(&facts.model)
-            .ok_or_else(|| ProxyError::UnknownModel(facts.model.to_string()))?
+            .ok_or_else(|| ProxyError::UnknownModel(error::echo(&facts.model)))?
             .clone();
         let provider = route.provider.clone();
         if !provider.supports(endpoint) {
             return Err(ProxyError::EndpointNotServed {
-                model: facts.model.to_string(),
+                model: error::echo(&facts.model),
                 provider: provider.name().to_string(),
                 kind: provider.kind().as_str(),
                 endpoint: endpoint.path(),
