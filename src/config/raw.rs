@@ -37,6 +37,18 @@ pub struct RawConfig {
     /// `[ledger]`: the usage ledger.
     #[serde(default)]
     pub ledger: crate::ledger::RawLedger,
+    /// `[metering]`: how far provider usage is trusted.
+    #[serde(default)]
+    pub metering: RawMetering,
+}
+
+/// `[metering]`
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawMetering {
+    /// Largest token count one request may report (default 10,000,000); larger ones are
+    /// clamped to it and flagged `implausible`.
+    pub max_tokens_per_request: Option<u64>,
 }
 
 /// `[limits]`

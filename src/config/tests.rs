@@ -203,3 +203,20 @@ fn names_longer_than_the_label_bound_are_refused() {
     let bad = format!("[metrics]\nmax_label_value_bytes = 8\n{GOOD}");
     assert!(Config::from_toml(&bad, &vars()).is_err());
 }
+
+#[test]
+fn the_usage_plausibility_bound_is_configurable_and_checked() {
+    let cfg = Config::from_toml(GOOD, &vars()).expect("valid");
+    assert_eq!(cfg.metering.max_tokens_per_request, 10_000_000);
+    let text = format!("[metering]\nmax_tokens_per_request = 2000000\n{GOOD}");
+    let cfg = Config::from_toml(&text, &vars()).expect("valid");
+    assert_eq!(cfg.metering.max_tokens_per_request, 2_000_000);
+    for bad in ["0", "18446744073709551615"] {
+        let text = format!("[metering]\nmax_tokens_per_request = {bad}\n{GOOD}");
+        let errors = match Config::from_toml(&text, &vars()) {
+            Err(e) => e.to_string(),
+            Ok(_) => panic!("{bad} is refused"),
+        };
+        assert!(errors.contains("max_tokens_per_request"), "{errors}");
+    }
+}

@@ -12,7 +12,8 @@ use sha2::{Digest, Sha256};
 use super::env::{Vars, interpolate};
 use super::raw::{RawBudget, RawConfig, RawLimitSet, RawProvider};
 use super::{
-    Config, ConfigError, ConfigErrors, LimitsBackend, LimitsConfig, MetricsConfig, ServerConfig,
+    Config, ConfigError, ConfigErrors, LimitsBackend, LimitsConfig, MeteringConfig, MetricsConfig,
+    ServerConfig,
 };
 use crate::limits::{
     Budget, BudgetAction, Limits, OnBackendError, Period, Rule, ScopeKind, calendar,
@@ -480,6 +481,18 @@ pub fn validate(raw: RawConfig, vars: &dyn Vars) -> Result<Config, ConfigErrors>
         }
     }
 
+    let max_tokens_per_request = raw
+        .metering
+        .max_tokens_per_request
+        .unwrap_or(crate::metering::DEFAULT_MAX_TOKENS_PER_REQUEST);
+    // Above 1e12 a ledger sum of a few million clamped rows could overflow its BIGINT.
+    if !(1..=1_000_000_000_000).contains(&max_tokens_per_request) {
+        errors.push(
+            "metering.max_tokens_per_request",
+            "must be from 1 to 1000000000000",
+        );
+    }
+
     let workers = match raw.server.workers {
         Some(0) => {
             errors.push("server.workers", "must be at least 1");
@@ -517,6 +530,9 @@ pub fn validate(raw: RawConfig, vars: &dyn Vars) -> Result<Config, ConfigErrors>
         limits,
         rules: all_rules,
         ledger,
+        metering: MeteringConfig {
+            max_tokens_per_request,
+        },
     })
 }
 

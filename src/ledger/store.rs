@@ -24,6 +24,7 @@ const SQLITE_MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("migrations/sqlite/0001_usage.sql")),
     (2, include_str!("migrations/sqlite/0002_hourly_rollup.sql")),
     (3, include_str!("migrations/sqlite/0003_spend_rollup.sql")),
+    (4, include_str!("migrations/sqlite/0004_usage_source.sql")),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("migrations/postgres/0001_usage.sql")),
@@ -32,13 +33,14 @@ const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
         include_str!("migrations/postgres/0002_hourly_rollup.sql"),
     ),
     (3, include_str!("migrations/postgres/0003_spend_rollup.sql")),
+    (4, include_str!("migrations/postgres/0004_usage_source.sql")),
 ];
 
 /// Columns of `tollgate_usage`, in insert order.
 const COLUMNS: &str = "id, started_at, duration_us, ttft_us, key_name, team, customer, provider, \
     requested_model, model, endpoint, stream, status_code, error_type, input_tokens, \
     output_tokens, cached_read_tokens, cache_write_tokens, cache_write_1h_tokens, \
-    reasoning_tokens, cost_nanos, estimated, upstream_request_id";
+    reasoning_tokens, cost_nanos, estimated, upstream_request_id, usage_source";
 
 /// Which rows a spend query sums.
 #[derive(Debug, Clone, Copy)]
@@ -194,7 +196,7 @@ impl Store {
                      $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], \
                      $12::bool[], $13::int4[], $14::text[], $15::int8[], $16::int8[], \
                      $17::int8[], $18::int8[], $19::int8[], $20::int8[], $21::int8[], \
-                     $22::bool[], $23::text[]) ON CONFLICT (id) DO NOTHING"
+                     $22::bool[], $23::text[], $24::text[]) ON CONFLICT (id) DO NOTHING"
                 );
                 let col = |f: &dyn Fn(&UsageRow) -> i64| rows.iter().map(f).collect::<Vec<i64>>();
                 sqlx::query(&sql)
@@ -231,10 +233,15 @@ impl Store {
                     .bind(col(&|r| tokens(r.usage.cache_write_1h)))
                     .bind(col(&|r| tokens(r.usage.reasoning)))
                     .bind(col(&|r| r.cost_nanos))
-                    .bind(rows.iter().map(|r| r.estimated).collect::<Vec<_>>())
+                    .bind(rows.iter().map(|r| r.estimated()).collect::<Vec<_>>())
                     .bind(
                         rows.iter()
                             .map(|r| r.upstream_request_id.as_deref())
+                            .collect::<Vec<_>>(),
+                    )
+                    .bind(
+                        rows.iter()
+                            .map(|r| r.usage_source.as_str())
                             .collect::<Vec<_>>(),
                     )
                     .execute(pool)
@@ -514,8 +521,9 @@ fn sqlite_insert(rows: &[UsageRow]) -> Query<'_, sqlx::Sqlite, SqliteArguments<'
             .bind(tokens(r.usage.cache_write_1h))
             .bind(tokens(r.usage.reasoning))
             .bind(r.cost_nanos)
-            .bind(r.estimated)
-            .bind(r.upstream_request_id.as_deref());
+            .bind(r.estimated())
+            .bind(r.upstream_request_id.as_deref())
+            .bind(r.usage_source.as_str());
     }
     q
 }

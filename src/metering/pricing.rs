@@ -11,6 +11,12 @@ use super::Usage;
 /// The built-in table, embedded so the binary needs no file at run time.
 pub const BUILTIN_PRICES: &str = include_str!("../../prices/prices.toml");
 
+/// The largest cost of one request, in nano-USD: the ledger stores costs as signed 64-bit
+/// integers, so a larger value would be cut there and not in the metrics. Both record this
+/// one value, so they always agree (9.2e9 USD; the plausibility bound keeps real costs far
+/// below).
+pub const MAX_COST_NANOS: u64 = i64::MAX as u64;
+
 /// Per-token rates of one model, in pico-USD (1e-12 USD) per token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Price {
@@ -28,17 +34,25 @@ pub struct Price {
 
 impl Price {
     /// The cost of `usage` at these rates, in nano-USD, rounded to the nearest nano-USD once
-    /// per request (the error is below 5e-10 USD a request).
+    /// per request (the error is below 5e-10 USD a request), at most [`MAX_COST_NANOS`].
+    /// Each product of two `u64` fits a `u128`; their sum may not, so it saturates.
     pub fn cost_nanos(&self, usage: &Usage) -> u64 {
         let u = usage.clamped();
         let uncached = u.input - u.cached_read - u.cache_write;
         let write_5m = u.cache_write - u.cache_write_1h;
-        let pico: u128 = uncached as u128 * self.input as u128
-            + u.cached_read as u128 * self.cached_input as u128
-            + write_5m as u128 * self.cache_write as u128
-            + u.cache_write_1h as u128 * self.cache_write_1h as u128
-            + u.output as u128 * self.output as u128;
-        u64::try_from((pico + 500) / 1000).unwrap_or(u64::MAX)
+        let pico = [
+            (uncached, self.input),
+            (u.cached_read, self.cached_input),
+            (write_5m, self.cache_write),
+            (u.cache_write_1h, self.cache_write_1h),
+            (u.output, self.output),
+        ]
+        .iter()
+        .fold(0u128, |sum, (n, rate)| {
+            sum.saturating_add(u128::from(*n) * u128::from(*rate))
+        });
+        let nanos = pico.saturating_add(500) / 1000;
+        u64::try_from(nanos).map_or(MAX_COST_NANOS, |n| n.min(MAX_COST_NANOS))
     }
 }
 
@@ -308,6 +322,40 @@ mod tests {
         // 10*3000000 + 1000*300000 + 200*3750000 + 100*6000000 + 50*15000000 pico
         let pico = 30_000_000u64 + 300_000_000 + 750_000_000 + 600_000_000 + 750_000_000;
         assert_eq!(p.cost_nanos(&u), pico / 1000);
+    }
+
+    #[test]
+    fn cost_saturates_at_the_ledger_maximum() {
+        let p = Price {
+            input: u64::MAX,
+            output: u64::MAX,
+            cached_input: u64::MAX,
+            cache_write: u64::MAX,
+            cache_write_1h: u64::MAX,
+        };
+        let all = Usage {
+            input: u64::MAX,
+            output: u64::MAX,
+            cached_read: u64::MAX / 3,
+            cache_write: u64::MAX / 3,
+            cache_write_1h: u64::MAX / 5,
+            reasoning: 0,
+        };
+        // Five products near 2^128 each: their sum overflows u128 unless it saturates.
+        assert_eq!(p.cost_nanos(&all), MAX_COST_NANOS);
+        // 9.2e18 tokens at $0.60 per 1M: 5.5e12 USD, stored and counted as the maximum.
+        let gpt = price("0.15", "0.60", "0.075");
+        let absurd = Usage {
+            output: 9_200_000_000_000_000_000,
+            ..Usage::default()
+        };
+        assert_eq!(gpt.cost_nanos(&absurd), MAX_COST_NANOS);
+        assert_eq!(i64::try_from(MAX_COST_NANOS), Ok(i64::MAX));
+        // At the plausibility bound the cost is exact: 10M output tokens at $0.60 = $6.
+        let (bounded, _) = absurd.bounded(crate::metering::DEFAULT_MAX_TOKENS_PER_REQUEST);
+        assert_eq!(gpt.cost_nanos(&bounded), 6_000_000_000);
+        assert_eq!(gpt.cost_nanos(&Usage::default()), 0);
+        assert_eq!(Price::default().cost_nanos(&all), 0);
     }
 
     #[test]

@@ -15,7 +15,7 @@ pub use cells::{Counter, Gauge, Histogram, LatencyHistogram, OverheadHistogram, 
 pub use family::{BOUNDED_LABELS, Family, OVERFLOW_VALUE, ValueBound};
 pub use render::{Format, OPENMETRICS_CONTENT_TYPE, TEXT_CONTENT_TYPE};
 
-use crate::metering::Usage;
+use crate::metering::{Usage, UsageSource};
 
 /// Labels that can be switched on or off in `[metrics] labels`.
 pub const CONFIGURABLE_LABELS: &[&str] = &[
@@ -79,8 +79,9 @@ pub struct Observation<'a> {
     pub cost_nanos: u64,
     /// False when no price was known (cost 0, counted as unpriced).
     pub priced: bool,
-    /// True when the usage was estimated with the tokenizer.
-    pub estimated: bool,
+    /// Where the token counts come from: estimated with the tokenizer, or clamped to the
+    /// plausibility bound, each counted in its own family.
+    pub usage_source: UsageSource,
     /// End to end.
     pub duration: Duration,
     /// Upstream only, when an upstream call was made.
@@ -121,6 +122,7 @@ pub struct Metrics {
     overhead: Family<OverheadHistogram>,
     in_flight: Family<Gauge>,
     estimated: Family<Counter>,
+    implausible: Family<Counter>,
     unpriced: Family<Counter>,
     rate_limit_allowed: Family<Counter>,
     rate_limit_blocked: Family<Counter>,
@@ -280,6 +282,14 @@ impl Metrics {
                 &on,
                 cap,
             ).with_value_bound(&bound),
+            implausible: Family::new(
+                "llm_gateway_implausible_usage_requests_total",
+                "Requests whose provider reported more tokens than [metering] max_tokens_per_request; counted as that many.",
+                PROVIDER_MODEL,
+                &on,
+                cap,
+            )
+            .with_value_bound(&bound),
             unpriced: Family::new(
                 "llm_gateway_unpriced_requests_total",
                 "Requests for a model without a known price: their cost is not counted.",
@@ -381,8 +391,10 @@ impl Metrics {
         if let Some(d) = o.overhead {
             self.overhead.with(&[e], |h| h.0.observe(d));
         }
-        if o.estimated {
-            self.estimated.with(&[p, m], |c| c.add(1));
+        match o.usage_source {
+            UsageSource::Estimated => self.estimated.with(&[p, m], |c| c.add(1)),
+            UsageSource::Implausible => self.implausible.with(&[p, m], |c| c.add(1)),
+            UsageSource::Reported | UsageSource::Partial => {}
         }
         if !o.priced && !o.usage.is_zero() {
             self.unpriced.with(&[p, m], |c| c.add(1));

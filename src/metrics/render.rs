@@ -233,6 +233,7 @@ pub(super) fn render(m: &Metrics, format: Format, ledger: Option<&LedgerWindow>)
         );
     }
     counter_family(&mut w, &m.estimated);
+    counter_family(&mut w, &m.implausible);
     counter_family(&mut w, &m.unpriced);
     counter_family(&mut w, &m.rate_limit_allowed);
     counter_family(&mut w, &m.rate_limit_blocked);
@@ -285,7 +286,7 @@ pub(super) fn render(m: &Metrics, format: Format, ledger: Option<&LedgerWindow>)
         Kind::Counter,
         "Label sets folded into a family's __other__ series by its series cap.",
     );
-    let families: [(&str, u64); 13] = [
+    let families: [(&str, u64); 14] = [
         (m.rate_limit_allowed.name, m.rate_limit_allowed.overflowed()),
         (m.rate_limit_blocked.name, m.rate_limit_blocked.overflowed()),
         ("llm_gateway_budget", m.budgets.overflowed()),
@@ -301,6 +302,7 @@ pub(super) fn render(m: &Metrics, format: Format, ledger: Option<&LedgerWindow>)
         (m.overhead.name, m.overhead.overflowed()),
         (m.in_flight.name, m.in_flight.overflowed()),
         (m.estimated.name, m.estimated.overflowed()),
+        (m.implausible.name, m.implausible.overflowed()),
         (m.unpriced.name, m.unpriced.overflowed()),
     ];
     // Every family's series exists from the start at 0, so `increase()` sees the first overflow.

@@ -88,11 +88,20 @@ impl AnthropicUsage {
         let write_1h = by_ttl
             .and_then(|c| c.ephemeral_1h_input_tokens)
             .unwrap_or(0);
+        // Saturating: the counts are the provider's, and may be absurd (clamped at settle).
         let write = self.cache_creation_input_tokens.unwrap_or_else(|| {
-            by_ttl.map_or(0, |c| c.ephemeral_5m_input_tokens.unwrap_or(0) + write_1h)
+            by_ttl.map_or(0, |c| {
+                c.ephemeral_5m_input_tokens
+                    .unwrap_or(0)
+                    .saturating_add(write_1h)
+            })
         });
         Usage {
-            input: self.input_tokens.unwrap_or(0) + read + write,
+            input: self
+                .input_tokens
+                .unwrap_or(0)
+                .saturating_add(read)
+                .saturating_add(write),
             output: self.output_tokens.unwrap_or(0),
             cached_read: read,
             cache_write: write,
@@ -271,6 +280,18 @@ mod tests {
             })
         );
         assert_eq!(f.model.as_deref(), Some("claude-sonnet-4-5-20250929"));
+    }
+
+    #[test]
+    fn absurd_counts_saturate_instead_of_overflowing() {
+        let body = br#"{"id":"msg_01","model":"claude-haiku-4-5","usage":{"input_tokens":18446744073709551615,"cache_read_input_tokens":18446744073709551615,"cache_creation":{"ephemeral_5m_input_tokens":18446744073709551615,"ephemeral_1h_input_tokens":5},"output_tokens":9200000000000000000}}"#;
+        let u = provider()
+            .body_facts(Endpoint::Messages, body)
+            .usage
+            .expect("usage");
+        assert_eq!(u.input, u64::MAX);
+        assert_eq!(u.output, 9_200_000_000_000_000_000);
+        assert!(u.cached_read + u.cache_write <= u.input);
     }
 
     #[test]

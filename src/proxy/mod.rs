@@ -60,6 +60,7 @@ pub struct Gateway {
     client: upstream::UpstreamClient,
     warned_unpriced: Mutex<HashSet<(String, String)>>,
     last_limit_error_log: Mutex<Option<Instant>>,
+    last_implausible_log: Mutex<Option<Instant>>,
 }
 
 impl Gateway {
@@ -99,6 +100,7 @@ impl Gateway {
             client: upstream::tls_client(),
             warned_unpriced: Mutex::new(HashSet::new()),
             last_limit_error_log: Mutex::new(None),
+            last_implausible_log: Mutex::new(None),
         }))
     }
 
@@ -120,11 +122,16 @@ impl Gateway {
         }
         // Bytes / 4 approximates input tokens without tokenizing on the request path.
         let input = (body_len as u64).div_ceil(4);
+        // The client's `max_tokens` may be u64::MAX: no request uses more than the
+        // plausibility bound, which is also what it can be charged at settle.
+        let max = self.config.metering.max_tokens_per_request;
+        let input = input.min(max);
         let output = match endpoint {
             Endpoint::Embeddings => 0,
             _ => facts
                 .max_tokens
-                .unwrap_or(self.config.limits.default_max_tokens),
+                .unwrap_or(self.config.limits.default_max_tokens)
+                .min(max),
         };
         let cost_nanos = self.config.prices.lookup(price_model).map_or(0, |p| {
             p.cost_nanos(&Usage {
@@ -134,7 +141,7 @@ impl Gateway {
             })
         });
         let demand = Demand {
-            tokens: input + output,
+            tokens: input.saturating_add(output),
             cost_nanos,
         };
         match self
@@ -217,6 +224,24 @@ impl Gateway {
         }
     }
 
+    /// Logs, at most every 10 s (the metric counts every one), that a provider reported more
+    /// tokens than `max_tokens_per_request`.
+    pub(crate) fn warn_implausible(&self, provider: &str, model: &str, reported: &Usage, max: u64) {
+        let mut last = self.last_implausible_log.lock();
+        if last.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
+            *last = Some(Instant::now());
+            drop(last);
+            tracing::warn!(
+                provider,
+                model = error::echo(model),
+                input = reported.input,
+                output = reported.output,
+                max_tokens_per_request = max,
+                "the provider reported implausible usage: counts clamped to max_tokens_per_request, row flagged usage_source=implausible (this message repeats at most every 10 s)"
+            );
+        }
+    }
+
     /// Counts a request the gateway refused before a provider answered (bad input, unknown
     /// key or model, a limit or budget), in the metrics and as a ledger row.
     fn record_refusal(&self, r: Refusal<'_>) {
@@ -247,7 +272,7 @@ impl Gateway {
             usage: Default::default(),
             cost_nanos: 0,
             priced: true,
-            estimated: false,
+            usage_source: crate::metering::UsageSource::Reported,
             duration,
             upstream: None,
             time_to_first_token: None,
