@@ -393,3 +393,141 @@ async fn absurd_usage_is_clamped_flagged_and_agreed_sqlite() {
 async fn absurd_usage_is_clamped_flagged_and_agreed_postgres() {
     absurd_usage_is_clamped_flagged_and_agreed(true).await;
 }
+
+/// Client headers that would pick the organisation or project billed, turn on betas the price
+/// table does not know, or pass cookies never reach the provider; allowed ones do; pinned ones
+/// replace the client's.
+#[tokio::test]
+async fn client_headers_do_not_choose_what_the_provider_bills() {
+    let (openai, openai_seen) = mock_upstream(openai_reply(
+        r#"{"prompt_tokens":5,"completion_tokens":2,"total_tokens":7}"#,
+    ))
+    .await;
+    let (anthropic, anthropic_seen) = mock_upstream(json_reply(
+        r#"{"id":"msg_1","type":"message","role":"assistant","model":"claude-haiku-4-5","content":[{"type":"text","text":"ok"}],"stop_reason":"end_turn","usage":{"input_tokens":5,"output_tokens":2}}"#
+            .into(),
+    ))
+    .await;
+    let gw = TestGateway::start(&format!(
+        r#"
+[[providers]]
+name = "openai"
+kind = "openai"
+base_url = "http://{openai}/v1"
+api_key = "sk-up"
+model_prefixes = ["gpt-"]
+headers = {{ "OpenAI-Organization" = "org-pinned" }}
+forward_headers = ["OpenAI-Beta"]
+
+[[providers]]
+name = "anthropic"
+kind = "anthropic"
+base_url = "http://{anthropic}"
+api_key = "sk-ant-up"
+model_prefixes = ["claude-"]
+anthropic_beta = ["interleaved-thinking-2025-05-14"]
+
+[[keys]]
+name = "app"
+key = "{KEY}"
+team = "search"
+"#
+    ))
+    .await;
+    let auth = format!("Bearer {KEY}");
+    let hostile = [
+        ("openai-organization", "org-theirs"),
+        ("openai-project", "proj_theirs"),
+        ("cookie", "session=theirs"),
+        ("user-agent", "OpenAI/Python 3.54.0"),
+        ("x-stainless-os", "Linux"),
+        ("x-tollgate-customer", "c-1"),
+    ];
+    let mut h = vec![
+        ("authorization", auth.as_str()),
+        ("openai-beta", "assistants=v2"),
+        ("x-client-request-id", "client-req-1"),
+        ("anthropic-beta", "context-1m-2025-08-07"),
+    ];
+    h.extend(hostile);
+    let (status, _, _) = post(
+        &gw.url("/v1/chat/completions"),
+        &h,
+        &chat_body("gpt-4o-mini"),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let seen = openai_seen.lock().expect("lock").clone();
+    let up = &seen.headers[0];
+    let all = |name: &str| {
+        up.get_all(name)
+            .iter()
+            .map(|v| v.to_str().unwrap_or("?").to_string())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(all("openai-organization"), ["org-pinned"], "pinned wins");
+    assert_eq!(all("authorization"), ["Bearer sk-up"]);
+    assert_eq!(
+        all("openai-beta"),
+        ["assistants=v2"],
+        "allowed by forward_headers"
+    );
+    assert_eq!(all("x-client-request-id"), ["client-req-1"], "a default");
+    assert_eq!(all("content-type"), ["application/json"]);
+    for (name, _) in hostile.iter().chain(&[("anthropic-beta", "")]) {
+        if *name != "openai-organization" {
+            assert!(all(name).is_empty(), "{name} reached the provider: {up:?}");
+        }
+    }
+
+    let an = [
+        ("x-api-key", KEY),
+        ("anthropic-version", "2023-06-01"),
+        (
+            "anthropic-beta",
+            "context-1m-2025-08-07,interleaved-thinking-2025-05-14",
+        ),
+        ("cookie", "session=theirs"),
+        ("openai-project", "proj_theirs"),
+    ];
+    let body = r#"{"model":"claude-haiku-4-5","max_tokens":4,"messages":[{"role":"user","content":"hi"}]}"#;
+    let (status, _, _) = post(&gw.url("/v1/messages"), &an, body).await;
+    assert_eq!(status, 200);
+    let (status, _, _) = post(
+        &gw.url("/v1/messages"),
+        &[
+            ("x-api-key", KEY),
+            ("anthropic-beta", "context-1m-2025-08-07"),
+        ],
+        body,
+    )
+    .await;
+    assert_eq!(status, 200);
+    let seen = anthropic_seen.lock().expect("lock").clone();
+    let first = &seen.headers[0];
+    let get = |h: &http::HeaderMap, name: &str| {
+        h.get_all(name)
+            .iter()
+            .map(|v| v.to_str().unwrap_or("?").to_string())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        get(first, "anthropic-beta"),
+        ["interleaved-thinking-2025-05-14"],
+        "only the allowed beta value"
+    );
+    assert_eq!(get(first, "x-api-key"), ["sk-ant-up"]);
+    assert_eq!(get(first, "anthropic-version"), ["2023-06-01"]);
+    assert!(get(first, "cookie").is_empty());
+    assert!(get(first, "openai-project").is_empty());
+    let second = &seen.headers[1];
+    assert!(
+        get(second, "anthropic-beta").is_empty(),
+        "a header with no allowed value is dropped"
+    );
+    assert_eq!(
+        get(second, "anthropic-version"),
+        ["2023-06-01"],
+        "the default"
+    );
+}

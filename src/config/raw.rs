@@ -172,9 +172,15 @@ pub struct RawProvider {
     /// Model id prefixes this provider serves, e.g. `gpt-`, `claude-`.
     #[serde(default)]
     pub model_prefixes: Vec<String>,
-    /// Extra headers sent upstream (e.g. `OpenAI-Organization`).
+    /// Headers pinned on every upstream request (e.g. `OpenAI-Organization`); they replace a
+    /// client's.
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
+    /// Client headers forwarded besides the kind's allow-list (e.g. `openai-beta`).
+    #[serde(default)]
+    pub forward_headers: Vec<String>,
+    /// Anthropic: the `anthropic-beta` values clients may send (`["*"]`: any); default none.
+    pub anthropic_beta: Option<Vec<String>>,
     /// Time to wait for the response headers (default 600 s).
     pub timeout_secs: Option<u64>,
     /// Add `stream_options.include_usage` to OpenAI-format streams (default true).

@@ -220,3 +220,40 @@ fn the_usage_plausibility_bound_is_configurable_and_checked() {
         assert!(errors.contains("max_tokens_per_request"), "{errors}");
     }
 }
+
+#[test]
+fn forwarded_headers_are_checked_with_their_paths() {
+    let text = r#"
+[[providers]]
+name = "openai"
+kind = "openai"
+api_key = "sk"
+models = ["gpt-4o"]
+forward_headers = ["openai-beta", "Authorization", "anthropic-beta", "x-tollgate-customer", "bad header"]
+anthropic_beta = ["x"]
+
+[[providers]]
+name = "anthropic"
+kind = "anthropic"
+api_key = "sk-ant"
+models = ["claude-sonnet-4-5"]
+anthropic_beta = ["interleaved-thinking-2025-05-14", "a,b"]
+"#;
+    let errors = match Config::from_toml(text, &vars()) {
+        Err(e) => e.0,
+        Ok(_) => panic!("invalid"),
+    };
+    let paths: Vec<&str> = errors.iter().map(|e| e.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "providers[0].forward_headers[1]",
+            "providers[0].forward_headers[2]",
+            "providers[0].forward_headers[3]",
+            "providers[0].forward_headers[4]",
+            "providers[0].anthropic_beta",
+            "providers[1].anthropic_beta[1]",
+        ],
+        "{errors:?}"
+    );
+}

@@ -20,7 +20,10 @@ use crate::limits::{
 };
 use crate::metering::PriceTable;
 use crate::metrics::{CONFIGURABLE_LABELS, MetricsOptions};
-use crate::providers::{Provider, ProviderKind, anthropic::Anthropic, openai::OpenAi};
+use crate::providers::headers::{ANTHROPIC_BETA, BetaValues, never_forwarded};
+use crate::providers::{
+    HeaderPolicy, Provider, ProviderKind, anthropic::Anthropic, openai::OpenAi,
+};
 
 /// A virtual key's identity and the limit rules that apply to it.
 #[derive(Debug)]
@@ -731,6 +734,7 @@ fn build_provider(
             _ => errors.push(hpath, "not a valid HTTP header"),
         }
     }
+    let policy = header_policy(errors, path, p, kind);
     if p.models.is_empty() && p.model_prefixes.is_empty() {
         errors.push(
             format!("{path}.models"),
@@ -744,14 +748,17 @@ fn build_provider(
         return None;
     }
     let built: Result<Arc<dyn Provider>, String> = match kind {
-        ProviderKind::Anthropic => Anthropic::new(&p.name, &base_url, api_key.as_deref(), headers)
-            .map(|a| Arc::new(a) as _),
+        ProviderKind::Anthropic => {
+            Anthropic::new(&p.name, &base_url, api_key.as_deref(), headers, policy)
+                .map(|a| Arc::new(a) as _)
+        }
         _ => OpenAi::new(
             &p.name,
             kind,
             &base_url,
             api_key.as_deref(),
             headers,
+            policy,
             p.inject_stream_usage.unwrap_or(true),
         )
         .map(|o| Arc::new(o) as _),
@@ -763,4 +770,64 @@ fn build_provider(
             None
         }
     }
+}
+
+/// The client headers a provider forwards: its kind's allow-list, `forward_headers`, and for
+/// Anthropic the `anthropic_beta` values allowed.
+fn header_policy(
+    errors: &mut Errors,
+    path: &str,
+    p: &RawProvider,
+    kind: Option<ProviderKind>,
+) -> HeaderPolicy {
+    let mut extra = Vec::new();
+    let mut prefixes: Vec<Box<str>> = Vec::new();
+    for (j, name) in p.forward_headers.iter().enumerate() {
+        let hpath = format!("{path}.forward_headers[{j}]");
+        if let Some(prefix) = name.strip_suffix('*') {
+            // Checked as a name: the prefix with one more character must be one.
+            match HeaderName::try_from(format!("{prefix}a")) {
+                Ok(_) if !prefix.is_empty() => prefixes.push(prefix.to_ascii_lowercase().into()),
+                _ => errors.push(hpath, "a prefix needs a valid header name before the *"),
+            }
+            continue;
+        }
+        match HeaderName::try_from(name.as_str()) {
+            Ok(n) if n == ANTHROPIC_BETA => errors.push(
+                hpath,
+                "list the allowed values in anthropic_beta instead ([\"*\"] for any)",
+            ),
+            Ok(n) if never_forwarded(&n) => errors.push(
+                hpath,
+                format!("{name:?} is never forwarded (credentials, framing, hop-by-hop and x-tollgate-* headers)"),
+            ),
+            Ok(n) => extra.push(n),
+            Err(_) => errors.push(hpath, "not a valid HTTP header name"),
+        }
+    }
+    let beta = match (&p.anthropic_beta, kind) {
+        (None, _) => BetaValues::Only(Box::default()),
+        (Some(_), Some(k)) if k != ProviderKind::Anthropic => {
+            errors.push(
+                format!("{path}.anthropic_beta"),
+                "only for kind = \"anthropic\"",
+            );
+            BetaValues::Dropped
+        }
+        (Some(values), _) if values.iter().any(|v| v == "*") => BetaValues::Any,
+        (Some(values), _) => {
+            for (j, v) in values.iter().enumerate() {
+                if v.is_empty() || !v.bytes().all(|b| b.is_ascii_graphic() && b != b',') {
+                    errors.push(
+                        format!("{path}.anthropic_beta[{j}]"),
+                        format!(
+                            "{v:?} is not a beta name like \"interleaved-thinking-2025-05-14\""
+                        ),
+                    );
+                }
+            }
+            BetaValues::Only(values.iter().map(|v| v.as_str().into()).collect())
+        }
+    };
+    HeaderPolicy::new(kind.unwrap_or(ProviderKind::OpenAi), extra, prefixes, beta)
 }

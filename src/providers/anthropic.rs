@@ -9,8 +9,8 @@ use http::{HeaderMap, HeaderName, HeaderValue, Uri, header};
 use serde::Deserialize;
 
 use super::{
-    BodyFacts, Endpoint, EventKind, Provider, ProviderKind, Str, StreamFacts, find_key_value,
-    first_key_value, join_uri,
+    BodyFacts, Endpoint, EventKind, HeaderPolicy, Provider, ProviderKind, Str, StreamFacts,
+    find_key_value, first_key_value, join_uri,
 };
 use crate::metering::Usage;
 
@@ -29,15 +29,18 @@ pub struct Anthropic {
     count_tokens: Uri,
     api_key: Option<HeaderValue>,
     extra_headers: Vec<(header::HeaderName, HeaderValue)>,
+    header_policy: HeaderPolicy,
 }
 
 impl Anthropic {
-    /// A provider at `base_url` (without `/v1`, as in the SDK).
+    /// A provider at `base_url` (without `/v1`, as in the SDK), pinning `extra_headers` and
+    /// forwarding the client headers `header_policy` allows.
     pub fn new(
         name: &str,
         base_url: &str,
         api_key: Option<&str>,
         extra_headers: Vec<(header::HeaderName, HeaderValue)>,
+        header_policy: HeaderPolicy,
     ) -> Result<Anthropic, String> {
         let api_key = match api_key {
             Some(k) if !k.is_empty() => {
@@ -55,6 +58,7 @@ impl Anthropic {
             count_tokens: join_uri(base_url, Endpoint::CountTokens.path())?,
             api_key,
             extra_headers,
+            header_policy,
         })
     }
 }
@@ -172,6 +176,10 @@ impl Provider for Anthropic {
         }
     }
 
+    fn header_policy(&self) -> &HeaderPolicy {
+        &self.header_policy
+    }
+
     fn authorize(&self, headers: &mut HeaderMap) {
         if let Some(k) = &self.api_key {
             headers.insert(X_API_KEY.clone(), k.clone());
@@ -258,7 +266,14 @@ mod tests {
     use super::*;
 
     fn provider() -> Anthropic {
-        Anthropic::new("anthropic", DEFAULT_BASE_URL, Some("sk-ant"), vec![]).expect("valid")
+        Anthropic::new(
+            "anthropic",
+            DEFAULT_BASE_URL,
+            Some("sk-ant"),
+            vec![],
+            HeaderPolicy::defaults(ProviderKind::Anthropic),
+        )
+        .expect("valid")
     }
 
     #[test]

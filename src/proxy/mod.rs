@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, header};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Either, Full, Limited};
 use hyper::body::Incoming;
 use parking_lot::Mutex;
@@ -433,7 +433,7 @@ impl Gateway {
 
         // Forward.
         let mut headers = parts.headers;
-        strip_client_headers(&mut headers);
+        provider.header_policy().filter(&mut headers);
         provider.authorize(&mut headers);
         let mut upstream_req = Request::new(Full::new(upstream_body));
         *upstream_req.method_mut() = Method::POST;
@@ -563,50 +563,6 @@ fn content_length(headers: &HeaderMap) -> Option<u64> {
         .and_then(|v| v.parse().ok())
 }
 
-/// Removes the client's credentials, hop-by-hop headers and the gateway's own headers before
-/// forwarding; `accept-encoding` goes too, so the tap reads plain bytes. One pass over the
-/// client's few headers: only those present are removed (removing an absent name still hashes
-/// it, and this list is longer than a typical request's headers).
-fn strip_client_headers(headers: &mut HeaderMap) {
-    const STRIPPED: [HeaderName; 10] = [
-        header::HOST,
-        header::AUTHORIZATION,
-        header::CONTENT_LENGTH,
-        header::CONNECTION,
-        header::TE,
-        header::TRAILER,
-        header::TRANSFER_ENCODING,
-        header::UPGRADE,
-        header::ACCEPT_ENCODING,
-        header::PROXY_AUTHORIZATION,
-    ];
-    fn stripped(name: &HeaderName) -> bool {
-        STRIPPED.contains(name)
-            || matches!(
-                name.as_str(),
-                "x-api-key" | "keep-alive" | "proxy-connection"
-            )
-            || name.as_str().starts_with("x-tollgate-")
-    }
-    loop {
-        let mut found: [Option<HeaderName>; 8] = Default::default();
-        let mut n = 0;
-        for name in headers.keys().filter(|k| stripped(k)) {
-            found[n] = Some(name.clone());
-            n += 1;
-            if n == found.len() {
-                break;
-            }
-        }
-        for name in found.iter().flatten() {
-            headers.remove(name);
-        }
-        if n < found.len() {
-            return;
-        }
-    }
-}
-
 fn strip_hop_headers(headers: &mut HeaderMap) {
     for h in [
         header::CONNECTION,
@@ -689,53 +645,5 @@ mod tests {
         h.insert("x-api-key", HeaderValue::from_static("tg-456"));
         assert_eq!(presented_key(&h), Some("tg-456"));
         assert_eq!(presented_key(&HeaderMap::new()), None);
-    }
-
-    #[test]
-    fn client_credentials_and_own_headers_never_go_upstream() {
-        let mut h = HeaderMap::new();
-        h.insert(
-            header::AUTHORIZATION,
-            HeaderValue::from_static("Bearer tg-123"),
-        );
-        h.insert("x-api-key", HeaderValue::from_static("tg-456"));
-        h.insert("x-tollgate-customer", HeaderValue::from_static("c1"));
-        h.insert(header::ACCEPT_ENCODING, HeaderValue::from_static("gzip"));
-        h.insert("anthropic-version", HeaderValue::from_static("2023-06-01"));
-        strip_client_headers(&mut h);
-        assert_eq!(h.len(), 1);
-        assert!(h.contains_key("anthropic-version"));
-    }
-
-    #[test]
-    fn every_stripped_header_goes_however_many_a_request_has() {
-        let mut h = HeaderMap::new();
-        let v = HeaderValue::from_static("x");
-        for name in [
-            "host",
-            "authorization",
-            "content-length",
-            "connection",
-            "te",
-            "trailer",
-            "transfer-encoding",
-            "upgrade",
-            "accept-encoding",
-            "proxy-authorization",
-            "x-api-key",
-            "keep-alive",
-            "proxy-connection",
-            "x-tollgate-customer",
-            "x-tollgate-other",
-        ] {
-            h.append(HeaderName::from_static(name), v.clone());
-            h.append(HeaderName::from_static(name), v.clone());
-        }
-        h.insert(header::CONTENT_TYPE, v.clone());
-        h.insert("openai-beta", v);
-        strip_client_headers(&mut h);
-        let mut left: Vec<_> = h.keys().map(|k| k.as_str()).collect();
-        left.sort_unstable();
-        assert_eq!(left, ["content-type", "openai-beta"]);
     }
 }
