@@ -28,6 +28,26 @@ pub async fn usage_report(cfg: &LedgerConfig, query: &ReportQuery) -> Result<Rep
     report
 }
 
+/// `tollgate reprice`: the rows of `[from, to)` at `prices`, rows and rollups together.
+pub async fn reprice(
+    cfg: &LedgerConfig,
+    prices: &tollgate::metering::PriceTable,
+    from: chrono::DateTime<chrono::Utc>,
+    to: chrono::DateTime<chrono::Utc>,
+    dry_run: bool,
+) -> Result<tollgate::ledger::reprice::RepriceSummary, String> {
+    if !cfg.enabled {
+        return Err("the ledger is disabled in this config ([ledger] enabled = false)".into());
+    }
+    let store =
+        Store::connect_lazy(&cfg.url, false, cfg.write_timeout).map_err(|e| e.to_string())?;
+    let out = tollgate::ledger::reprice::reprice(&store, prices, from, to, dry_run)
+        .await
+        .map_err(|e| e.to_string());
+    store.close().await;
+    out
+}
+
 /// Row `i` of the benchmark; with `keys` > 0, key and team rotate over that many (one team a
 /// key), as the gateway's benchmark rotates its virtual keys.
 fn sample_row(i: usize, keys: usize) -> UsageRow {
@@ -121,6 +141,7 @@ pub async fn ledger_bench(url: &str, rows: usize, batch: usize, keys: usize) -> 
     };
     let key: Arc<str> = "search-app".into();
     let team: Arc<str> = "search".into();
+    let price_id: Arc<str> = "gpt-4o-mini".into();
     // As settlement builds it (src/proxy/settle.rs).
     let build = |i: usize| UsageRow {
         id: uuid::Uuid::now_v7(),
@@ -145,6 +166,8 @@ pub async fn ledger_bench(url: &str, rows: usize, batch: usize, keys: usize) -> 
         cost_nanos: i as i64,
         usage_source: tollgate::metering::UsageSource::Reported,
         upstream_request_id: Some("req_0123456789abcdef".into()),
+        price_id: Some(price_id.clone()),
+        service_tier: tollgate::metering::ServiceTier::Standard,
     };
     for built_on_the_path in [false, true] {
         let metrics = Metrics::new(&MetricsOptions::default());

@@ -15,6 +15,7 @@ use tollgate::proxy::Gateway;
 use tollgate::{demo, server, sim};
 
 mod ledger_cli;
+mod prices_cli;
 
 #[derive(Parser)]
 #[command(
@@ -71,13 +72,30 @@ enum Command {
         #[arg(long)]
         to: String,
         /// Group columns, comma-separated: team, key, customer, provider, model,
-        /// requested_model, endpoint, status_code, error_type, stream, estimated, usage_source, month,
-        /// day, hour.
+        /// requested_model, endpoint, status_code, error_type, stream, estimated, usage_source,
+        /// cost_source, price_id, service_tier, month, day, hour.
         #[arg(long, default_value = "")]
         by: String,
         /// CSV instead of a table.
         #[arg(long)]
         csv: bool,
+    },
+    /// Recompute the stored cost of the rows of [from, to) at the config's current prices
+    /// (after a price correction), rows and rollups together; prints the difference per team
+    /// and model.
+    Reprice {
+        /// The config file (its prices and `[ledger] url`).
+        #[arg(long, short, env = "TOLLGATE_CONFIG", default_value = "tollgate.toml")]
+        config: PathBuf,
+        /// Start, inclusive: a date (2026-11-01, midnight UTC) or an RFC 3339 time.
+        #[arg(long)]
+        from: String,
+        /// End, exclusive: a date or an RFC 3339 time.
+        #[arg(long)]
+        to: String,
+        /// Print what would change; write nothing.
+        #[arg(long)]
+        dry_run: bool,
     },
     /// Measures the ledger writer: rows per second into a database, and the cost of one
     /// `record` call on the request path.
@@ -95,6 +113,11 @@ enum Command {
         /// Distinct keys (one team each) the rows rotate over; 0: four keys and teams.
         #[arg(long, default_value_t = 0)]
         keys: usize,
+    },
+    /// The price table: `show MODEL`, `check [FILE]`, `import --format litellm FILE`.
+    Prices {
+        #[command(subcommand)]
+        command: prices_cli::PricesCommand,
     },
     /// Run only the simulated provider (OpenAI and Anthropic shapes), for tests and benchmarks.
     Sim {
@@ -219,6 +242,7 @@ async fn run(cli: Cli) -> Result<(), String> {
             serve(cfg, listen).await
         }
         Command::Check { .. } => unreachable!("handled before the runtime starts"),
+        Command::Prices { .. } => unreachable!("handled before the runtime starts"),
         Command::Usage {
             config,
             from,
@@ -236,6 +260,21 @@ async fn run(cli: Cli) -> Result<(), String> {
                 report.to_table()
             };
             print!("{out}");
+            Ok(())
+        }
+        Command::Reprice {
+            config,
+            from,
+            to,
+            dry_run,
+        } => {
+            let cfg = Config::load(&config)
+                .map_err(|e| format!("invalid config {}:\n{e}", config.display()))?;
+            let window = ReportQuery::parse(Some(&from), Some(&to), None)?;
+            let summary =
+                ledger_cli::reprice(&cfg.ledger, &cfg.prices, window.from, window.to, dry_run)
+                    .await?;
+            print!("{}", summary.to_table(dry_run));
             Ok(())
         }
         Command::LedgerBench {
@@ -290,6 +329,15 @@ async fn run(cli: Cli) -> Result<(), String> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logs(&cli.log, cli.log_json);
+    if let Command::Prices { command } = cli.command {
+        return match prices_cli::run(command) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(1)
+            }
+        };
+    }
     if let Command::Check { config } = &cli.command {
         return match Config::load(config) {
             Ok(cfg) => {

@@ -288,6 +288,14 @@ async fn run_case(provider: &str, dir: &Path, name: &str) -> Result<(), String> 
                 input + output == 0 || cost > 0.0,
                 "priced model with tokens cost nothing".into(),
             );
+            // The cost that rests on estimates: all of it when the tokens were estimated.
+            let estimated_cost =
+                scrape.sum("llm_gateway_estimated_cost_usd_total", &[("model", &model)]);
+            let want_estimated = if e.estimated { cost } else { 0.0 };
+            check(
+                (estimated_cost - want_estimated).abs() < 1e-12,
+                format!("estimated_cost_usd_total {estimated_cost}, want {want_estimated}"),
+            );
         }
         None => {
             check(cost == 0.0, format!("unpriced model cost {cost}"));

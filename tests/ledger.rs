@@ -353,17 +353,22 @@ async fn rows_written_under_concurrent_load_equal_requests_served(backend: Backe
     gw.shutdown().await;
 
     let m = gw.gateway.metrics.clone();
-    assert_eq!(m.ledger_written.get(), n as u64);
+    // Every request but the 50 with an unknown key is a row; those are counted per minute.
+    let rows = n - n / 6;
+    assert_eq!(m.ledger_written.get(), rows as u64);
+    assert_eq!(m.ledger_unauthenticated.get(), 50);
     assert_eq!(m.ledger_dropped.get(), 0);
     assert_eq!(
         db.scalar("SELECT COUNT(*) FROM tollgate_usage").await,
-        n as i64
+        rows as i64
     );
     let count = |w: &str| format!("SELECT COUNT(*) FROM tollgate_usage WHERE {w}");
+    assert_eq!(db.scalar(&count("status_code = 401")).await, 0);
     assert_eq!(
-        db.scalar(&count(
-            "status_code = 401 AND error_type = 'invalid_key' AND provider = 'none' AND team = ''"
-        ))
+        db.scalar(
+            "SELECT CAST(SUM(requests) AS BIGINT) FROM tollgate_unauthenticated \
+             WHERE error_type = 'invalid_key' AND endpoint = '/v1/chat/completions'"
+        )
         .await,
         50
     );
@@ -421,7 +426,7 @@ async fn rows_written_under_concurrent_load_equal_requests_served(backend: Backe
     assert!((cost - scrape.sum("llm_gateway_cost_usd_total", &[])).abs() < 1e-8);
     // The hourly rollup holds the same sums.
     let hourly = |c: &str| format!("SELECT CAST(SUM({c}) AS BIGINT) FROM tollgate_usage_hourly");
-    assert_eq!(db.scalar(&hourly("requests")).await, n as i64);
+    assert_eq!(db.scalar(&hourly("requests")).await, rows as i64);
     for c in [
         "input_tokens",
         "output_tokens",
@@ -497,8 +502,9 @@ async fn usage_api_cli_and_gauges_agree_with_the_rows(backend: Backend) {
     let sim = start_sim(SimOptions::default()).await;
     let text = config(sim, &db.url, "");
     let mut gw = TestGateway::start_with_ledger(&text).await;
-    let n = 60;
-    load(gw.addr, n, 8).await;
+    // 1 request in 6 has an unknown key: counted per minute, not a row.
+    let n = 50;
+    load(gw.addr, 60, 8).await;
     wait_written(&gw, n as u64).await;
 
     let window = "from=2000-01-01T00:00:00Z&to=2100-01-01T00:00:00Z";
@@ -1014,28 +1020,18 @@ async fn usage_api_is_off_without_an_admin_token() {
 
 /// `tollgate serve` as a process: SIGTERM under load, every request served is in the
 /// database, the CLI reports them, and neither the database nor the logs hold prompt text.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn serve_drains_the_ledger_on_sigterm_and_keeps_no_prompt_text() {
-    use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
-
-    let sim = start_sim(SimOptions {
-        delay: Duration::from_millis(500),
-        ..SimOptions::default()
-    })
-    .await;
-    let db = TestDb::new(Backend::Sqlite).await;
-    let cfg_path = db.dir.join("tollgate.toml");
-    std::fs::write(&cfg_path, config(sim, &db.url, "")).expect("config");
+/// `tollgate serve --config PATH` on a free port, with `extra` arguments; returns the child
+/// (stdout read up to its "listening on" line, stderr piped) and its address.
+async fn spawn_serve(
+    cfg_path: &std::path::Path,
+    extra: &[&str],
+) -> (tokio::process::Child, SocketAddr) {
+    use tokio::io::{AsyncBufReadExt, BufReader};
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_tollgate"))
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--log",
-            "debug",
-            "--config",
-        ])
-        .arg(&cfg_path)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(extra)
+        .arg("--config")
+        .arg(cfg_path)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .kill_on_drop(true)
@@ -1047,11 +1043,27 @@ async fn serve_drains_the_ledger_on_sigterm_and_keeps_no_prompt_text() {
         .expect("announces")
         .expect("line")
         .expect("listening line");
-    let addr: SocketAddr = line
+    let addr = line
         .strip_prefix("listening on http://")
         .expect("listening on")
         .parse()
         .expect("addr");
+    (child, addr)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_drains_the_ledger_on_sigterm_and_keeps_no_prompt_text() {
+    use tokio::io::AsyncReadExt;
+
+    let sim = start_sim(SimOptions {
+        delay: Duration::from_millis(500),
+        ..SimOptions::default()
+    })
+    .await;
+    let db = TestDb::new(Backend::Sqlite).await;
+    let cfg_path = db.dir.join("tollgate.toml");
+    std::fs::write(&cfg_path, config(sim, &db.url, "")).expect("config");
+    let (mut child, addr) = spawn_serve(&cfg_path, &["--log", "debug"]).await;
     let mut stderr = child.stderr.take().expect("stderr");
     let logs = tokio::spawn(async move {
         let mut s = String::new();
@@ -1085,10 +1097,17 @@ async fn serve_drains_the_ledger_on_sigterm_and_keeps_no_prompt_text() {
     assert!(exit.success(), "{exit:?}");
     let logs = logs.await.expect("logs");
     assert_eq!(statuses.len(), n, "every request was answered");
+    // 1 request in 6 has an unknown key: counted per minute, not a row.
     assert_eq!(
         db.scalar("SELECT COUNT(*) FROM tollgate_usage").await,
-        n as i64,
+        (n - n / 6) as i64,
         "{logs}"
+    );
+    assert_eq!(
+        db.scalar("SELECT CAST(SUM(requests) AS BIGINT) FROM tollgate_unauthenticated")
+            .await,
+        (n / 6) as i64,
+        "the unknown keys' requests are counted at shutdown"
     );
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_tollgate"))
         .args([
@@ -1107,7 +1126,7 @@ async fn serve_drains_the_ledger_on_sigterm_and_keeps_no_prompt_text() {
     assert!(
         csv.lines()
             .nth(1)
-            .is_some_and(|l| l.starts_with(&format!("{n},"))),
+            .is_some_and(|l| l.starts_with(&format!("{},", n - n / 6))),
         "{csv}"
     );
     assert!(!db.contains(MARKER).await, "prompt text in the database");
@@ -1144,8 +1163,10 @@ async fn a_locked_sqlite_database_is_retried_and_rows_catch_up() {
         t.elapsed()
     );
     let m = gw.gateway.metrics.clone();
+    // The requests with an unknown key (1 in 6) are counted per minute, not as rows.
+    let rows = n - n / 6;
     let deadline = Instant::now() + Duration::from_secs(5);
-    while m.ledger_buffered.get() < n as i64 {
+    while m.ledger_buffered.get() < rows as i64 {
         assert!(
             Instant::now() < deadline,
             "buffered {}",
@@ -1159,13 +1180,13 @@ async fn a_locked_sqlite_database_is_retried_and_rows_catch_up() {
         .await
         .expect("unlock");
     drop(locker);
-    wait_written(&gw, n as u64).await;
+    wait_written(&gw, rows as u64).await;
     assert_eq!(m.ledger_dropped.get(), 0);
     assert_eq!(m.ledger_buffered.get(), 0);
     gw.shutdown().await;
     assert_eq!(
         db.scalar("SELECT COUNT(*) FROM tollgate_usage").await,
-        n as i64
+        rows as i64
     );
     db.finish().await;
 }
@@ -1201,4 +1222,308 @@ async fn client_strings_are_bounded_in_the_ledger() {
         256
     );
     db.finish().await;
+}
+
+/// A first start on a new database restores budgets only after the schema exists: before,
+/// 6 of 7 fresh starts logged "could not restore budget spend ... no such table". Several
+/// starts, each on a new file, with budgets on a key and a team.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fresh_start_restores_budgets_after_migrating() {
+    use tokio::io::AsyncReadExt;
+
+    let sim = start_sim(SimOptions::default()).await;
+    for attempt in 0..4 {
+        let db = TestDb::new(Backend::Sqlite).await;
+        let cfg_path = db.dir.join("tollgate.toml");
+        let cfg = config(sim, &db.url, "").replace(
+            "team = \"search\"\n",
+            "team = \"search\"\nbudget = { usd = 5, period = \"day\", action = \"block\" }\n\n[[teams]]\nname = \"support\"\nbudget = { usd = 50, period = \"month\", action = \"alert\" }\n",
+        );
+        assert!(cfg.contains("budget = { usd = 5"));
+        std::fs::write(&cfg_path, cfg).expect("config");
+        let (mut child, _) = spawn_serve(&cfg_path, &[]).await;
+        let pid = child.id().expect("pid").to_string();
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill");
+        let mut logs = String::new();
+        child
+            .stderr
+            .take()
+            .expect("stderr")
+            .read_to_string(&mut logs)
+            .await
+            .expect("logs");
+        let _ = child.wait().await;
+        assert!(
+            !logs.contains("could not restore") && !logs.contains("no such table"),
+            "start {attempt}: {logs}"
+        );
+        assert!(
+            logs.contains("budget spend of the current periods restored"),
+            "start {attempt}: {logs}"
+        );
+        db.finish().await;
+    }
+}
+
+/// A flood of requests without a valid key beside billed traffic while the database is
+/// locked, so that every row waits in the writer's buffer (200) and channel (256): the
+/// unauthenticated requests take no room (counted per minute), refusals with a valid key
+/// (unknown model) may fill only half of the channel, so every billed row is kept and written
+/// once the lock goes. Before, each 401 was a row in the same channel and the flood filled it:
+/// 72k 401s a second dropped 119 of 1,000 billed rows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_refusals_never_costs_a_billed_row() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let store = Store::connect_lazy(&db.url, true, Duration::from_secs(5)).expect("store");
+    store.migrate().await.expect("migrate");
+    store.close().await;
+    let mut locker = sqlx::SqliteConnection::connect(&db.url)
+        .await
+        .expect("sqlite");
+    sqlx::query("BEGIN EXCLUSIVE")
+        .execute(&mut locker)
+        .await
+        .expect("lock");
+    let sim = start_sim(SimOptions::default()).await;
+    let mut gw = TestGateway::start_with_ledger(&config(
+        sim,
+        &db.url,
+        "channel_capacity = 256\nmax_buffered_rows = 200\nwrite_timeout_secs = 1",
+    ))
+    .await;
+    let addr = gw.addr;
+    let flood = |i: usize| async move {
+        let url = format!("http://{addr}/v1/chat/completions");
+        let body = r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"x"}]}"#;
+        let unknown = r#"{"model":"no-such-model","messages":[{"role":"user","content":"x"}]}"#;
+        let bearer = format!("Bearer {KEY2}");
+        let mut sent = (0usize, 0usize);
+        for j in 0..400 {
+            if (i + j) % 4 == 0 {
+                let (s, _, _) = post(&url, &[("authorization", &bearer)], unknown).await;
+                assert_eq!(s, 404);
+                sent.1 += 1;
+            } else {
+                let (s, _, _) = post(&url, &[("authorization", "Bearer tg-flood-x")], body).await;
+                assert_eq!(s, 401);
+                sent.0 += 1;
+            }
+        }
+        sent
+    };
+    let billed = |i: usize| async move {
+        let mut ok = 0;
+        for j in 0..20 {
+            if request(addr, (i * 20 + j) * 6).await == 200 {
+                ok += 1;
+            }
+        }
+        ok
+    };
+    let floods: Vec<_> = (0..6).map(|i| tokio::spawn(flood(i))).collect();
+    let bills: Vec<_> = (0..3).map(|i| tokio::spawn(billed(i))).collect();
+    let (mut unauth, mut refused) = (0, 0);
+    for f in floods {
+        let (a, b) = f.await.expect("flood");
+        unauth += a;
+        refused += b;
+    }
+    let mut served = 0;
+    for b in bills {
+        served += b.await.expect("billed");
+    }
+    assert_eq!(served, 60);
+    gw.wait_requests((unauth + refused + served) as f64).await;
+    let m = gw.gateway.metrics.clone();
+    assert_eq!(
+        m.ledger_written.get(),
+        0,
+        "the database was locked throughout"
+    );
+    assert!(
+        m.ledger_dropped.get() > 0,
+        "the refusals filled their half of the channel"
+    );
+    sqlx::query("COMMIT")
+        .execute(&mut locker)
+        .await
+        .expect("unlock");
+    drop(locker);
+    gw.shutdown().await;
+    eprintln!(
+        "refusal rows dropped under the flood: {}",
+        m.ledger_dropped.get()
+    );
+    assert_eq!(
+        db.scalar("SELECT COUNT(*) FROM tollgate_usage WHERE status_code = 200")
+            .await,
+        served as i64,
+        "every billed row written (dropped {})",
+        m.ledger_dropped.get()
+    );
+    assert_eq!(
+        db.scalar("SELECT CAST(SUM(requests) AS BIGINT) FROM tollgate_unauthenticated")
+            .await,
+        unauth as i64
+    );
+    assert_eq!(m.ledger_unauthenticated.get(), unauth as u64);
+    // What was refused with a valid key is a row or counted as dropped.
+    assert_eq!(
+        db.scalar("SELECT COUNT(*) FROM tollgate_usage WHERE status_code = 404")
+            .await
+            + m.ledger_dropped.get() as i64,
+        refused as i64
+    );
+    db.finish().await;
+}
+
+/// nothing.
+async fn reprice_keeps_rows_rollups_and_reports_consistent(backend: Backend) {
+    use tollgate::ledger::reprice::reprice;
+    use tollgate::metering::pricing::PriceSpec;
+    use tollgate::metering::{PriceSource, PriceTable};
+
+    let db = TestDb::new(backend).await;
+    let store = Store::connect_lazy(&db.url, true, Duration::from_secs(5)).expect("store");
+    store.migrate().await.expect("migrate");
+    let start = at(2026, 11, 2, 10, 0, 0);
+    let usage = Usage {
+        input: 1000,
+        output: 100,
+        ..Usage::default()
+    };
+    let mut rows = Vec::new();
+    // gpt-4o at the built-in $2.50 / $10: 1000*2.5e-6 + 100*10e-6 = 0.0035 USD.
+    for i in 0..10 {
+        rows.push(UsageRow {
+            id: uuid::Uuid::now_v7(),
+            usage,
+            price_id: Some("gpt-4o".into()),
+            ..row(
+                "t",
+                "k",
+                start + chrono::Duration::minutes(i * 7),
+                3_500_000,
+            )
+        });
+    }
+    // A model that had no price.
+    for i in 0..5 {
+        rows.push(UsageRow {
+            id: uuid::Uuid::now_v7(),
+            usage,
+            model: "house-model".into(),
+            requested_model: "house-model".into(),
+            ..row("t", "k2", start + chrono::Duration::minutes(i * 11), 0)
+        });
+    }
+    // Outside the window.
+    let outside = UsageRow {
+        id: uuid::Uuid::now_v7(),
+        usage,
+        price_id: Some("gpt-4o".into()),
+        ..row("t", "k", at(2026, 11, 3, 10, 0, 0), 3_500_000)
+    };
+    rows.push(outside.clone());
+    store.insert(&rows).await.expect("insert");
+
+    let mut prices = PriceTable::builtin().expect("prices");
+    let spec = |i: &str, o: &str| PriceSpec {
+        input: i.into(),
+        output: o.into(),
+        ..PriceSpec::default()
+    };
+    prices.set(
+        "gpt-4o",
+        spec("5", "20")
+            .to_price_for("gpt-4o", PriceSource::Config)
+            .expect("price"),
+    );
+    prices.set(
+        "house-model",
+        spec("1", "2")
+            .to_price_for("house-model", PriceSource::Config)
+            .expect("price"),
+    );
+    let (from, to) = (at(2026, 11, 2, 0, 0, 0), at(2026, 11, 3, 0, 0, 0));
+    let sum = |t: &str| format!("SELECT CAST(COALESCE(SUM(cost_nanos), 0) AS BIGINT) FROM {t}");
+    let before = db.scalar(&sum("tollgate_usage")).await;
+
+    let dry = reprice(&store, &prices, from, to, true)
+        .await
+        .expect("dry run");
+    assert_eq!((dry.rows_seen, dry.rows_changed), (15, 15));
+    assert_eq!(
+        db.scalar(&sum("tollgate_usage")).await,
+        before,
+        "a dry run writes nothing"
+    );
+
+    let done = reprice(&store, &prices, from, to, false)
+        .await
+        .expect("reprice");
+    assert_eq!(done, dry, "the dry run said what the run did");
+    // gpt-4o at $5 / $20: 0.007 USD a row; house-model at $1 / $2: 0.0012 USD a row.
+    assert_eq!(
+        done.groups[&("t".to_string(), "gpt-4o".to_string())],
+        (10, 35_000_000, 70_000_000)
+    );
+    assert_eq!(
+        done.groups[&("t".to_string(), "house-model".to_string())],
+        (5, 0, 6_000_000)
+    );
+    let total = 70_000_000 + 6_000_000 + 3_500_000;
+    assert_eq!(db.scalar(&sum("tollgate_usage")).await, total);
+    assert_eq!(
+        db.scalar(&sum("tollgate_usage_hourly")).await,
+        total,
+        "hourly rollup"
+    );
+    assert_eq!(
+        db.scalar(&sum("tollgate_spend_hourly")).await,
+        total,
+        "spend rollup"
+    );
+    assert_eq!(
+        db.scalar("SELECT COUNT(*) FROM tollgate_usage WHERE cost_source = 'priced' AND price_id IS NOT NULL")
+            .await,
+        16,
+        "every repriced row names its price (and the one outside kept its own)"
+    );
+    // The usage report (read from the rollup for whole hours) equals the rows.
+    let q = ReportQuery {
+        from,
+        to,
+        group_by: vec![GroupKey::Team, GroupKey::Model],
+    };
+    let rollup = store.report(&q).await.expect("report");
+    let rows_report = store.report_rows(&q).await.expect("report from rows");
+    assert_eq!(rollup.rows, rows_report.rows);
+    // Budgets restored at start-up read the spend rollup.
+    assert_eq!(
+        store
+            .spend_nanos(SpendFilter::Team("t"), from)
+            .await
+            .expect("spend"),
+        total
+    );
+    let again = reprice(&store, &prices, from, to, false)
+        .await
+        .expect("again");
+    assert_eq!(again.rows_changed, 0, "idempotent");
+    store.close().await;
+    db.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_reprice_keeps_rows_rollups_and_reports_consistent() {
+    reprice_keeps_rows_rollups_and_reports_consistent(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_reprice_keeps_rows_rollups_and_reports_consistent() {
+    reprice_keeps_rows_rollups_and_reports_consistent(Backend::Postgres).await;
 }

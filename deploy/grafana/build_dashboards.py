@@ -292,6 +292,18 @@ def cost() -> Board:
     b.panel("bargauge", "Unpriced requests (cost counted as 0)",
             [(f"sum by (provider, model) (increase(llm_gateway_unpriced_requests_total{{{PM}}}[$__range]))",
               "{{provider}}/{{model}}")], unit="short", instant=True, w=12)
+    est_ = f"llm_gateway_estimated_cost_usd_total{{{TPM}}}"
+    b.panel("timeseries", "Spend by certainty: exact vs estimated (USD per hour)",
+            [(f"(sum(rate({cost_}[{RI}])) - (sum(rate({est_}[{RI}])) or vector(0))) * 3600",
+              "exact (the provider's usage)"),
+             (f"(sum(rate({est_}[{RI}])) or vector(0)) * 3600", "estimated (tokens counted by the gateway)")],
+            unit="currencyUSD", w=12,
+            description="Spend priced from the provider's own usage, beside the part that rests on tokens the "
+                        "gateway estimated (no usage reported, a stream cut before its usage). Unpriced requests "
+                        "(next to it) add no spend at all: give their models a price.")
+    b.panel("stat", "Share of spend on estimates",
+            [(f"(sum(increase({est_}[$__range])) or vector(0)) / sum(increase({cost_}[$__range]))", "share")],
+            unit="percentunit", instant=True, w=12, h=8)
     return b
 
 

@@ -185,6 +185,9 @@ pub struct RawProvider {
     pub timeout_secs: Option<u64>,
     /// Add `stream_options.include_usage` to OpenAI-format streams (default true).
     pub inject_stream_usage: Option<bool>,
+    /// Multiplies every cost of this provider (a negotiated discount "0.85", a regional
+    /// uplift "1.1"); default "1".
+    pub price_multiplier: Option<String>,
 }
 
 /// `[[models]]`
@@ -201,34 +204,28 @@ pub struct RawModel {
     pub price: Option<PriceSpec>,
 }
 
-/// `[[prices]]`
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// `[[prices]]`: `model` and the fields of a [`PriceSpec`] (rates, `tiers`, `priority`,
+/// `flex`, `batch`, fees, `effective_from`), every unknown key an error.
+#[derive(Debug)]
 pub struct RawPrice {
     /// Model id (as the provider reports it).
     pub model: String,
-    /// Uncached input, USD per 1M tokens.
-    pub input: String,
-    /// Output, USD per 1M tokens.
-    pub output: String,
-    /// Cached input (default: `input`).
-    pub cached_input: Option<String>,
-    /// Cache write, 5 min TTL (default: `input`).
-    pub cache_write: Option<String>,
-    /// Cache write, 1 h TTL (default: `cache_write`).
-    pub cache_write_1h: Option<String>,
+    /// The price.
+    pub spec: PriceSpec,
 }
 
-impl RawPrice {
-    /// The rates as a [`PriceSpec`].
-    pub fn spec(&self) -> PriceSpec {
-        PriceSpec {
-            input: self.input.clone(),
-            output: self.output.clone(),
-            cached_input: self.cached_input.clone(),
-            cache_write: self.cache_write.clone(),
-            cache_write_1h: self.cache_write_1h.clone(),
-        }
+impl<'de> Deserialize<'de> for RawPrice {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let mut t = toml::Table::deserialize(d)?;
+        let model = match t.remove("model") {
+            Some(toml::Value::String(s)) => s,
+            _ => return Err(D::Error::custom("missing field `model`")),
+        };
+        let spec = toml::Value::Table(t)
+            .try_into::<PriceSpec>()
+            .map_err(|e| D::Error::custom(e.message()))?;
+        Ok(RawPrice { model, spec })
     }
 }
 

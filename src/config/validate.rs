@@ -18,7 +18,7 @@ use super::{
 use crate::limits::{
     Budget, BudgetAction, Limits, OnBackendError, Period, Rule, ScopeKind, calendar,
 };
-use crate::metering::PriceTable;
+use crate::metering::{PriceSource, PriceTable};
 use crate::metrics::{CONFIGURABLE_LABELS, MetricsOptions};
 use crate::providers::headers::{ANTHROPIC_BETA, BetaValues, never_forwarded};
 use crate::providers::{
@@ -232,8 +232,21 @@ pub fn validate(raw: RawConfig, vars: &dyn Vars) -> Result<Config, ConfigErrors>
     let mut by_name: HashMap<String, Arc<dyn Provider>> = HashMap::new();
     let mut router = Router::default();
     let mut timeouts: HashMap<String, Duration> = HashMap::new();
+    let mut multipliers: Vec<(String, u64)> = Vec::new();
     for (i, p) in raw.providers.iter().enumerate() {
         let path = format!("providers[{i}]");
+        if let Some(m) = &p.price_multiplier {
+            // Parts per million: six decimals, exactly ("0.85" -> 850,000).
+            match crate::metering::pricing::parse_usd_per_million(m) {
+                Ok(ppm) if ppm > 0 => multipliers.push((p.name.clone(), ppm)),
+                _ => errors.push(
+                    format!("{path}.price_multiplier"),
+                    format!(
+                        "{m:?} is not a positive decimal with at most 6 decimals, e.g. \"0.85\""
+                    ),
+                ),
+            }
+        }
         if by_name.contains_key(&p.name) {
             errors.push(
                 format!("{path}.name"),
@@ -315,19 +328,22 @@ pub fn validate(raw: RawConfig, vars: &dyn Vars) -> Result<Config, ConfigErrors>
             router.names.push((m.name.clone(), m.provider.clone()));
         }
         if let Some(spec) = &m.price {
-            match spec.to_price() {
+            match spec.to_price_for(&m.name, PriceSource::Config) {
                 Ok(p) => {
-                    prices.set(&m.name, p);
                     if let Some(up) = &m.upstream_model {
-                        prices.set(up, p);
+                        prices.set(up, p.clone());
                     }
+                    prices.set(&m.name, p);
                 }
                 Err(e) => errors.push(format!("{path}.price"), e),
             }
         }
     }
+    for (name, ppm) in &multipliers {
+        prices.set_multiplier(name, *ppm);
+    }
     for (i, p) in raw.prices.iter().enumerate() {
-        match p.spec().to_price() {
+        match p.spec.to_price_for(&p.model, PriceSource::Config) {
             Ok(price) => prices.set(&p.model, price),
             Err(e) => errors.push(format!("prices[{i}]"), e),
         }

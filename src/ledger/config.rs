@@ -35,6 +35,8 @@ pub struct RawLedger {
     pub write_timeout_secs: Option<u64>,
     /// At shutdown, how long the writer may take to write what it holds (default 15 s).
     pub drain_timeout_secs: Option<u64>,
+    /// How often written rows are checked from a new connection (default 1000 ms).
+    pub verify_interval_ms: Option<u64>,
 }
 
 /// The validated `[ledger]`.
@@ -62,6 +64,9 @@ pub struct LedgerConfig {
     pub write_timeout: Duration,
     /// Drain deadline at shutdown.
     pub drain_timeout: Duration,
+    /// How often the rows written since the last check are looked up from a new connection
+    /// (and the SQLite file's identity checked); rows not found are written again.
+    pub verify_interval: Duration,
 }
 
 impl Default for LedgerConfig {
@@ -78,11 +83,12 @@ impl Default for LedgerConfig {
             max_buffered_rows: 100_000,
             write_timeout: Duration::from_secs(5),
             drain_timeout: Duration::from_secs(15),
+            verify_interval: Duration::from_secs(1),
         }
     }
 }
 
-/// The largest batch: SQLite binds 23 values a row and allows 32766 per statement.
+/// The largest batch (rows per transaction; SQLite statements are cut to 64 rows whatever it is).
 pub const MAX_BATCH: usize = 1400;
 
 impl RawLedger {
@@ -148,6 +154,7 @@ impl RawLedger {
         };
         positive("flush_interval_ms", self.flush_interval_ms);
         positive("write_timeout_secs", self.write_timeout_secs);
+        positive("verify_interval_ms", self.verify_interval_ms);
         positive("channel_capacity", self.channel_capacity.map(|v| v as u64));
         positive(
             "max_buffered_rows",
@@ -176,6 +183,9 @@ impl RawLedger {
             drain_timeout: self
                 .drain_timeout_secs
                 .map_or(d.drain_timeout, Duration::from_secs),
+            verify_interval: self
+                .verify_interval_ms
+                .map_or(d.verify_interval, Duration::from_millis),
         })
     }
 }

@@ -9,6 +9,7 @@
 
 pub mod config;
 pub mod report;
+pub mod reprice;
 pub mod row;
 pub mod store;
 pub mod window;
@@ -60,6 +61,8 @@ pub struct Ledger {
 
 struct Inner {
     tx: mpsc::Sender<UsageRow>,
+    /// Requests refused before a key was known, counted until the writer stores them.
+    unauthenticated: Arc<Unauthenticated>,
     /// Wakes the writer early: a full batch is waiting in the channel.
     wake: Arc<Notify>,
     store: Store,
@@ -71,6 +74,8 @@ struct Inner {
     /// Seconds since `epoch` of the last "channel full" log line, plus one (0: never).
     last_drop_log: AtomicU64,
     epoch: Instant,
+    /// True once the writer has put the schema in place.
+    migrated: watch::Receiver<bool>,
 }
 
 /// Seconds between two "rows dropped" log lines.
@@ -91,7 +96,9 @@ impl Ledger {
         let store = Store::connect_lazy(&cfg.url, true, cfg.write_timeout)?;
         let (tx, rx) = mpsc::channel(cfg.channel_capacity);
         let (stop, stop_rx) = watch::channel(false);
+        let (migrated, migrated_rx) = watch::channel(false);
         let wake = Arc::new(Notify::new());
+        let unauthenticated = Arc::new(Unauthenticated::default());
         let writer = writer::Writer {
             rx,
             wake: wake.clone(),
@@ -99,6 +106,8 @@ impl Ledger {
             store: store.clone(),
             cfg: cfg.clone(),
             metrics: metrics.clone(),
+            migrated,
+            unauthenticated: unauthenticated.clone(),
         };
         let handle = tokio::spawn(writer.run());
         let windows = window::WindowCache::new(
@@ -114,6 +123,7 @@ impl Ledger {
         Ok(Ledger {
             inner: Some(Arc::new(Inner {
                 tx,
+                unauthenticated,
                 wake,
                 store,
                 cfg: cfg.clone(),
@@ -123,6 +133,7 @@ impl Ledger {
                 windows,
                 last_drop_log: AtomicU64::new(0),
                 epoch: Instant::now(),
+                migrated: migrated_rx,
             })),
         })
     }
@@ -156,6 +167,31 @@ impl Ledger {
         }
     }
 
+    /// Hands the row of a request the gateway refused itself (bad body, unknown model, a
+    /// limit) to the writer, only while the channel is at most half full: the other half is
+    /// kept for the rows of requests a provider served and billed, which a flood of refusals
+    /// must never push out. Past that the row is dropped and counted.
+    pub fn record_refusal(&self, row: UsageRow) {
+        let Some(inner) = &self.inner else {
+            return;
+        };
+        if inner.tx.capacity() * 2 < inner.tx.max_capacity() {
+            inner.metrics.ledger_dropped.add(1);
+            inner.log_drop();
+            return;
+        }
+        self.record(row);
+    }
+
+    /// Counts a request refused before a key was known (`missing_key`, `invalid_key`). These
+    /// take no row and no room in the rows' channel: the writer stores per-minute counts
+    /// (table `tollgate_unauthenticated`). Cheap: a short lock on a handful of counters.
+    pub fn record_unauthenticated(&self, error_type: &'static str, endpoint: &'static str) {
+        if let Some(inner) = &self.inner {
+            inner.unauthenticated.add(error_type, endpoint);
+        }
+    }
+
     /// Hands `row` to the writer, waiting for room in the channel. For benchmarks and tools,
     /// never for the request path.
     #[doc(hidden)]
@@ -171,6 +207,19 @@ impl Ledger {
             .as_ref()
             .map(|i| &i.store)
             .ok_or(LedgerError::Disabled)
+    }
+
+    /// Waits until the writer has put the schema in place (at most `timeout`); false when it
+    /// has not (database down): queries before that find no tables.
+    pub async fn wait_migrated(&self, timeout: Duration) -> bool {
+        let Some(inner) = &self.inner else {
+            return false;
+        };
+        let mut rx = inner.migrated.clone();
+        matches!(
+            tokio::time::timeout(timeout, rx.wait_for(|m| *m)).await,
+            Ok(Ok(_))
+        )
     }
 
     /// Cost in nano-USD of a team's or a key's requests since `since` (budgets restore their
@@ -214,6 +263,42 @@ impl Ledger {
         let handle = inner.writer.lock().take();
         if let Some(h) = handle {
             let _ = h.await;
+        }
+    }
+}
+
+/// Counts of requests refused before a key was known, per (error type, endpoint), since the
+/// writer last stored them. A few entries (2 reasons times the endpoints), so a scan.
+#[derive(Default)]
+pub(crate) struct Unauthenticated {
+    counts: Mutex<Vec<(&'static str, &'static str, u64)>>,
+}
+
+impl Unauthenticated {
+    fn add(&self, error_type: &'static str, endpoint: &'static str) {
+        let mut c = self.counts.lock();
+        match c
+            .iter_mut()
+            .find(|(e, p, _)| *e == error_type && *p == endpoint)
+        {
+            Some(entry) => entry.2 += 1,
+            None => c.push((error_type, endpoint, 1)),
+        }
+    }
+
+    /// Takes the counts (leaving none).
+    pub(crate) fn take(&self) -> Vec<(&'static str, &'static str, u64)> {
+        std::mem::take(&mut *self.counts.lock())
+    }
+
+    /// Gives back counts the database did not take.
+    pub(crate) fn give_back(&self, counts: &[(&'static str, &'static str, u64)]) {
+        for &(e, p, n) in counts {
+            let mut c = self.counts.lock();
+            match c.iter_mut().find(|(e2, p2, _)| *e2 == e && *p2 == p) {
+                Some(entry) => entry.2 += n,
+                None => c.push((e, p, n)),
+            }
         }
     }
 }

@@ -33,6 +33,12 @@ pub enum GroupKey {
     Estimated,
     /// Where the token counts come from: reported, partial, estimated, implausible.
     UsageSource,
+    /// `priced` or `unpriced` (empty for rows written before prices were recorded).
+    CostSource,
+    /// The price a row was costed at (`model` or `model@YYYY-MM-DD`).
+    PriceId,
+    /// `standard`, `priority`, `flex` or `batch`.
+    ServiceTier,
     /// UTC month, `2026-11`.
     Month,
     /// UTC day, `2026-11-23`.
@@ -55,6 +61,9 @@ pub const GROUP_KEYS: &[(&str, GroupKey)] = &[
     ("stream", GroupKey::Stream),
     ("estimated", GroupKey::Estimated),
     ("usage_source", GroupKey::UsageSource),
+    ("cost_source", GroupKey::CostSource),
+    ("price_id", GroupKey::PriceId),
+    ("service_tier", GroupKey::ServiceTier),
     ("month", GroupKey::Month),
     ("day", GroupKey::Day),
     ("hour", GroupKey::Hour),
@@ -83,10 +92,13 @@ impl GroupKey {
             (GroupKey::ErrorType, _) => "COALESCE(error_type, '')",
             (GroupKey::Stream, _) => "CASE WHEN stream THEN 'true' ELSE 'false' END",
             (GroupKey::Estimated, _) => "CASE WHEN estimated THEN 'true' ELSE 'false' END",
-            // Rows from before migration 4 have no usage_source.
+            // Rows from before migration 6 have no usage_source.
             (GroupKey::UsageSource, _) => {
                 "COALESCE(usage_source, CASE WHEN estimated THEN 'estimated' ELSE 'reported' END)"
             }
+            (GroupKey::CostSource, _) => "COALESCE(cost_source, '')",
+            (GroupKey::PriceId, _) => "COALESCE(price_id, '')",
+            (GroupKey::ServiceTier, _) => "COALESCE(service_tier, '')",
             (GroupKey::Month, false) => "strftime('%Y-%m', started_at / 1000000, 'unixepoch')",
             (GroupKey::Day, false) => "strftime('%Y-%m-%d', started_at / 1000000, 'unixepoch')",
             (GroupKey::Hour, false) => {

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use crate::metering::{Usage, UsageSource};
+use crate::metering::{ServiceTier, Usage, UsageSource};
 
 /// Longest customer id kept; longer values are cut (they come from clients).
 pub const MAX_CUSTOMER_CHARS: usize = 256;
@@ -55,6 +55,11 @@ pub struct UsageRow {
     pub usage_source: UsageSource,
     /// The provider's request id (`x-request-id` or `request-id` response header).
     pub upstream_request_id: Option<Box<str>>,
+    /// The price the cost was computed at (`model` or `model@YYYY-MM-DD`); `None`: no price
+    /// was known (the row's `cost_source` is `unpriced`).
+    pub price_id: Option<Arc<str>>,
+    /// The service tier the request was billed at.
+    pub service_tier: ServiceTier,
 }
 
 impl UsageRow {
@@ -89,6 +94,17 @@ impl UsageRow {
             cost_nanos: 0,
             usage_source: UsageSource::Reported,
             upstream_request_id: None,
+            price_id: None,
+            service_tier: ServiceTier::Standard,
+        }
+    }
+
+    /// `priced` when a price was known, else `unpriced`.
+    pub fn cost_source(&self) -> &'static str {
+        if self.price_id.is_some() {
+            "priced"
+        } else {
+            "unpriced"
         }
     }
 }

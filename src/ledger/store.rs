@@ -1,8 +1,12 @@
 //! The two backends behind one type: SQLite (embedded, WAL) and PostgreSQL (several replicas
 //! writing to one store). Queries are built at run time; nothing needs a database to compile.
 
+use std::collections::HashSet;
+use std::ops::DerefMut;
+use std::path::PathBuf;
 use std::str::FromStr;
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -12,7 +16,7 @@ use sqlx::sqlite::{
     SqliteArguments, SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
     SqliteSynchronous,
 };
-use sqlx::{Executor, Row};
+use sqlx::{ConnectOptions, Connection, Executor, Row};
 
 use super::LedgerError;
 use super::config::redact;
@@ -24,7 +28,12 @@ const SQLITE_MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("migrations/sqlite/0001_usage.sql")),
     (2, include_str!("migrations/sqlite/0002_hourly_rollup.sql")),
     (3, include_str!("migrations/sqlite/0003_spend_rollup.sql")),
-    (4, include_str!("migrations/sqlite/0004_usage_source.sql")),
+    (
+        4,
+        include_str!("migrations/sqlite/0004_unauthenticated.sql"),
+    ),
+    (5, include_str!("migrations/sqlite/0005_price_columns.sql")),
+    (6, include_str!("migrations/sqlite/0006_usage_source.sql")),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("migrations/postgres/0001_usage.sql")),
@@ -33,14 +42,23 @@ const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
         include_str!("migrations/postgres/0002_hourly_rollup.sql"),
     ),
     (3, include_str!("migrations/postgres/0003_spend_rollup.sql")),
-    (4, include_str!("migrations/postgres/0004_usage_source.sql")),
+    (
+        4,
+        include_str!("migrations/postgres/0004_unauthenticated.sql"),
+    ),
+    (
+        5,
+        include_str!("migrations/postgres/0005_price_columns.sql"),
+    ),
+    (6, include_str!("migrations/postgres/0006_usage_source.sql")),
 ];
 
 /// Columns of `tollgate_usage`, in insert order.
 const COLUMNS: &str = "id, started_at, duration_us, ttft_us, key_name, team, customer, provider, \
     requested_model, model, endpoint, stream, status_code, error_type, input_tokens, \
     output_tokens, cached_read_tokens, cache_write_tokens, cache_write_1h_tokens, \
-    reasoning_tokens, cost_nanos, estimated, upstream_request_id, usage_source";
+    reasoning_tokens, cost_nanos, estimated, upstream_request_id, price_id, cost_source, \
+    service_tier, usage_source";
 
 /// Which rows a spend query sums.
 #[derive(Debug, Clone, Copy)]
@@ -57,9 +75,78 @@ pub enum SpendFilter<'a> {
 #[derive(Clone)]
 pub enum Store {
     /// Embedded SQLite.
-    Sqlite(SqlitePool),
+    Sqlite(Box<SqliteStore>),
     /// PostgreSQL.
     Postgres(PgPool),
+}
+
+/// The SQLite pool, and what the writer's integrity checks need beside it.
+#[derive(Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+    /// For connections outside the pool (the verifier's): never creates the file.
+    opts: SqliteConnectOptions,
+    /// The database file; `None` for an in-memory database.
+    path: Option<PathBuf>,
+    reset: Arc<ResetMark>,
+}
+
+/// Pooled connections opened before the last [`Store::reset_connections`] are closed when
+/// next acquired instead of being used (a replaced file, rows found missing).
+struct ResetMark {
+    base: std::time::Instant,
+    /// Microseconds after `base` of the last reset; 0: never.
+    at_us: AtomicU64,
+}
+
+impl SqliteStore {
+    /// The pool.
+    pub(crate) fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+}
+
+impl ResetMark {
+    fn opened_before_reset(&self, age: Duration) -> bool {
+        let at = self.at_us.load(Ordering::Acquire);
+        if at == 0 {
+            return false;
+        }
+        let reset_at = self.base + Duration::from_micros(at);
+        std::time::Instant::now()
+            .checked_sub(age)
+            .is_none_or(|opened| opened < reset_at)
+    }
+}
+
+/// Which file a path names (device and inode): a database deleted or replaced under the
+/// gateway keeps its open connections writing into the old, unlinked file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileId {
+    dev: u64,
+    ino: u64,
+}
+
+/// A pooled connection closed, not returned to the pool, unless the operation using it
+/// finished: after an error (or a timeout dropping the operation midway) SQLite may have rolled
+/// the transaction back by itself (SQLITE_FULL, SQLITE_IOERR) while sqlx still counts it open,
+/// and every later `commit` on that connection only released a savepoint of a transaction
+/// that was never committed: rows counted as written, then lost (4,300 requests, 1,000 rows
+/// after a restart).
+struct CloseUnlessDone<C: DerefMut + Send>(Option<C>, fn(&mut C));
+
+impl<C: DerefMut + Send> CloseUnlessDone<C> {
+    fn done(mut self) {
+        self.0.take();
+    }
+}
+
+impl<C: DerefMut + Send> Drop for CloseUnlessDone<C> {
+    fn drop(&mut self) {
+        if let Some(c) = self.0.as_mut() {
+            (self.1)(c);
+        }
+    }
 }
 
 impl Store {
@@ -71,19 +158,40 @@ impl Store {
             reason: e.to_string(),
         };
         if url.starts_with("sqlite:") {
+            // Statement logging off: sqlx's slow-statement warning quotes the whole
+            // 64-row insert (~9 KB a line) at every stall.
             let opts = SqliteConnectOptions::from_str(url)
                 .map_err(bad)?
                 .create_if_missing(create)
                 .journal_mode(SqliteJournalMode::Wal)
                 .synchronous(SqliteSynchronous::Normal)
-                .busy_timeout(timeout);
+                .busy_timeout(timeout)
+                .disable_statement_logging();
+            let memory = url.contains(":memory:") || url.contains("mode=memory");
+            let path = (!memory).then(|| opts.get_filename().to_path_buf());
+            let reset = Arc::new(ResetMark {
+                base: std::time::Instant::now(),
+                at_us: AtomicU64::new(0),
+            });
+            let mark = reset.clone();
             let pool = SqlitePoolOptions::new()
                 .max_connections(4)
                 .acquire_timeout(timeout)
-                .connect_lazy_with(opts);
-            Ok(Store::Sqlite(pool))
+                .before_acquire(move |_, meta| {
+                    let keep = !mark.opened_before_reset(meta.age);
+                    Box::pin(async move { Ok(keep) })
+                })
+                .connect_lazy_with(opts.clone());
+            Ok(Store::Sqlite(Box::new(SqliteStore {
+                pool,
+                opts: opts.create_if_missing(false),
+                path,
+                reset,
+            })))
         } else {
-            let opts = PgConnectOptions::from_str(url).map_err(bad)?;
+            let opts = PgConnectOptions::from_str(url)
+                .map_err(bad)?
+                .disable_statement_logging();
             let pool = PgPoolOptions::new()
                 .max_connections(4)
                 .acquire_timeout(timeout)
@@ -107,8 +215,8 @@ impl Store {
             (version BIGINT PRIMARY KEY, applied_at TEXT NOT NULL)";
         let now = Utc::now().to_rfc3339();
         match self {
-            Store::Sqlite(pool) => {
-                let mut tx = pool.begin().await?;
+            Store::Sqlite(s) => {
+                let mut tx = s.pool.begin().await?;
                 sqlx::query(TABLE).execute(&mut *tx).await?;
                 let current: i64 =
                     sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM tollgate_migrations")
@@ -164,18 +272,25 @@ impl Store {
 
     /// Inserts `rows` in one transaction: multi-row `VALUES` statements of fixed sizes on
     /// SQLite, `UNNEST` of one array per column on PostgreSQL. Rows already present (a
-    /// retried batch) are skipped.
-    pub async fn insert(&self, rows: &[UsageRow]) -> Result<(), LedgerError> {
+    /// retried batch) are skipped; returns how many were new. A connection that saw an error
+    /// is closed, never reused.
+    pub async fn insert(&self, rows: &[UsageRow]) -> Result<u64, LedgerError> {
         if rows.is_empty() {
-            return Ok(());
+            return Ok(0);
         }
+        let mut added = 0;
         match self {
-            Store::Sqlite(pool) => {
+            Store::Sqlite(s) => {
+                let conn = s.pool.acquire().await?;
+                let mut guard = CloseUnlessDone(Some(conn), |c| c.close_on_drop());
+                let Some(conn) = guard.0.as_mut() else {
+                    return Ok(0);
+                };
                 // Fixed statement sizes, each prepared once per connection: one statement per
                 // batch had a new text for every row count, and the full batch's (23,000
                 // parameters) alone held 3.4 MB prepared, while a partial batch, the usual one
                 // below a few thousand requests/s, was parsed anew at every flush.
-                let mut tx = pool.begin().await?;
+                let mut tx = conn.begin().await?;
                 let mut rest = rows;
                 while !rest.is_empty() {
                     let n = SQLITE_STATEMENT_ROWS
@@ -184,19 +299,29 @@ impl Store {
                         .find(|&n| n <= rest.len())
                         .unwrap_or(1);
                     let (chunk, tail) = rest.split_at(n.min(rest.len()));
-                    sqlite_insert(chunk).execute(&mut *tx).await?;
+                    added += sqlite_insert(chunk)
+                        .execute(&mut *tx)
+                        .await?
+                        .rows_affected();
                     rest = tail;
                 }
                 tx.commit().await?;
+                guard.done();
             }
             Store::Postgres(pool) => {
+                let conn = pool.acquire().await?;
+                let mut guard = CloseUnlessDone(Some(conn), |c| c.close_on_drop());
+                let Some(conn) = guard.0.as_mut() else {
+                    return Ok(0);
+                };
                 let sql = format!(
                     "INSERT INTO tollgate_usage ({COLUMNS}) SELECT * FROM UNNEST(\
                      $1::uuid[], $2::timestamptz[], $3::int8[], $4::int8[], $5::text[], \
                      $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], \
                      $12::bool[], $13::int4[], $14::text[], $15::int8[], $16::int8[], \
                      $17::int8[], $18::int8[], $19::int8[], $20::int8[], $21::int8[], \
-                     $22::bool[], $23::text[], $24::text[]) ON CONFLICT (id) DO NOTHING"
+                     $22::bool[], $23::text[], $24::text[], $25::text[], $26::text[], $27::text[]) \
+                     ON CONFLICT (id) DO NOTHING"
                 );
                 let col = |f: &dyn Fn(&UsageRow) -> i64| rows.iter().map(f).collect::<Vec<i64>>();
                 sqlx::query(&sql)
@@ -241,14 +366,183 @@ impl Store {
                     )
                     .bind(
                         rows.iter()
+                            .map(|r| r.price_id.as_deref())
+                            .collect::<Vec<_>>(),
+                    )
+                    .bind(rows.iter().map(UsageRow::cost_source).collect::<Vec<_>>())
+                    .bind(
+                        rows.iter()
+                            .map(|r| r.service_tier.as_str())
+                            .collect::<Vec<_>>(),
+                    )
+                    .bind(
+                        rows.iter()
                             .map(|r| r.usage_source.as_str())
                             .collect::<Vec<_>>(),
                     )
-                    .execute(pool)
+                    .execute(&mut **conn)
+                    .await?
+                    .rows_affected();
+                guard.done();
+            }
+        }
+        Ok(added)
+    }
+
+    /// Adds per-minute counts of requests refused before a key was known, one transaction:
+    /// `(error_type, endpoint, requests)` for the minute starting at `minute`.
+    pub async fn add_unauthenticated(
+        &self,
+        minute: DateTime<Utc>,
+        counts: &[(&str, &str, u64)],
+    ) -> Result<(), LedgerError> {
+        let n = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        match self {
+            Store::Sqlite(s) => {
+                let conn = s.pool.acquire().await?;
+                let mut guard = CloseUnlessDone(Some(conn), |c| c.close_on_drop());
+                let Some(conn) = guard.0.as_mut() else {
+                    return Ok(());
+                };
+                let mut tx = conn.begin().await?;
+                for &(error_type, endpoint, requests) in counts {
+                    sqlx::query(
+                        "INSERT INTO tollgate_unauthenticated (minute, error_type, endpoint, requests) \
+                         VALUES (?, ?, ?, ?) ON CONFLICT (minute, error_type, endpoint) \
+                         DO UPDATE SET requests = requests + excluded.requests",
+                    )
+                    .bind(minute.timestamp_micros())
+                    .bind(error_type)
+                    .bind(endpoint)
+                    .bind(n(requests))
+                    .execute(&mut *tx)
                     .await?;
+                }
+                tx.commit().await?;
+                guard.done();
+            }
+            Store::Postgres(pool) => {
+                let mut tx = pool.begin().await?;
+                for &(error_type, endpoint, requests) in counts {
+                    sqlx::query(
+                        "INSERT INTO tollgate_unauthenticated AS u (minute, error_type, endpoint, requests) \
+                         VALUES ($1, $2, $3, $4) ON CONFLICT (minute, error_type, endpoint) \
+                         DO UPDATE SET requests = u.requests + EXCLUDED.requests",
+                    )
+                    .bind(minute)
+                    .bind(error_type)
+                    .bind(endpoint)
+                    .bind(n(requests))
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                tx.commit().await?;
             }
         }
         Ok(())
+    }
+
+    /// Requests refused before a key was known in `[from, to)` (whole minutes), by reason.
+    pub async fn unauthenticated(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<(String, i64)>, LedgerError> {
+        let rows: Vec<(String, i64)> = match self {
+            Store::Sqlite(s) => sqlx::query_as(
+                "SELECT error_type, CAST(SUM(requests) AS BIGINT) FROM tollgate_unauthenticated \
+                     WHERE minute >= ? AND minute < ? GROUP BY error_type ORDER BY error_type",
+            )
+            .bind(from.timestamp_micros())
+            .bind(to.timestamp_micros())
+            .fetch_all(&s.pool)
+            .await?,
+            Store::Postgres(pool) => sqlx::query_as(
+                "SELECT error_type, CAST(SUM(requests) AS BIGINT) FROM tollgate_unauthenticated \
+                     WHERE minute >= $1 AND minute < $2 GROUP BY error_type ORDER BY error_type",
+            )
+            .bind(from)
+            .bind(to)
+            .fetch_all(pool)
+            .await?,
+        };
+        Ok(rows)
+    }
+
+    /// Of `ids`, those whose rows a new connection finds committed: on SQLite a connection
+    /// outside the pool (one inside a broken transaction sees its own uncommitted rows), on
+    /// PostgreSQL the pool (every insert is one autocommitted statement). Fails when the
+    /// SQLite file is gone.
+    pub async fn committed_ids(
+        &self,
+        ids: &[uuid::Uuid],
+    ) -> Result<HashSet<uuid::Uuid>, LedgerError> {
+        let mut found = HashSet::with_capacity(ids.len());
+        // SQLite's default limit is 32,766 parameters; 500 keeps each query small.
+        for chunk in ids.chunks(500) {
+            match self {
+                Store::Sqlite(s) => {
+                    let mut conn = sqlx::SqliteConnection::connect_with(&s.opts).await?;
+                    let sql = format!(
+                        "SELECT id FROM tollgate_usage WHERE id IN ({})",
+                        vec!["?"; chunk.len()].join(", ")
+                    );
+                    let mut q = sqlx::query_scalar::<_, String>(&sql);
+                    for id in chunk {
+                        q = q.bind(id.hyphenated().to_string());
+                    }
+                    let present = q.fetch_all(&mut conn).await;
+                    let _ = conn.close().await;
+                    for id in present? {
+                        if let Ok(u) = uuid::Uuid::parse_str(&id) {
+                            found.insert(u);
+                        }
+                    }
+                }
+                Store::Postgres(pool) => {
+                    let present: Vec<uuid::Uuid> =
+                        sqlx::query_scalar("SELECT id FROM tollgate_usage WHERE id = ANY($1)")
+                            .bind(chunk)
+                            .fetch_all(pool)
+                            .await?;
+                    found.extend(present);
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    /// The SQLite file's identity now; `Ok(None)` for PostgreSQL and in-memory databases.
+    /// A missing file is an error.
+    pub async fn file_id(&self) -> std::io::Result<Option<FileId>> {
+        use std::os::unix::fs::MetadataExt;
+        let Some(p) = self.path() else {
+            return Ok(None);
+        };
+        let m = tokio::fs::metadata(p).await?;
+        Ok(Some(FileId {
+            dev: m.dev(),
+            ino: m.ino(),
+        }))
+    }
+
+    /// The SQLite file, when there is one.
+    pub fn path(&self) -> Option<&std::path::Path> {
+        match self {
+            Store::Sqlite(s) => s.path.as_deref(),
+            Store::Postgres(_) => None,
+        }
+    }
+
+    /// Makes the pool close every connection it holds now instead of using it again, so that
+    /// the next ones open the file the path names now. (PostgreSQL: nothing to do.)
+    pub fn reset_connections(&self) {
+        if let Store::Sqlite(s) = self {
+            let us = u64::try_from(s.reset.base.elapsed().as_micros())
+                .unwrap_or(u64::MAX)
+                .max(1);
+            s.reset.at_us.store(us, Ordering::Release);
+        }
     }
 
     /// Sums per group over `[from, to)`, sorted by the group values: from the hourly rollup
@@ -320,10 +614,10 @@ impl Store {
             })
         };
         let mut rows = match self {
-            Store::Sqlite(pool) => sqlx::query(&sql)
+            Store::Sqlite(s) => sqlx::query(&sql)
                 .bind(q.from.timestamp_micros())
                 .bind(q.to.timestamp_micros())
-                .fetch_all(pool)
+                .fetch_all(&s.pool)
                 .await?
                 .iter()
                 .map(|r| read(r))
@@ -369,7 +663,7 @@ impl Store {
             .saturating_mul(HOUR_MICROS);
         let sum = "CAST(COALESCE(SUM(cost_nanos), 0) AS BIGINT)";
         let n: i64 = match self {
-            Store::Sqlite(pool) => {
+            Store::Sqlite(s) => {
                 // ?3 is bound either way (SQLite counts parameters).
                 let extra = if model.is_some() {
                     " AND requested_model = ?3"
@@ -387,7 +681,7 @@ impl Store {
                     .bind(since_us)
                     .bind(model.unwrap_or(""))
                     .bind(hour_us)
-                    .fetch_one(pool)
+                    .fetch_one(&s.pool)
                     .await?
             }
             Store::Postgres(pool) => {
@@ -418,7 +712,7 @@ impl Store {
     /// Closes the pool's connections.
     pub async fn close(&self) {
         match self {
-            Store::Sqlite(p) => p.close().await,
+            Store::Sqlite(s) => s.pool.close().await,
             Store::Postgres(p) => p.close().await,
         }
     }
@@ -523,6 +817,9 @@ fn sqlite_insert(rows: &[UsageRow]) -> Query<'_, sqlx::Sqlite, SqliteArguments<'
             .bind(r.cost_nanos)
             .bind(r.estimated())
             .bind(r.upstream_request_id.as_deref())
+            .bind(r.price_id.as_deref())
+            .bind(r.cost_source())
+            .bind(r.service_tier.as_str())
             .bind(r.usage_source.as_str());
     }
     q

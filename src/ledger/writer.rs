@@ -4,7 +4,16 @@
 //! meanwhile rows are kept in memory up to `max_buffered_rows`. Past that bound it stops
 //! taking rows, the channel fills, and the request path counts what it cannot hand over as
 //! dropped. On stop it drains the channel and writes everything, within `drain_timeout`.
+//!
+//! What it counts as written it checks: every `verify_interval` the first and last row of each
+//! batch committed since the last check are looked up from a new connection (a batch commits
+//! whole or not at all), and the SQLite file's device and inode are compared with those it
+//! opened. Batches are kept in memory until checked; a batch not found is written again and
+//! the pool's connections are replaced, so a fault that slips past the error handling (a file
+//! deleted or replaced under the gateway, a connection left inside a transaction) costs no row
+//! that was still held, and says so loudly.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,8 +22,8 @@ use tokio::time::Instant;
 
 use super::config::LedgerConfig;
 use super::row::UsageRow;
-use super::store::Store;
-use crate::metrics::Metrics;
+use super::store::{FileId, Store};
+use crate::metrics::{LedgerFault, Metrics};
 
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
@@ -28,6 +37,10 @@ pub(super) struct Writer {
     pub(super) store: Store,
     pub(super) cfg: LedgerConfig,
     pub(super) metrics: Arc<Metrics>,
+    /// Set once the schema is in place (budgets are restored from the ledger only then).
+    pub(super) migrated: watch::Sender<bool>,
+    /// Stored at every check interval as per-minute counts.
+    pub(super) unauthenticated: Arc<super::Unauthenticated>,
 }
 
 struct State {
@@ -39,7 +52,22 @@ struct State {
     retry_at: Option<Instant>,
     last_error_log: Option<Instant>,
     failures: u64,
+    /// Rows at the front of `buf` already counted as written once (found missing since).
+    recounted: usize,
+    /// Batches committed and not yet found from a new connection, oldest first.
+    unverified: VecDeque<Vec<UsageRow>>,
+    unverified_rows: usize,
+    verify_at: Instant,
+    /// The SQLite file the pool opened (None: PostgreSQL, in memory, or not yet known).
+    file: Option<FileId>,
+    last_fault_log: Option<Instant>,
+    /// Emptied batch buffers, reused (a batch moves whole to `unverified`).
+    spare: Vec<Vec<UsageRow>>,
 }
+
+/// Verify early once this many batches' rows wait, whatever the interval, bounding the
+/// memory held for checks (4 full batches of 1,000 rows are ~1 MB).
+const VERIFY_AFTER_BATCHES: usize = 4;
 
 impl Writer {
     pub(super) async fn run(mut self) {
@@ -51,6 +79,13 @@ impl Writer {
             retry_at: None,
             last_error_log: None,
             failures: 0,
+            recounted: 0,
+            unverified: VecDeque::new(),
+            unverified_rows: 0,
+            verify_at: Instant::now() + self.cfg.verify_interval,
+            file: None,
+            last_fault_log: None,
+            spare: Vec::new(),
         };
         self.try_migrate(&mut st).await;
         loop {
@@ -97,6 +132,9 @@ impl Writer {
                         self.flush(&mut st, false).await;
                     }
                 }
+                _ = tokio::time::sleep_until(st.verify_at), if st.migrated => {
+                    self.verify(&mut st).await;
+                }
             }
         }
         self.drain(&mut st).await;
@@ -116,7 +154,7 @@ impl Writer {
         self.set_buffered(st);
     }
 
-    /// Writes everything: what is buffered and what is still in the channel.
+    /// Writes everything: what is buffered and what is still in the channel, and checks it.
     async fn drain(&mut self, st: &mut State) {
         let deadline = Instant::now() + self.cfg.drain_timeout;
         while let Ok(row) = self.rx.try_recv() {
@@ -127,14 +165,18 @@ impl Writer {
         if total > 0 {
             tracing::info!(rows = total, "ledger: writing the rows held before exit");
         }
-        while !st.buf.is_empty() && Instant::now() < deadline {
+        while (!st.buf.is_empty() || !st.unverified.is_empty()) && Instant::now() < deadline {
             if !st.migrated {
                 self.try_migrate(st).await;
             }
             if st.migrated {
                 self.flush(st, true).await;
             }
-            if !st.buf.is_empty() {
+            if st.migrated && st.buf.is_empty() {
+                // Rows found missing go back to the buffer and round the loop again.
+                self.verify(st).await;
+            }
+            if !st.buf.is_empty() || !st.unverified.is_empty() {
                 let wait = st
                     .backoff
                     .min(deadline.saturating_duration_since(Instant::now()));
@@ -147,6 +189,16 @@ impl Writer {
         }
         if !st.buf.is_empty() && st.migrated && Instant::now() < deadline {
             self.flush(st, true).await;
+            self.verify(st).await;
+        }
+        if st.migrated {
+            self.store_unauthenticated().await;
+        }
+        if st.unverified_rows > 0 {
+            tracing::warn!(
+                rows = st.unverified_rows,
+                "ledger: rows written just before exit could not be checked from a new connection"
+            );
         }
         if !st.buf.is_empty() {
             let n = st.buf.len();
@@ -165,6 +217,8 @@ impl Writer {
         match tokio::time::timeout(self.cfg.write_timeout, self.store.migrate()).await {
             Ok(Ok(())) => {
                 st.migrated = true;
+                self.migrated.send_replace(true);
+                st.file = self.store.file_id().await.ok().flatten();
                 if st.failures > 0 {
                     tracing::info!(failures = st.failures, "ledger: database reachable again");
                 }
@@ -188,9 +242,25 @@ impl Writer {
             let result =
                 tokio::time::timeout(self.cfg.write_timeout, self.store.insert(&st.buf[..n])).await;
             match result {
-                Ok(Ok(())) => {
-                    st.buf.drain(..n);
-                    self.metrics.ledger_written.add(n as u64);
+                Ok(Ok(_)) => {
+                    // Counted once its commit succeeded; kept until a check finds it.
+                    let batch = if n == st.buf.len() {
+                        let next = st
+                            .spare
+                            .pop()
+                            .unwrap_or_else(|| Vec::with_capacity(self.cfg.batch_size));
+                        std::mem::replace(&mut st.buf, next)
+                    } else {
+                        st.buf.drain(..n).collect()
+                    };
+                    let again = st.recounted.min(n);
+                    st.recounted -= again;
+                    self.metrics.ledger_written.add((n - again) as u64);
+                    st.unverified_rows += n;
+                    st.unverified.push_back(batch);
+                    if st.unverified.len() >= VERIFY_AFTER_BATCHES {
+                        st.verify_at = Instant::now();
+                    }
                     if st.failures > 0 {
                         tracing::info!(failures = st.failures, "ledger: writing again");
                         st.failures = 0;
@@ -227,6 +297,165 @@ impl Writer {
             );
         }
         st.backoff = (st.backoff * 2).min(MAX_BACKOFF);
+    }
+
+    /// Checks the SQLite file's identity and looks up the batches written since the last
+    /// check from a new connection; batches not found go back to the front of the buffer.
+    async fn verify(&self, st: &mut State) {
+        st.verify_at = Instant::now() + self.cfg.verify_interval;
+        self.store_unauthenticated().await;
+        let path = self.store.path().map(|p| p.display().to_string());
+        match self.store.file_id().await {
+            Ok(now) => {
+                if st.file.is_some() && now != st.file {
+                    self.fault(
+                        st,
+                        LedgerFault::FileReplaced,
+                        path.as_deref(),
+                        "ledger: the database file was REPLACED under the running gateway (another file at its path): reopening it; rows written before are in the old file",
+                    );
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && st.file.is_some() => {
+                self.fault(
+                    st,
+                    LedgerFault::FileDeleted,
+                    path.as_deref(),
+                    "ledger: the database file was DELETED under the running gateway: creating it anew; rows written before it was deleted are lost with it",
+                );
+            }
+            Err(_) => {}
+        }
+        if !st.migrated {
+            self.try_migrate(st).await;
+            if !st.migrated {
+                return;
+            }
+        }
+        if st.unverified.is_empty() {
+            return;
+        }
+        let ids: Vec<uuid::Uuid> = st
+            .unverified
+            .iter()
+            .flat_map(|b| [b.first(), b.last()])
+            .flatten()
+            .map(|r| r.id)
+            .collect();
+        let found = match tokio::time::timeout(
+            self.cfg.write_timeout,
+            self.store.committed_ids(&ids),
+        )
+        .await
+        {
+            Ok(Ok(found)) => found,
+            Ok(Err(e)) => return self.unverifiable(st, &e.to_string()),
+            Err(_) => return self.unverifiable(st, "timed out"),
+        };
+        let mut missing: Vec<UsageRow> = Vec::new();
+        while let Some(mut batch) = st.unverified.pop_front() {
+            let whole = [batch.first(), batch.last()]
+                .into_iter()
+                .flatten()
+                .all(|r| found.contains(&r.id));
+            if whole {
+                batch.clear();
+                if st.spare.len() < 2 {
+                    st.spare.push(batch);
+                }
+            } else {
+                missing.append(&mut batch);
+            }
+        }
+        st.unverified_rows = 0;
+        if missing.is_empty() {
+            return;
+        }
+        let n = missing.len();
+        self.metrics.ledger_rewritten.add(n as u64);
+        self.fault(
+            st,
+            LedgerFault::RowsMissing,
+            path.as_deref(),
+            "ledger: rows counted as written were NOT FOUND from a new connection: writing them again on new connections (llm_gateway_ledger_integrity_errors_total)",
+        );
+        tracing::error!(rows = n, "ledger: rows written again after a failed check");
+        st.recounted += n;
+        missing.append(&mut st.buf);
+        st.buf = missing;
+        st.oldest = Some(Instant::now() - self.cfg.flush_interval);
+        self.set_buffered(st);
+    }
+
+    /// Adds the counts of unauthenticated requests since the last call to the current UTC
+    /// minute (a count may land in the minute after its request, by at most the interval).
+    async fn store_unauthenticated(&self) {
+        let counts = self.unauthenticated.take();
+        if counts.is_empty() {
+            return;
+        }
+        let now = chrono::Utc::now();
+        let minute_us = now.timestamp_micros().div_euclid(60_000_000) * 60_000_000;
+        let minute = chrono::DateTime::from_timestamp_micros(minute_us).unwrap_or(now);
+        let stored = tokio::time::timeout(
+            self.cfg.write_timeout,
+            self.store.add_unauthenticated(minute, &counts),
+        )
+        .await;
+        match stored {
+            Ok(Ok(())) => {
+                let n: u64 = counts.iter().map(|c| c.2).sum();
+                self.metrics.ledger_unauthenticated.add(n);
+            }
+            _ => self.unauthenticated.give_back(&counts),
+        }
+    }
+
+    /// A fault the checks found: counted, logged as an error (at most every 10 s per writer),
+    /// and the pool's connections replaced so that the next writes open the file afresh.
+    fn fault(&self, st: &mut State, fault: LedgerFault, path: Option<&str>, message: &str) {
+        self.metrics.ledger_fault(fault);
+        self.store.reset_connections();
+        if matches!(fault, LedgerFault::FileDeleted | LedgerFault::FileReplaced) {
+            // The schema goes into the new file before anything else.
+            st.migrated = false;
+            st.file = None;
+        }
+        let due = st
+            .last_fault_log
+            .is_none_or(|t| t.elapsed() >= ERROR_LOG_EVERY);
+        if due {
+            st.last_fault_log = Some(Instant::now());
+            tracing::error!(
+                backend = self.store.backend(),
+                path = path.unwrap_or(""),
+                kind = fault.as_str(),
+                "{message}"
+            );
+        }
+    }
+
+    /// The check itself failed (database down): keep the batches for the next one, within
+    /// the writer's memory bound.
+    fn unverifiable(&self, st: &mut State, error: &str) {
+        while st.unverified_rows > self.cfg.max_buffered_rows {
+            match st.unverified.pop_front() {
+                Some(b) => st.unverified_rows -= b.len(),
+                None => break,
+            }
+        }
+        let due = st
+            .last_error_log
+            .is_none_or(|t| t.elapsed() >= ERROR_LOG_EVERY);
+        if due {
+            st.last_error_log = Some(Instant::now());
+            tracing::warn!(
+                backend = self.store.backend(),
+                error,
+                rows = st.unverified_rows,
+                "ledger: could not check the rows written; checking again later"
+            );
+        }
     }
 
     fn set_buffered(&self, st: &State) {

@@ -111,6 +111,43 @@ impl<'a> Observation<'a> {
     }
 }
 
+/// What the ledger's integrity checks can find (`kind` of
+/// `llm_gateway_ledger_integrity_errors_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LedgerFault {
+    /// The SQLite file was deleted under the running gateway.
+    FileDeleted,
+    /// The SQLite file was replaced (another inode at its path).
+    FileReplaced,
+    /// Rows counted as written were not found from a new connection.
+    RowsMissing,
+}
+
+impl LedgerFault {
+    /// Every kind, in label order.
+    pub const ALL: [LedgerFault; 3] = [
+        LedgerFault::FileDeleted,
+        LedgerFault::FileReplaced,
+        LedgerFault::RowsMissing,
+    ];
+
+    /// The `kind` label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LedgerFault::FileDeleted => "file_deleted",
+            LedgerFault::FileReplaced => "file_replaced",
+            LedgerFault::RowsMissing => "rows_missing",
+        }
+    }
+}
+
+impl Metrics {
+    /// Counts one integrity fault of the ledger.
+    pub fn ledger_fault(&self, fault: LedgerFault) {
+        self.ledger_faults[fault as usize].add(1);
+    }
+}
+
 /// All families.
 pub struct Metrics {
     usage: Family<UsageCells>,
@@ -123,6 +160,8 @@ pub struct Metrics {
     in_flight: Family<Gauge>,
     estimated: Family<Counter>,
     implausible: Family<Counter>,
+    /// Nano-USD of cost that rests on estimated tokens, per provider, model and team.
+    estimated_cost: Family<Counter>,
     unpriced: Family<Counter>,
     rate_limit_allowed: Family<Counter>,
     rate_limit_blocked: Family<Counter>,
@@ -138,6 +177,13 @@ pub struct Metrics {
     pub ledger_dropped: Counter,
     /// Usage rows the ledger writer holds in memory, not yet written.
     pub ledger_buffered: Gauge,
+    /// Integrity faults the ledger's checks found, by kind (see [`LedgerFault`]).
+    pub ledger_faults: [Counter; LedgerFault::ALL.len()],
+    /// Rows counted as written that a check did not find on disk, written again.
+    pub ledger_rewritten: Counter,
+    /// Requests refused before a key was known (missing or invalid key), which the ledger
+    /// aggregates per minute instead of keeping a row each.
+    pub ledger_unauthenticated: Counter,
     start_time: f64,
 }
 
@@ -290,6 +336,14 @@ impl Metrics {
                 cap,
             )
             .with_value_bound(&bound),
+            estimated_cost: Family::new(
+                "llm_gateway_estimated_cost_usd_total",
+                "The part of llm_gateway_cost_usd_total that rests on estimated tokens (no usage from the provider).",
+                &["provider", "model", "team"],
+                &on,
+                cap,
+            )
+            .with_value_bound(&bound),
             unpriced: Family::new(
                 "llm_gateway_unpriced_requests_total",
                 "Requests for a model without a known price: their cost is not counted.",
@@ -324,6 +378,9 @@ impl Metrics {
             ledger_written: Counter::default(),
             ledger_dropped: Counter::default(),
             ledger_buffered: Gauge::default(),
+            ledger_faults: Default::default(),
+            ledger_rewritten: Counter::default(),
+            ledger_unauthenticated: Counter::default(),
             start_time: SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map_or(0.0, |d| d.as_secs_f64()),
@@ -392,7 +449,13 @@ impl Metrics {
             self.overhead.with(&[e], |h| h.0.observe(d));
         }
         match o.usage_source {
-            UsageSource::Estimated => self.estimated.with(&[p, m], |c| c.add(1)),
+            UsageSource::Estimated => {
+                self.estimated.with(&[p, m], |c| c.add(1));
+                if o.cost_nanos > 0 {
+                    self.estimated_cost
+                        .with(&[p, m, t], |c| c.add(o.cost_nanos));
+                }
+            }
             UsageSource::Implausible => self.implausible.with(&[p, m], |c| c.add(1)),
             UsageSource::Reported | UsageSource::Partial => {}
         }

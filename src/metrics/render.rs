@@ -234,6 +234,11 @@ pub(super) fn render(m: &Metrics, format: Format, ledger: Option<&LedgerWindow>)
     }
     counter_family(&mut w, &m.estimated);
     counter_family(&mut w, &m.implausible);
+    w.header(m.estimated_cost.name, Kind::Counter, m.estimated_cost.help);
+    for (labels, c) in m.estimated_cost.snapshot() {
+        let usd = c.get() as f64 / 1e9;
+        w.sample(m.estimated_cost.name, "", &labels, None, Value::Float(usd));
+    }
     counter_family(&mut w, &m.unpriced);
     counter_family(&mut w, &m.rate_limit_allowed);
     counter_family(&mut w, &m.rate_limit_blocked);
@@ -286,7 +291,7 @@ pub(super) fn render(m: &Metrics, format: Format, ledger: Option<&LedgerWindow>)
         Kind::Counter,
         "Label sets folded into a family's __other__ series by its series cap.",
     );
-    let families: [(&str, u64); 14] = [
+    let families: [(&str, u64); 15] = [
         (m.rate_limit_allowed.name, m.rate_limit_allowed.overflowed()),
         (m.rate_limit_blocked.name, m.rate_limit_blocked.overflowed()),
         ("llm_gateway_budget", m.budgets.overflowed()),
@@ -303,6 +308,7 @@ pub(super) fn render(m: &Metrics, format: Format, ledger: Option<&LedgerWindow>)
         (m.in_flight.name, m.in_flight.overflowed()),
         (m.estimated.name, m.estimated.overflowed()),
         (m.implausible.name, m.implausible.overflowed()),
+        (m.estimated_cost.name, m.estimated_cost.overflowed()),
         (m.unpriced.name, m.unpriced.overflowed()),
     ];
     // Every family's series exists from the start at 0, so `increase()` sees the first overflow.
@@ -368,6 +374,47 @@ fn ledger_families(w: &mut Writer, m: &Metrics, ledger: Option<&LedgerWindow>) {
         "Usage rows the ledger could not keep: its channel was full, or the database did not take them before shutdown.",
     );
     w.sample(dropped, "", &[], None, Value::Int(m.ledger_dropped.get()));
+    let faults = "llm_gateway_ledger_integrity_errors_total";
+    w.header(
+        faults,
+        Kind::Counter,
+        "Faults the ledger's checks found: the SQLite file deleted or replaced under the gateway, or rows counted as written not found on disk (those are written again).",
+    );
+    for f in super::LedgerFault::ALL {
+        w.sample(
+            faults,
+            "",
+            &[("kind", f.as_str().into())],
+            None,
+            Value::Int(m.ledger_faults[f as usize].get()),
+        );
+    }
+    let rewritten = "llm_gateway_ledger_rewritten_rows_total";
+    w.header(
+        rewritten,
+        Kind::Counter,
+        "Usage rows counted as written that a check did not find on disk, and wrote again.",
+    );
+    w.sample(
+        rewritten,
+        "",
+        &[],
+        None,
+        Value::Int(m.ledger_rewritten.get()),
+    );
+    let unauth = "llm_gateway_ledger_unauthenticated_requests_total";
+    w.header(
+        unauth,
+        Kind::Counter,
+        "Requests without a valid key, kept in the ledger as per-minute counts (never a row each).",
+    );
+    w.sample(
+        unauth,
+        "",
+        &[],
+        None,
+        Value::Int(m.ledger_unauthenticated.get()),
+    );
     let buffered = "llm_gateway_ledger_buffered_rows";
     w.header(
         buffered,

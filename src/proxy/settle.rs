@@ -243,10 +243,19 @@ impl Closing {
             (usage, false) => (usage, source),
         };
         let prices = &self.gw.config.prices;
+        // The price in force when the request started (a price change at midnight does not
+        // reprice a request that began before it).
+        let started_at = self.finished_at - self.duration;
+        let at = started_at.timestamp();
         let price = prices
-            .lookup(model)
-            .or_else(|| prices.lookup(&self.requested_model));
-        let cost_nanos = price.map_or(0, |p| p.cost_nanos(&usage));
+            .lookup_at(model, at)
+            .or_else(|| prices.lookup_at(&self.requested_model, at));
+        let cost_nanos = price.map_or(0, |p| {
+            crate::metering::pricing::apply_multiplier(
+                p.cost_nanos(&usage),
+                prices.multiplier(self.provider.name()),
+            )
+        });
         if let Some(admission) = self.admission {
             self.gw.limiter.settle(admission, usage.total(), cost_nanos);
         }
@@ -257,7 +266,7 @@ impl Closing {
         if self.gw.ledger.is_enabled() {
             self.gw.ledger.record(UsageRow {
                 id: uuid::Uuid::now_v7(),
-                started_at: self.finished_at - self.duration,
+                started_at,
                 duration: self.duration,
                 time_to_first_token: self.time_to_first_token,
                 key_name: self.key.name.clone(),
@@ -275,6 +284,8 @@ impl Closing {
                 cost_nanos: i64::try_from(cost_nanos).unwrap_or(i64::MAX),
                 usage_source: source,
                 upstream_request_id: self.upstream_request_id,
+                price_id: price.map(|p| p.id.clone()),
+                service_tier: crate::metering::ServiceTier::Standard,
             });
         }
         self.gw.metrics.record_for_key(
