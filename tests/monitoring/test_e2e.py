@@ -532,7 +532,10 @@ def test_known_values(stack):
         # The ledger's restart-proof gauges agree with the counters (no restart happened).
         p.wait_for("ledger gauges to catch up", lambda: p.scalar(
             f"sum(llm_gateway_ledger_cost_usd{sel})") == pytest.approx(t.cost_nanos / 1e9, abs=1e-9))
-        assert p.scalar("sum(llm_gateway_ledger_requests)") == t.sent  # refused ones too
+        # Refused ones too, but those without a valid key are per-minute counts, not rows.
+        assert p.scalar("sum(llm_gateway_ledger_requests)") == t.sent - t.status["401"]
+        p.wait_for("unauthenticated requests stored", lambda: p.scalar(
+            "sum(llm_gateway_ledger_unauthenticated_requests_total)") == t.status["401"])
         assert p.scalar("sum(llm_gateway_ledger_dropped_rows_total)") == 0
 
 
