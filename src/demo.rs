@@ -23,6 +23,7 @@ metrics_window = "day"
 name = "openai"
 kind = "openai"
 base_url = "http://{sim_addr}/v1"
+forward_headers = ["x-sim-*"]
 api_key = "sk-demo-openai"
 models = ["gpt-4o", "gpt-4o-mini", "gpt-4.1-mini", "o4-mini", "text-embedding-3-small"]
 
@@ -30,6 +31,7 @@ models = ["gpt-4o", "gpt-4o-mini", "gpt-4.1-mini", "o4-mini", "text-embedding-3-
 name = "anthropic"
 kind = "anthropic"
 base_url = "http://{sim_addr}"
+forward_headers = ["x-sim-*"]
 api_key = "sk-ant-demo"
 model_prefixes = ["claude-"]
 
@@ -37,6 +39,7 @@ model_prefixes = ["claude-"]
 name = "local-vllm"
 kind = "openai-compatible"
 base_url = "http://{sim_addr}/v1"
+forward_headers = ["x-sim-*"]
 models = ["meta-llama/Llama-3.1-8B-Instruct"]
 
 [[keys]]

@@ -164,7 +164,7 @@ pub async fn ledger_bench(url: &str, rows: usize, batch: usize, keys: usize) -> 
             ..Usage::default()
         },
         cost_nanos: i as i64,
-        estimated: false,
+        usage_source: tollgate::metering::UsageSource::Reported,
         upstream_request_id: Some("req_0123456789abcdef".into()),
         price_id: Some(price_id.clone()),
         service_tier: tollgate::metering::ServiceTier::Standard,

@@ -72,8 +72,8 @@ enum Command {
         #[arg(long)]
         to: String,
         /// Group columns, comma-separated: team, key, customer, provider, model,
-        /// requested_model, endpoint, status_code, error_type, stream, estimated, cost_source,
-        /// price_id, service_tier, month, day, hour.
+        /// requested_model, endpoint, status_code, error_type, stream, estimated, usage_source,
+        /// cost_source, price_id, service_tier, month, day, hour.
         #[arg(long, default_value = "")]
         by: String,
         /// CSV instead of a table.

@@ -29,6 +29,7 @@ fn config(sim: SocketAddr, extra: &str) -> String {
 name = "sim-openai"
 kind = "openai"
 base_url = "http://{sim}/v1"
+forward_headers = ["x-sim-*"]
 api_key = "sk-sim"
 models = ["gpt-4o-mini"]
 timeout_secs = 1
@@ -37,6 +38,7 @@ timeout_secs = 1
 name = "sim-anthropic"
 kind = "anthropic"
 base_url = "http://{sim}"
+forward_headers = ["x-sim-*"]
 api_key = "sk-ant-sim"
 model_prefixes = ["claude-"]
 
@@ -417,6 +419,7 @@ max_series_per_family = 5
 name = "anything"
 kind = "openai-compatible"
 base_url = "http://{sim}/v1"
+forward_headers = ["x-sim-*"]
 models = ["*"]
 "#
     );

@@ -192,6 +192,7 @@ flush_interval_ms = 20
 name = "sim-openai"
 kind = "openai"
 base_url = "http://{sim}/v1"
+forward_headers = ["x-sim-*"]
 api_key = "sk-sim"
 models = ["gpt-4o-mini"]
 
@@ -199,6 +200,7 @@ models = ["gpt-4o-mini"]
 name = "sim-anthropic"
 kind = "anthropic"
 base_url = "http://{sim}"
+forward_headers = ["x-sim-*"]
 api_key = "sk-ant-sim"
 model_prefixes = ["claude-"]
 

@@ -18,6 +18,7 @@ fn metrics() -> Arc<Metrics> {
     Metrics::new(&MetricsOptions {
         labels: vec![],
         max_series_per_family: 1000,
+        ..MetricsOptions::default()
     })
 }
 

@@ -61,6 +61,16 @@ pub struct Config {
     pub rules: Vec<Arc<crate::limits::Rule>>,
     /// `[ledger]`
     pub ledger: crate::ledger::LedgerConfig,
+    /// `[metering]`
+    pub metering: MeteringConfig,
+}
+
+/// `[metering]`
+#[derive(Debug, Clone)]
+pub struct MeteringConfig {
+    /// The plausibility bound: a count one request reports above it is clamped to it, and the
+    /// request flagged `usage_source = implausible`.
+    pub max_tokens_per_request: u64,
 }
 
 /// Where limit state lives.

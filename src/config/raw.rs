@@ -37,6 +37,18 @@ pub struct RawConfig {
     /// `[ledger]`: the usage ledger.
     #[serde(default)]
     pub ledger: crate::ledger::RawLedger,
+    /// `[metering]`: how far provider usage is trusted.
+    #[serde(default)]
+    pub metering: RawMetering,
+}
+
+/// `[metering]`
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawMetering {
+    /// Largest token count one request may report (default 10,000,000); larger ones are
+    /// clamped to it and flagged `implausible`.
+    pub max_tokens_per_request: Option<u64>,
 }
 
 /// `[limits]`
@@ -148,6 +160,8 @@ pub struct RawMetrics {
     pub labels: Option<Vec<String>>,
     /// Series cap per family (default 10000).
     pub max_series_per_family: Option<usize>,
+    /// Longest label value kept, in bytes (default 128); longer ones become `__other__`.
+    pub max_label_value_bytes: Option<usize>,
 }
 
 /// `[[providers]]`
@@ -168,9 +182,15 @@ pub struct RawProvider {
     /// Model id prefixes this provider serves, e.g. `gpt-`, `claude-`.
     #[serde(default)]
     pub model_prefixes: Vec<String>,
-    /// Extra headers sent upstream (e.g. `OpenAI-Organization`).
+    /// Headers pinned on every upstream request (e.g. `OpenAI-Organization`); they replace a
+    /// client's.
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
+    /// Client headers forwarded besides the kind's allow-list (e.g. `openai-beta`).
+    #[serde(default)]
+    pub forward_headers: Vec<String>,
+    /// Anthropic: the `anthropic-beta` values clients may send (`["*"]`: any); default none.
+    pub anthropic_beta: Option<Vec<String>>,
     /// Time to wait for the response headers (default 600 s).
     pub timeout_secs: Option<u64>,
     /// Add `stream_options.include_usage` to OpenAI-format streams (default true).

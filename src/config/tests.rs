@@ -239,3 +239,75 @@ fn the_default_connection_cap_leaves_a_descriptor_per_upstream_connection() {
     assert_eq!(validate::default_max_connections(Some(10)), 16);
     assert_eq!(validate::default_max_connections(None), 4096);
 }
+
+#[test]
+fn names_longer_than_the_label_bound_are_refused() {
+    let long = "k".repeat(40);
+    let text = format!(
+        "[metrics]\nmax_label_value_bytes = 32\n{GOOD}\n[[keys]]\nname = \"{long}\"\nkey = \"tg-another-secret\"\nteam = \"search\"\n"
+    );
+    let errors = match Config::from_toml(&text, &vars()) {
+        Err(e) => e.0,
+        Ok(_) => panic!("a 40-byte key name over a 32-byte bound is refused"),
+    };
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert_eq!(errors[0].path, "keys[1].name");
+    let cfg = Config::from_toml(GOOD, &vars()).expect("valid");
+    assert_eq!(cfg.metrics.options.max_label_value_bytes, 128);
+    let bad = format!("[metrics]\nmax_label_value_bytes = 8\n{GOOD}");
+    assert!(Config::from_toml(&bad, &vars()).is_err());
+}
+
+#[test]
+fn the_usage_plausibility_bound_is_configurable_and_checked() {
+    let cfg = Config::from_toml(GOOD, &vars()).expect("valid");
+    assert_eq!(cfg.metering.max_tokens_per_request, 10_000_000);
+    let text = format!("[metering]\nmax_tokens_per_request = 2000000\n{GOOD}");
+    let cfg = Config::from_toml(&text, &vars()).expect("valid");
+    assert_eq!(cfg.metering.max_tokens_per_request, 2_000_000);
+    for bad in ["0", "18446744073709551615"] {
+        let text = format!("[metering]\nmax_tokens_per_request = {bad}\n{GOOD}");
+        let errors = match Config::from_toml(&text, &vars()) {
+            Err(e) => e.to_string(),
+            Ok(_) => panic!("{bad} is refused"),
+        };
+        assert!(errors.contains("max_tokens_per_request"), "{errors}");
+    }
+}
+
+#[test]
+fn forwarded_headers_are_checked_with_their_paths() {
+    let text = r#"
+[[providers]]
+name = "openai"
+kind = "openai"
+api_key = "sk"
+models = ["gpt-4o"]
+forward_headers = ["openai-beta", "Authorization", "anthropic-beta", "x-tollgate-customer", "bad header"]
+anthropic_beta = ["x"]
+
+[[providers]]
+name = "anthropic"
+kind = "anthropic"
+api_key = "sk-ant"
+models = ["claude-sonnet-4-5"]
+anthropic_beta = ["interleaved-thinking-2025-05-14", "a,b"]
+"#;
+    let errors = match Config::from_toml(text, &vars()) {
+        Err(e) => e.0,
+        Ok(_) => panic!("invalid"),
+    };
+    let paths: Vec<&str> = errors.iter().map(|e| e.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "providers[0].forward_headers[1]",
+            "providers[0].forward_headers[2]",
+            "providers[0].forward_headers[3]",
+            "providers[0].forward_headers[4]",
+            "providers[0].anthropic_beta",
+            "providers[1].anthropic_beta[1]",
+        ],
+        "{errors:?}"
+    );
+}

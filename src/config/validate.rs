@@ -12,14 +12,18 @@ use sha2::{Digest, Sha256};
 use super::env::{Vars, interpolate};
 use super::raw::{RawBudget, RawConfig, RawLimitSet, RawProvider};
 use super::{
-    Config, ConfigError, ConfigErrors, LimitsBackend, LimitsConfig, MetricsConfig, ServerConfig,
+    Config, ConfigError, ConfigErrors, LimitsBackend, LimitsConfig, MeteringConfig, MetricsConfig,
+    ServerConfig,
 };
 use crate::limits::{
     Budget, BudgetAction, Limits, OnBackendError, Period, Rule, ScopeKind, calendar,
 };
 use crate::metering::{PriceSource, PriceTable};
 use crate::metrics::{CONFIGURABLE_LABELS, MetricsOptions};
-use crate::providers::{Provider, ProviderKind, anthropic::Anthropic, openai::OpenAi};
+use crate::providers::headers::{ANTHROPIC_BETA, BetaValues, never_forwarded};
+use crate::providers::{
+    HeaderPolicy, Provider, ProviderKind, anthropic::Anthropic, openai::OpenAi,
+};
 
 /// A virtual key's identity and the limit rules that apply to it.
 #[derive(Debug)]
@@ -247,6 +251,13 @@ pub fn validate(raw: RawConfig, vars: &dyn Vars) -> Result<Config, ConfigErrors>
             errors.push("metrics.max_series_per_family", "must be greater than 0");
         }
         options.max_series_per_family = cap;
+    }
+    if let Some(max) = raw.metrics.max_label_value_bytes {
+        // The gateway's own values (endpoints, status codes, error types) are at most 25 bytes.
+        if !(32..=65_536).contains(&max) {
+            errors.push("metrics.max_label_value_bytes", "must be from 32 to 65536");
+        }
+        options.max_label_value_bytes = max;
     }
 
     let mut providers: Vec<Arc<dyn Provider>> = Vec::new();
@@ -485,6 +496,54 @@ pub fn validate(raw: RawConfig, vars: &dyn Vars) -> Result<Config, ConfigErrors>
             Default::default()
         });
 
+    // Names from the config become label values: one longer than the bound would be folded
+    // into `__other__` with whatever else is, so it is refused here instead.
+    let max_label = options.max_label_value_bytes;
+    let too_long = |errors: &mut Errors, path: String, name: &str| {
+        if name.len() > max_label {
+            errors.push(
+                path,
+                format!(
+                    "is {} bytes; label values are at most {max_label} (metrics.max_label_value_bytes)",
+                    name.len()
+                ),
+            );
+        }
+    };
+    for (i, p) in raw.providers.iter().enumerate() {
+        too_long(&mut errors, format!("providers[{i}].name"), &p.name);
+        for (j, m) in p.models.iter().enumerate() {
+            too_long(&mut errors, format!("providers[{i}].models[{j}]"), m);
+        }
+    }
+    for (i, m) in raw.models.iter().enumerate() {
+        too_long(&mut errors, format!("models[{i}].name"), &m.name);
+    }
+    for (i, k) in raw.keys.iter().enumerate() {
+        too_long(&mut errors, format!("keys[{i}].name"), &k.name);
+        too_long(&mut errors, format!("keys[{i}].team"), &k.team);
+    }
+    for (i, t) in raw.teams.iter().enumerate() {
+        too_long(&mut errors, format!("teams[{i}].name"), &t.name);
+        for (j, m) in t.models.iter().enumerate() {
+            // The budget's `name` label is `team/model`.
+            let name = format!("{}/{}", t.name, m.model);
+            too_long(&mut errors, format!("teams[{i}].models[{j}].model"), &name);
+        }
+    }
+
+    let max_tokens_per_request = raw
+        .metering
+        .max_tokens_per_request
+        .unwrap_or(crate::metering::DEFAULT_MAX_TOKENS_PER_REQUEST);
+    // Above 1e12 a ledger sum of a few million clamped rows could overflow its BIGINT.
+    if !(1..=1_000_000_000_000).contains(&max_tokens_per_request) {
+        errors.push(
+            "metering.max_tokens_per_request",
+            "must be from 1 to 1000000000000",
+        );
+    }
+
     let workers = match raw.server.workers {
         Some(0) => {
             errors.push("server.workers", "must be at least 1");
@@ -586,6 +645,9 @@ pub fn validate(raw: RawConfig, vars: &dyn Vars) -> Result<Config, ConfigErrors>
         limits,
         rules: all_rules,
         ledger,
+        metering: MeteringConfig {
+            max_tokens_per_request,
+        },
     })
 }
 
@@ -784,6 +846,7 @@ fn build_provider(
             _ => errors.push(hpath, "not a valid HTTP header"),
         }
     }
+    let policy = header_policy(errors, path, p, kind);
     if p.models.is_empty() && p.model_prefixes.is_empty() {
         errors.push(
             format!("{path}.models"),
@@ -797,14 +860,17 @@ fn build_provider(
         return None;
     }
     let built: Result<Arc<dyn Provider>, String> = match kind {
-        ProviderKind::Anthropic => Anthropic::new(&p.name, &base_url, api_key.as_deref(), headers)
-            .map(|a| Arc::new(a) as _),
+        ProviderKind::Anthropic => {
+            Anthropic::new(&p.name, &base_url, api_key.as_deref(), headers, policy)
+                .map(|a| Arc::new(a) as _)
+        }
         _ => OpenAi::new(
             &p.name,
             kind,
             &base_url,
             api_key.as_deref(),
             headers,
+            policy,
             p.inject_stream_usage.unwrap_or(true),
         )
         .map(|o| Arc::new(o) as _),
@@ -816,4 +882,64 @@ fn build_provider(
             None
         }
     }
+}
+
+/// The client headers a provider forwards: its kind's allow-list, `forward_headers`, and for
+/// Anthropic the `anthropic_beta` values allowed.
+fn header_policy(
+    errors: &mut Errors,
+    path: &str,
+    p: &RawProvider,
+    kind: Option<ProviderKind>,
+) -> HeaderPolicy {
+    let mut extra = Vec::new();
+    let mut prefixes: Vec<Box<str>> = Vec::new();
+    for (j, name) in p.forward_headers.iter().enumerate() {
+        let hpath = format!("{path}.forward_headers[{j}]");
+        if let Some(prefix) = name.strip_suffix('*') {
+            // Checked as a name: the prefix with one more character must be one.
+            match HeaderName::try_from(format!("{prefix}a")) {
+                Ok(_) if !prefix.is_empty() => prefixes.push(prefix.to_ascii_lowercase().into()),
+                _ => errors.push(hpath, "a prefix needs a valid header name before the *"),
+            }
+            continue;
+        }
+        match HeaderName::try_from(name.as_str()) {
+            Ok(n) if n == ANTHROPIC_BETA => errors.push(
+                hpath,
+                "list the allowed values in anthropic_beta instead ([\"*\"] for any)",
+            ),
+            Ok(n) if never_forwarded(&n) => errors.push(
+                hpath,
+                format!("{name:?} is never forwarded (credentials, framing, hop-by-hop and x-tollgate-* headers)"),
+            ),
+            Ok(n) => extra.push(n),
+            Err(_) => errors.push(hpath, "not a valid HTTP header name"),
+        }
+    }
+    let beta = match (&p.anthropic_beta, kind) {
+        (None, _) => BetaValues::Only(Box::default()),
+        (Some(_), Some(k)) if k != ProviderKind::Anthropic => {
+            errors.push(
+                format!("{path}.anthropic_beta"),
+                "only for kind = \"anthropic\"",
+            );
+            BetaValues::Dropped
+        }
+        (Some(values), _) if values.iter().any(|v| v == "*") => BetaValues::Any,
+        (Some(values), _) => {
+            for (j, v) in values.iter().enumerate() {
+                if v.is_empty() || !v.bytes().all(|b| b.is_ascii_graphic() && b != b',') {
+                    errors.push(
+                        format!("{path}.anthropic_beta[{j}]"),
+                        format!(
+                            "{v:?} is not a beta name like \"interleaved-thinking-2025-05-14\""
+                        ),
+                    );
+                }
+            }
+            BetaValues::Only(values.iter().map(|v| v.as_str().into()).collect())
+        }
+    };
+    HeaderPolicy::new(kind.unwrap_or(ProviderKind::OpenAi), extra, prefixes, beta)
 }

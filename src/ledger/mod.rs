@@ -110,7 +110,11 @@ impl Ledger {
             unauthenticated: unauthenticated.clone(),
         };
         let handle = tokio::spawn(writer.run());
-        let windows = window::WindowCache::new(cfg.metrics_cache, metrics.max_series_per_family);
+        let windows = window::WindowCache::new(
+            cfg.metrics_cache,
+            metrics.max_series_per_family,
+            metrics.max_label_value_bytes(),
+        );
         tracing::info!(
             url = %config::redact(&cfg.url),
             backend = store.backend(),

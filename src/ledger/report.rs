@@ -31,6 +31,8 @@ pub enum GroupKey {
     Stream,
     /// Usage estimated or reported.
     Estimated,
+    /// Where the token counts come from: reported, partial, estimated, implausible.
+    UsageSource,
     /// `priced` or `unpriced` (empty for rows written before prices were recorded).
     CostSource,
     /// The price a row was costed at (`model` or `model@YYYY-MM-DD`).
@@ -58,6 +60,7 @@ pub const GROUP_KEYS: &[(&str, GroupKey)] = &[
     ("error_type", GroupKey::ErrorType),
     ("stream", GroupKey::Stream),
     ("estimated", GroupKey::Estimated),
+    ("usage_source", GroupKey::UsageSource),
     ("cost_source", GroupKey::CostSource),
     ("price_id", GroupKey::PriceId),
     ("service_tier", GroupKey::ServiceTier),
@@ -89,6 +92,10 @@ impl GroupKey {
             (GroupKey::ErrorType, _) => "COALESCE(error_type, '')",
             (GroupKey::Stream, _) => "CASE WHEN stream THEN 'true' ELSE 'false' END",
             (GroupKey::Estimated, _) => "CASE WHEN estimated THEN 'true' ELSE 'false' END",
+            // Rows from before migration 6 have no usage_source.
+            (GroupKey::UsageSource, _) => {
+                "COALESCE(usage_source, CASE WHEN estimated THEN 'estimated' ELSE 'reported' END)"
+            }
             (GroupKey::CostSource, _) => "COALESCE(cost_source, '')",
             (GroupKey::PriceId, _) => "COALESCE(price_id, '')",
             (GroupKey::ServiceTier, _) => "COALESCE(service_tier, '')",
@@ -202,13 +209,14 @@ pub struct Totals {
 
 impl Totals {
     fn add(&mut self, o: &Totals) {
-        self.requests += o.requests;
-        self.input_tokens += o.input_tokens;
-        self.output_tokens += o.output_tokens;
-        self.cached_read_tokens += o.cached_read_tokens;
-        self.cache_write_tokens += o.cache_write_tokens;
-        self.reasoning_tokens += o.reasoning_tokens;
-        self.cost_nanos += o.cost_nanos;
+        // Saturating: rows hold counts a provider reported (bounded, yet summed over months).
+        self.requests = self.requests.saturating_add(o.requests);
+        self.input_tokens = self.input_tokens.saturating_add(o.input_tokens);
+        self.output_tokens = self.output_tokens.saturating_add(o.output_tokens);
+        self.cached_read_tokens = self.cached_read_tokens.saturating_add(o.cached_read_tokens);
+        self.cache_write_tokens = self.cache_write_tokens.saturating_add(o.cache_write_tokens);
+        self.reasoning_tokens = self.reasoning_tokens.saturating_add(o.reasoning_tokens);
+        self.cost_nanos = self.cost_nanos.saturating_add(o.cost_nanos);
     }
 
     fn values(&self) -> [i64; 6] {

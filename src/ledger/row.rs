@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use crate::metering::{ServiceTier, Usage};
+use crate::metering::{ServiceTier, Usage, UsageSource};
 
 /// Longest customer id kept; longer values are cut (they come from clients).
 pub const MAX_CUSTOMER_CHARS: usize = 256;
@@ -50,8 +50,9 @@ pub struct UsageRow {
     pub usage: Usage,
     /// Cost in nano-USD.
     pub cost_nanos: i64,
-    /// True when the tokens were estimated with a tokenizer.
-    pub estimated: bool,
+    /// Where the token counts come from (`usage_source`; the `estimated` column is
+    /// `usage_source = estimated`).
+    pub usage_source: UsageSource,
     /// The provider's request id (`x-request-id` or `request-id` response header).
     pub upstream_request_id: Option<Box<str>>,
     /// The price the cost was computed at (`model` or `model@YYYY-MM-DD`); `None`: no price
@@ -62,6 +63,11 @@ pub struct UsageRow {
 }
 
 impl UsageRow {
+    /// True when the tokens were estimated with a tokenizer (the `estimated` column).
+    pub fn estimated(&self) -> bool {
+        self.usage_source == UsageSource::Estimated
+    }
+
     /// Start time in microseconds since the Unix epoch, as SQLite stores it.
     pub fn started_at_micros(&self) -> i64 {
         self.started_at.timestamp_micros()
@@ -86,7 +92,7 @@ impl UsageRow {
             error_type: None,
             usage: Usage::default(),
             cost_nanos: 0,
-            estimated: false,
+            usage_source: UsageSource::Reported,
             upstream_request_id: None,
             price_id: None,
             service_tier: ServiceTier::Standard,

@@ -33,6 +33,7 @@ const SQLITE_MIGRATIONS: &[(i64, &str)] = &[
         include_str!("migrations/sqlite/0004_unauthenticated.sql"),
     ),
     (5, include_str!("migrations/sqlite/0005_price_columns.sql")),
+    (6, include_str!("migrations/sqlite/0006_usage_source.sql")),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("migrations/postgres/0001_usage.sql")),
@@ -49,6 +50,7 @@ const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
         5,
         include_str!("migrations/postgres/0005_price_columns.sql"),
     ),
+    (6, include_str!("migrations/postgres/0006_usage_source.sql")),
 ];
 
 /// Columns of `tollgate_usage`, in insert order.
@@ -56,7 +58,7 @@ const COLUMNS: &str = "id, started_at, duration_us, ttft_us, key_name, team, cus
     requested_model, model, endpoint, stream, status_code, error_type, input_tokens, \
     output_tokens, cached_read_tokens, cache_write_tokens, cache_write_1h_tokens, \
     reasoning_tokens, cost_nanos, estimated, upstream_request_id, price_id, cost_source, \
-    service_tier";
+    service_tier, usage_source";
 
 /// Which rows a spend query sums.
 #[derive(Debug, Clone, Copy)]
@@ -318,7 +320,7 @@ impl Store {
                      $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], \
                      $12::bool[], $13::int4[], $14::text[], $15::int8[], $16::int8[], \
                      $17::int8[], $18::int8[], $19::int8[], $20::int8[], $21::int8[], \
-                     $22::bool[], $23::text[], $24::text[], $25::text[], $26::text[]) \
+                     $22::bool[], $23::text[], $24::text[], $25::text[], $26::text[], $27::text[]) \
                      ON CONFLICT (id) DO NOTHING"
                 );
                 let col = |f: &dyn Fn(&UsageRow) -> i64| rows.iter().map(f).collect::<Vec<i64>>();
@@ -356,7 +358,7 @@ impl Store {
                     .bind(col(&|r| tokens(r.usage.cache_write_1h)))
                     .bind(col(&|r| tokens(r.usage.reasoning)))
                     .bind(col(&|r| r.cost_nanos))
-                    .bind(rows.iter().map(|r| r.estimated).collect::<Vec<_>>())
+                    .bind(rows.iter().map(|r| r.estimated()).collect::<Vec<_>>())
                     .bind(
                         rows.iter()
                             .map(|r| r.upstream_request_id.as_deref())
@@ -371,6 +373,11 @@ impl Store {
                     .bind(
                         rows.iter()
                             .map(|r| r.service_tier.as_str())
+                            .collect::<Vec<_>>(),
+                    )
+                    .bind(
+                        rows.iter()
+                            .map(|r| r.usage_source.as_str())
                             .collect::<Vec<_>>(),
                     )
                     .execute(&mut **conn)
@@ -808,11 +815,12 @@ fn sqlite_insert(rows: &[UsageRow]) -> Query<'_, sqlx::Sqlite, SqliteArguments<'
             .bind(tokens(r.usage.cache_write_1h))
             .bind(tokens(r.usage.reasoning))
             .bind(r.cost_nanos)
-            .bind(r.estimated)
+            .bind(r.estimated())
             .bind(r.upstream_request_id.as_deref())
             .bind(r.price_id.as_deref())
             .bind(r.cost_source())
-            .bind(r.service_tier.as_str());
+            .bind(r.service_tier.as_str())
+            .bind(r.usage_source.as_str());
     }
     q
 }

@@ -71,15 +71,18 @@ type Cached = (Instant, Arc<LedgerWindow>);
 pub struct WindowCache {
     ttl: Duration,
     max_series: usize,
+    max_value_bytes: usize,
     entries: tokio::sync::Mutex<HashMap<(i64, i64), Cached>>,
 }
 
 impl WindowCache {
-    /// A cache whose entries live `ttl`, each with at most `max_series` series.
-    pub fn new(ttl: Duration, max_series: usize) -> WindowCache {
+    /// A cache whose entries live `ttl`, each with at most `max_series` series and label
+    /// values of at most `max_value_bytes` bytes.
+    pub fn new(ttl: Duration, max_series: usize, max_value_bytes: usize) -> WindowCache {
         WindowCache {
             ttl,
             max_series: max_series.max(1),
+            max_value_bytes,
             entries: tokio::sync::Mutex::new(HashMap::new()),
         }
     }
@@ -124,7 +127,7 @@ impl WindowCache {
                     })
                     .collect();
                 let w = Arc::new(LedgerWindow {
-                    series: capped(series, self.max_series),
+                    series: capped(folded(series, self.max_value_bytes), self.max_series),
                 });
                 entries.insert(key, (Instant::now(), w.clone()));
                 Some(w)
@@ -142,6 +145,39 @@ impl WindowCache {
             }
         }
     }
+}
+
+/// Groups with a value longer than `max` bytes (models the ledger keeps up to 256 characters),
+/// merged per team into `__other__`, as the metric families fold long values.
+fn folded(series: Vec<LedgerSeries>, max: usize) -> Vec<LedgerSeries> {
+    if series
+        .iter()
+        .all(|s| s.team.len() <= max && s.provider.len() <= max && s.model.len() <= max)
+    {
+        return series;
+    }
+    let fold = |v: String| {
+        if v.len() > max {
+            OVERFLOW_VALUE.to_string()
+        } else {
+            v
+        }
+    };
+    let mut merged: HashMap<(String, String, String), LedgerSeries> = HashMap::new();
+    for s in series {
+        let key = (fold(s.team), fold(s.provider), fold(s.model));
+        let m = merged.entry(key.clone()).or_insert_with(|| LedgerSeries {
+            team: key.0,
+            provider: key.1,
+            model: key.2,
+            ..LedgerSeries::default()
+        });
+        m.requests = m.requests.saturating_add(s.requests);
+        m.cost_nanos = m.cost_nanos.saturating_add(s.cost_nanos);
+    }
+    let mut out: Vec<LedgerSeries> = merged.into_values().collect();
+    out.sort_by(|a, b| (&a.team, &a.provider, &a.model).cmp(&(&b.team, &b.provider, &b.model)));
+    out
 }
 
 /// At most `cap` series: the cheapest (team, provider, model) groups beyond it are folded
@@ -166,8 +202,8 @@ fn capped(mut series: Vec<LedgerSeries>, cap: usize) -> Vec<LedgerSeries> {
             model: OVERFLOW_VALUE.into(),
             ..LedgerSeries::default()
         });
-        o.requests += s.requests;
-        o.cost_nanos += s.cost_nanos;
+        o.requests = o.requests.saturating_add(s.requests);
+        o.cost_nanos = o.cost_nanos.saturating_add(s.cost_nanos);
     }
     if keep + other.len() > cap {
         // More teams than room: one series for all of the rest.
@@ -178,8 +214,8 @@ fn capped(mut series: Vec<LedgerSeries>, cap: usize) -> Vec<LedgerSeries> {
             ..LedgerSeries::default()
         };
         for o in other.into_values() {
-            all.requests += o.requests;
-            all.cost_nanos += o.cost_nanos;
+            all.requests = all.requests.saturating_add(o.requests);
+            all.cost_nanos = all.cost_nanos.saturating_add(o.cost_nanos);
         }
         series.push(all);
     } else {
@@ -206,6 +242,32 @@ mod tests {
         assert_eq!(from.to_rfc3339(), "2026-12-31T00:00:00+00:00");
         assert_eq!(to.to_rfc3339(), "2027-01-01T00:00:00+00:00");
         assert!(MetricsWindow::None.around(now).is_none());
+    }
+
+    #[test]
+    fn long_values_fold_into_other_per_team() {
+        let s = |model: &str, cost: i64| LedgerSeries {
+            team: "a".into(),
+            provider: "p".into(),
+            model: model.into(),
+            requests: 1,
+            cost_nanos: cost,
+        };
+        let out = folded(
+            vec![
+                s("short", 1),
+                s(&"x".repeat(200), 2),
+                s(&"y".repeat(300), i64::MAX),
+            ],
+            128,
+        );
+        assert_eq!(out.len(), 2);
+        let other = out
+            .iter()
+            .find(|s| s.model == OVERFLOW_VALUE)
+            .expect("folded");
+        assert_eq!((other.team.as_str(), other.requests), ("a", 2));
+        assert_eq!(other.cost_nanos, i64::MAX, "sums saturate");
     }
 
     #[test]

@@ -168,7 +168,7 @@ pub(super) fn admit(
                 let (_, end) = budget.period.bounds(now_unix, offset);
                 state
                     .roll(&budget, now_unix, offset)
-                    .filter(|b| b.spent + b.reserved >= budget.limit_nanos)
+                    .filter(|b| b.spent.saturating_add(b.reserved) >= budget.limit_nanos)
                     .map(|_| {
                         (
                             LimitKind::Budget,
@@ -204,7 +204,7 @@ pub(super) fn admit(
         if let Some(budget) = rule.budget
             && let Some(b) = state.roll(&budget, now_unix, offset)
         {
-            b.reserved += demand.cost_nanos;
+            b.reserved = b.reserved.saturating_add(demand.cost_nanos);
         }
     }
     Ok((quota_of(&states), None))
@@ -238,7 +238,7 @@ pub(super) fn settle(
                 if b.period_start == admitted_period {
                     b.reserved = b.reserved.saturating_sub(demand.cost_nanos);
                 }
-                b.spent += cost_nanos;
+                b.spent = b.spent.saturating_add(cost_nanos);
             }
         }
     }

@@ -24,6 +24,12 @@ pub const BUILTIN_PRICES: &str = include_str!("../../prices/prices.toml");
 /// table wins over it.
 pub const CATALOG_PRICES: &str = include_str!("../../prices/catalog.toml");
 
+/// The largest cost of one request, in nano-USD: the ledger stores costs as signed 64-bit
+/// integers, so a larger value would be cut there and not in the metrics. Both record this
+/// one value, so they always agree (9.2e9 USD; the plausibility bound keeps real costs far
+/// below).
+pub const MAX_COST_NANOS: u64 = i64::MAX as u64;
+
 /// Per-token rates in pico-USD (1e-12 USD) per token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Rates {
@@ -63,13 +69,19 @@ impl Rates {
             }
             None => (0, u.output),
         };
-        text_in as u128 * self.input as u128
-            + audio_in
-            + u.cached_read as u128 * self.cached_input as u128
-            + write_5m as u128 * self.cache_write as u128
-            + u.cache_write_1h as u128 * self.cache_write_1h as u128
-            + text_out as u128 * self.output as u128
-            + audio_out
+        // Each product of two u64 fits a u128; their sum may not (counts come from providers):
+        // it saturates.
+        [
+            text_in as u128 * self.input as u128,
+            audio_in,
+            u.cached_read as u128 * self.cached_input as u128,
+            write_5m as u128 * self.cache_write as u128,
+            u.cache_write_1h as u128 * self.cache_write_1h as u128,
+            text_out as u128 * self.output as u128,
+            audio_out,
+        ]
+        .into_iter()
+        .fold(0u128, u128::saturating_add)
     }
 
     /// Every rate times `num / den`, rounded to nearest (a service tier's context tiers).
@@ -234,7 +246,8 @@ impl Price {
     }
 
     /// The cost of `usage` with `billing`, in nano-USD, rounded to the nearest nano-USD once
-    /// per request (the error is below 5e-10 USD a request). Saturates, never wraps.
+    /// per request (the error is below 5e-10 USD a request). Saturates, never wraps, at
+    /// [`MAX_COST_NANOS`].
     pub fn cost_nanos_for(&self, usage: &Usage, billing: &Billing) -> u64 {
         let set = self.rates_for(billing.service_tier);
         let rates = set.for_input(usage.input);
@@ -244,7 +257,8 @@ impl Price {
             .saturating_add(
                 u128::from(billing.web_search_calls) * u128::from(self.web_search_call),
             );
-        u64::try_from(pico.saturating_add(500) / 1000).unwrap_or(u64::MAX)
+        u64::try_from(pico.saturating_add(500) / 1000)
+            .map_or(MAX_COST_NANOS, |n| n.min(MAX_COST_NANOS))
     }
 
     /// Takes from `other` (the same model's imported price) every axis `spec` left unsaid,
@@ -302,13 +316,14 @@ fn ratio(v: u64, num: u64, den: u64) -> u64 {
     u64::try_from(r).unwrap_or(u64::MAX)
 }
 
-/// Scales a cost by a multiplier in parts per million (1,000,000 = 1x), rounding to nearest.
+/// Scales a cost by a multiplier in parts per million (1,000,000 = 1x), rounding to nearest,
+/// at most [`MAX_COST_NANOS`].
 pub fn apply_multiplier(nanos: u64, ppm: u64) -> u64 {
     if ppm == 1_000_000 {
         return nanos;
     }
     let scaled = (u128::from(nanos) * u128::from(ppm) + 500_000) / 1_000_000;
-    u64::try_from(scaled).unwrap_or(u64::MAX)
+    u64::try_from(scaled).map_or(MAX_COST_NANOS, |n| n.min(MAX_COST_NANOS))
 }
 
 /// Rates as written in TOML: USD per million tokens, as decimal strings.

@@ -5,6 +5,10 @@
 //! its `model` (the one label whose values come from outside: clients and providers) replaced
 //! by `__other__`, so junk model names cannot exhaust memory while spend stays attributed to
 //! its team and key. Should that still pass twice the cap, every label becomes `__other__`.
+//!
+//! Independently of the cap, a label value longer than [`ValueBound`]'s limit is replaced by
+//! `__other__` and counted: one 1 MB model name would otherwise be kept in memory and written
+//! into every scrape, in every family that carries it.
 
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
@@ -15,6 +19,63 @@ use parking_lot::RwLock;
 
 /// Label value of the overflow series.
 pub const OVERFLOW_VALUE: &str = "__other__";
+
+/// Label names whose folded values are counted separately, in
+/// `llm_gateway_label_values_folded_total{label}`; any other name counts as `other`.
+pub const BOUNDED_LABELS: &[&str] = &[
+    "provider",
+    "model",
+    "team",
+    "key",
+    "endpoint",
+    "status_code",
+    "error_type",
+    "other",
+];
+
+/// The longest label value kept, and how many longer values were folded into `__other__`, per
+/// label name. Shared by every family of a registry.
+#[derive(Debug)]
+pub struct ValueBound {
+    max_bytes: usize,
+    folded: [AtomicU64; BOUNDED_LABELS.len()],
+}
+
+impl ValueBound {
+    /// Values longer than `max_bytes` bytes are folded.
+    pub fn new(max_bytes: usize) -> ValueBound {
+        ValueBound {
+            max_bytes,
+            folded: Default::default(),
+        }
+    }
+
+    /// The longest value kept, in bytes.
+    pub fn max_bytes(&self) -> usize {
+        self.max_bytes
+    }
+
+    /// `value`, or `__other__` (counted against `label`) when it is too long.
+    pub fn fold<'a>(&self, label: &str, value: &'a str) -> &'a str {
+        if value.len() <= self.max_bytes {
+            return value;
+        }
+        self.folded[slot(label)].fetch_add(1, Ordering::Relaxed);
+        OVERFLOW_VALUE
+    }
+
+    /// Values of `label` folded so far.
+    pub fn folded(&self, label: &str) -> u64 {
+        self.folded[slot(label)].load(Ordering::Relaxed)
+    }
+}
+
+fn slot(label: &str) -> usize {
+    BOUNDED_LABELS
+        .iter()
+        .position(|l| *l == label)
+        .unwrap_or(BOUNDED_LABELS.len() - 1)
+}
 
 /// Owned label values, the map key: each value followed by `0xff`, a byte that never occurs
 /// in UTF-8, in one allocation, so that comparing a key on lookup reads one place in memory
@@ -95,6 +156,7 @@ pub struct Family<T> {
     /// Which of `label_names` are rendered (configurable); disabled ones are folded together.
     enabled: Box<[bool]>,
     cap: usize,
+    bound: Arc<ValueBound>,
     series: RwLock<HashMap<LabelKey, Arc<T>>>,
     overflowed: AtomicU64,
 }
@@ -114,9 +176,16 @@ impl<T: Default> Family<T> {
             label_names,
             enabled: label_names.iter().map(|l| is_enabled(l)).collect(),
             cap: cap.max(1),
+            bound: Arc::new(ValueBound::new(usize::MAX)),
             series: RwLock::new(HashMap::new()),
             overflowed: AtomicU64::new(0),
         }
+    }
+
+    /// This family with its label values bounded (and folds counted) by `bound`.
+    pub fn with_value_bound(mut self, bound: &Arc<ValueBound>) -> Family<T> {
+        self.bound = bound.clone();
+        self
     }
 
     /// Calls `f` with the cell for `values`, created on first use. Cheaper than [`get`]
@@ -124,22 +193,24 @@ impl<T: Default> Family<T> {
     ///
     /// [`get`]: Family::get
     pub fn with<R>(&self, values: &[&str], f: impl FnOnce(&T) -> R) -> R {
-        {
-            let mut buf = [""; 8];
-            let values = self.masked(values, &mut buf);
-            if let Some(cell) = self.series.read().get(&LabelRef(values)) {
-                return f(cell);
-            }
+        let mut buf = [""; 8];
+        let values = self.masked(values, &mut buf);
+        if let Some(cell) = self.series.read().get(&LabelRef(values)) {
+            return f(cell);
         }
-        f(&self.get(values))
+        f(&self.get_masked(values))
     }
 
-    /// `values` with disabled labels blanked, in `buf`.
+    /// `values` with disabled labels blanked and values over the bound folded, in `buf`.
     fn masked<'a>(&self, values: &[&'a str], buf: &'a mut [&'a str; 8]) -> &'a [&'a str] {
         debug_assert_eq!(values.len(), self.label_names.len(), "{}", self.name);
         let n = values.len().min(buf.len());
         for (i, v) in values.iter().take(n).enumerate() {
-            buf[i] = if self.enabled[i] { v } else { "" };
+            buf[i] = if self.enabled[i] {
+                self.bound.fold(self.label_names[i], v)
+            } else {
+                ""
+            };
         }
         &buf[..n]
     }
@@ -148,6 +219,11 @@ impl<T: Default> Family<T> {
     pub fn get(&self, values: &[&str]) -> Arc<T> {
         let mut buf = [""; 8];
         let values = self.masked(values, &mut buf);
+        self.get_masked(values)
+    }
+
+    /// [`get`](Family::get) of values already masked (so a fold is counted once).
+    fn get_masked(&self, values: &[&str]) -> Arc<T> {
         if let Some(cell) = self.series.read().get(&LabelRef(values)) {
             return cell.clone();
         }
@@ -287,6 +363,31 @@ mod tests {
         assert_eq!(other("a"), Some(3));
         assert_eq!(other("b"), Some(4));
         assert_eq!(f.len(), 5);
+    }
+
+    #[test]
+    fn long_values_fold_into_other_and_are_counted() {
+        let bound = Arc::new(ValueBound::new(16));
+        let f: Family<Cell> =
+            Family::new("x_total", "x", &["team", "model"], &|_| true, 10).with_value_bound(&bound);
+        let long = "m".repeat(1 << 20);
+        for _ in 0..3 {
+            f.with(&["t", &long], |c| c.0.fetch_add(1, Ordering::Relaxed));
+        }
+        f.get(&["t", "0123456789abcdef"])
+            .0
+            .fetch_add(1, Ordering::Relaxed);
+        let snap = f.snapshot();
+        assert_eq!(snap.len(), 2);
+        let other = snap
+            .iter()
+            .find(|(l, _)| &*l[1].1 == OVERFLOW_VALUE)
+            .expect("folded series");
+        assert_eq!(other.1.0.load(Ordering::Relaxed), 3);
+        assert_eq!(&*other.0[0].1, "t", "short labels are kept");
+        assert_eq!(bound.folded("model"), 3);
+        assert_eq!(bound.folded("team"), 0);
+        assert_eq!(bound.folded("no-such-label"), 0);
     }
 
     #[test]

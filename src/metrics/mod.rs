@@ -14,10 +14,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub use cells::{Counter, Gauge, Histogram, LatencyHistogram, OverheadHistogram, UsageCells};
 pub use connections::{ConnectionMetrics, Rejected, TimedOut};
-pub use family::{Family, OVERFLOW_VALUE};
+pub use family::{BOUNDED_LABELS, Family, OVERFLOW_VALUE, ValueBound};
 pub use render::{Format, OPENMETRICS_CONTENT_TYPE, TEXT_CONTENT_TYPE};
 
-use crate::metering::Usage;
+use crate::metering::{Usage, UsageSource};
 
 /// Labels that can be switched on or off in `[metrics] labels`.
 pub const CONFIGURABLE_LABELS: &[&str] = &[
@@ -37,13 +37,23 @@ pub struct MetricsOptions {
     pub labels: Vec<String>,
     /// Series cap per family.
     pub max_series_per_family: usize,
+    /// Longest label value kept, in bytes; longer ones become `__other__`.
+    pub max_label_value_bytes: usize,
 }
+
+/// Default of `[metrics] max_label_value_bytes`. The longest model ids in use are about 100
+/// bytes (Bedrock inference-profile ARNs such as
+/// `arn:aws:bedrock:us-east-1:123456789012:inference-profile/us.anthropic.claude-3-5-sonnet-20241022-v2:0`
+/// are 103; fine-tuned OpenAI ids ~60; Hugging Face ids ~40), so 128 keeps every real name,
+/// while a family at its 10,000-series cap holds at most ~1.3 MB of model names.
+pub const DEFAULT_MAX_LABEL_VALUE_BYTES: usize = 128;
 
 impl Default for MetricsOptions {
     fn default() -> Self {
         MetricsOptions {
             labels: CONFIGURABLE_LABELS.iter().map(|s| s.to_string()).collect(),
             max_series_per_family: 10_000,
+            max_label_value_bytes: DEFAULT_MAX_LABEL_VALUE_BYTES,
         }
     }
 }
@@ -71,8 +81,9 @@ pub struct Observation<'a> {
     pub cost_nanos: u64,
     /// False when no price was known (cost 0, counted as unpriced).
     pub priced: bool,
-    /// True when the usage was estimated with the tokenizer.
-    pub estimated: bool,
+    /// Where the token counts come from: estimated with the tokenizer, or clamped to the
+    /// plausibility bound, each counted in its own family.
+    pub usage_source: UsageSource,
     /// End to end.
     pub duration: Duration,
     /// Upstream only, when an upstream call was made.
@@ -150,6 +161,7 @@ pub struct Metrics {
     overhead: Family<OverheadHistogram>,
     in_flight: Family<Gauge>,
     estimated: Family<Counter>,
+    implausible: Family<Counter>,
     /// Nano-USD of cost that rests on estimated tokens, per provider, model and team.
     estimated_cost: Family<Counter>,
     unpriced: Family<Counter>,
@@ -160,6 +172,8 @@ pub struct Metrics {
     limit_short_circuited: Counter,
     /// Client connections of the main listener.
     pub connections: ConnectionMetrics,
+    /// The bound on label values shared by every family (`[metrics] max_label_value_bytes`).
+    bound: Arc<ValueBound>,
     /// The series cap of every family (`[metrics] max_series_per_family`).
     pub max_series_per_family: usize,
     /// Usage rows the ledger wrote to its database.
@@ -260,102 +274,113 @@ impl Metrics {
         // Only the configurable labels can be switched off; the others are always on.
         let on = |l: &str| !CONFIGURABLE_LABELS.contains(&l) || opts.labels.iter().any(|x| x == l);
         let cap = opts.max_series_per_family;
+        let bound = Arc::new(ValueBound::new(opts.max_label_value_bytes));
         Arc::new(Metrics {
-            usage: Family::new("llm_gateway_usage", "", USAGE_LABELS, &on, cap),
+            usage: Family::new("llm_gateway_usage", "", USAGE_LABELS, &on, cap).with_value_bound(&bound),
             requests: Family::new(
                 "llm_gateway_requests_total",
                 "Finished requests.",
                 REQUEST_LABELS,
                 &on,
                 cap,
-            ),
+            ).with_value_bound(&bound),
             errors: Family::new(
                 "llm_gateway_errors_total",
                 "Failed requests, by bounded cause.",
                 ERROR_LABELS,
                 &on,
                 cap,
-            ),
+            ).with_value_bound(&bound),
             request_duration: Family::new(
                 "llm_gateway_request_duration_seconds",
                 "End-to-end request duration, until the last body byte.",
                 PROVIDER_MODEL_ENDPOINT,
                 &on,
                 cap,
-            ),
+            ).with_value_bound(&bound),
             time_to_first_token: Family::new(
                 "llm_gateway_time_to_first_token_seconds",
                 "Streams: time from the request to the first body byte from the provider.",
                 PROVIDER_MODEL,
                 &on,
                 cap,
-            ),
+            ).with_value_bound(&bound),
             upstream_duration: Family::new(
                 "llm_gateway_upstream_duration_seconds",
                 "Time spent waiting on the provider, from sending the request to its last byte.",
                 PROVIDER_MODEL,
                 &on,
                 cap,
-            ),
+            ).with_value_bound(&bound),
             overhead: Family::new(
                 "llm_gateway_overhead_seconds",
                 "Time spent in the gateway itself (request handling before and after the upstream call).",
                 &["endpoint"],
                 &on,
                 cap,
-            ),
+            ).with_value_bound(&bound),
             in_flight: Family::new(
                 "llm_gateway_requests_in_flight",
                 "Requests forwarded and not finished.",
                 &["provider"],
                 &on,
                 cap,
-            ),
+            ).with_value_bound(&bound),
             estimated: Family::new(
                 "llm_gateway_estimated_usage_requests_total",
                 "Requests whose provider reported no usage; tokens estimated with a tokenizer.",
                 PROVIDER_MODEL,
                 &on,
                 cap,
-            ),
+            ).with_value_bound(&bound),
+            implausible: Family::new(
+                "llm_gateway_implausible_usage_requests_total",
+                "Requests whose provider reported more tokens than [metering] max_tokens_per_request; counted as that many.",
+                PROVIDER_MODEL,
+                &on,
+                cap,
+            )
+            .with_value_bound(&bound),
             estimated_cost: Family::new(
                 "llm_gateway_estimated_cost_usd_total",
                 "The part of llm_gateway_cost_usd_total that rests on estimated tokens (no usage from the provider).",
                 &["provider", "model", "team"],
                 &on,
                 cap,
-            ),
+            )
+            .with_value_bound(&bound),
             unpriced: Family::new(
                 "llm_gateway_unpriced_requests_total",
                 "Requests for a model without a known price: their cost is not counted.",
                 PROVIDER_MODEL,
                 &on,
                 cap,
-            ),
+            ).with_value_bound(&bound),
             rate_limit_allowed: Family::new(
                 "llm_gateway_rate_limit_allowed_total",
                 "Requests that passed a limit check, by limit (requests, tokens, parallel, budget).",
                 &["team", "key", "limit"],
                 &on,
                 cap,
-            ),
+            ).with_value_bound(&bound),
             rate_limit_blocked: Family::new(
                 "llm_gateway_rate_limit_blocked_total",
                 "Requests answered 429 by a limit (requests, tokens, parallel, budget).",
                 &["team", "key", "limit"],
                 &on,
                 cap,
-            ),
+            ).with_value_bound(&bound),
             budgets: Family::new(
                 "llm_gateway_budget",
                 "",
                 &["scope", "name", "team", "period"],
                 &on,
                 cap,
-            ),
+            ).with_value_bound(&bound),
             limit_backend_errors: Counter::default(),
             limit_short_circuited: Counter::default(),
             connections: ConnectionMetrics::default(),
+            bound,
             max_series_per_family: cap,
             ledger_written: Counter::default(),
             ledger_dropped: Counter::default(),
@@ -378,12 +403,39 @@ impl Metrics {
     /// `requests_total` last. A scrape that counts the request shows all its other series, or
     /// the next scrape does (a scrape reads the families one after another).
     pub fn record(&self, o: &Observation<'_>) {
+        let o = &self.bounded(o);
         if !o.usage.is_zero() || o.cost_nanos > 0 {
             self.usage
                 .with(&o.usage_labels(), |u| u.add_usage(&o.usage, o.cost_nanos));
         }
         self.record_unkeyed(o);
         self.requests.with(&o.requests_labels(), |c| c.add(1));
+    }
+
+    /// `o` with each label value over `max_label_value_bytes` folded into `__other__`, counted
+    /// once per request here: the families it then reaches find every value short.
+    fn bounded<'a>(&self, o: &Observation<'a>) -> Observation<'a> {
+        let b = &*self.bound;
+        Observation {
+            provider: b.fold("provider", o.provider),
+            model: b.fold("model", o.model),
+            team: b.fold("team", o.team),
+            key: b.fold("key", o.key),
+            endpoint: b.fold("endpoint", o.endpoint),
+            status_code: b.fold("status_code", o.status_code),
+            error_type: o.error_type.map(|e| b.fold("error_type", e)),
+            ..*o
+        }
+    }
+
+    /// The longest label value kept (`[metrics] max_label_value_bytes`).
+    pub fn max_label_value_bytes(&self) -> usize {
+        self.bound.max_bytes()
+    }
+
+    /// Label values folded into `__other__` for being too long, for `label`.
+    pub fn label_values_folded(&self, label: &str) -> u64 {
+        self.bound.folded(label)
     }
 
     /// The families of `record` whose series do not carry the key.
@@ -403,12 +455,16 @@ impl Metrics {
         if let Some(d) = o.overhead {
             self.overhead.with(&[e], |h| h.0.observe(d));
         }
-        if o.estimated {
-            self.estimated.with(&[p, m], |c| c.add(1));
-            if o.cost_nanos > 0 {
-                self.estimated_cost
-                    .with(&[p, m, t], |c| c.add(o.cost_nanos));
+        match o.usage_source {
+            UsageSource::Estimated => {
+                self.estimated.with(&[p, m], |c| c.add(1));
+                if o.cost_nanos > 0 {
+                    self.estimated_cost
+                        .with(&[p, m, t], |c| c.add(o.cost_nanos));
+                }
             }
+            UsageSource::Implausible => self.implausible.with(&[p, m], |c| c.add(1)),
+            UsageSource::Reported | UsageSource::Partial => {}
         }
         if !o.priced && !o.usage.is_zero() {
             self.unpriced.with(&[p, m], |c| c.add(1));
@@ -419,6 +475,7 @@ impl Metrics {
     /// `cache`: the token and cost cells and the requests counter of its last (provider,
     /// model, endpoint, status) are kept there. The order is `record`'s.
     pub fn record_for_key(&self, o: &Observation<'_>, cache: &SeriesCache) {
+        let o = &self.bounded(o);
         // Updated under the key's lock: atomics and read-locked lookups, nothing awaited.
         let mut slot = cache.last.lock();
         let series = match &mut *slot {

@@ -233,6 +233,7 @@ pub(super) fn render(m: &Metrics, format: Format, ledger: Option<&LedgerWindow>)
         );
     }
     counter_family(&mut w, &m.estimated);
+    counter_family(&mut w, &m.implausible);
     w.header(m.estimated_cost.name, Kind::Counter, m.estimated_cost.help);
     for (labels, c) in m.estimated_cost.snapshot() {
         let usd = c.get() as f64 / 1e9;
@@ -304,7 +305,7 @@ pub(super) fn render(m: &Metrics, format: Format, ledger: Option<&LedgerWindow>)
         Kind::Counter,
         "Label sets folded into a family's __other__ series by its series cap.",
     );
-    let families: [(&str, u64); 14] = [
+    let families: [(&str, u64); 15] = [
         (m.rate_limit_allowed.name, m.rate_limit_allowed.overflowed()),
         (m.rate_limit_blocked.name, m.rate_limit_blocked.overflowed()),
         ("llm_gateway_budget", m.budgets.overflowed()),
@@ -320,6 +321,7 @@ pub(super) fn render(m: &Metrics, format: Format, ledger: Option<&LedgerWindow>)
         (m.overhead.name, m.overhead.overflowed()),
         (m.in_flight.name, m.in_flight.overflowed()),
         (m.estimated.name, m.estimated.overflowed()),
+        (m.implausible.name, m.implausible.overflowed()),
         (m.estimated_cost.name, m.estimated_cost.overflowed()),
         (m.unpriced.name, m.unpriced.overflowed()),
     ];
@@ -331,6 +333,22 @@ pub(super) fn render(m: &Metrics, format: Format, ledger: Option<&LedgerWindow>)
             &[("family", family.into())],
             None,
             Value::Int(n),
+        );
+    }
+
+    let folded = "llm_gateway_label_values_folded_total";
+    w.header(
+        folded,
+        Kind::Counter,
+        "Label values longer than [metrics] max_label_value_bytes, recorded as __other__ instead.",
+    );
+    for label in super::BOUNDED_LABELS {
+        w.sample(
+            folded,
+            "",
+            &[("label", (*label).into())],
+            None,
+            Value::Int(m.bound.folded(label)),
         );
     }
 

@@ -14,7 +14,7 @@ fn observation<'a>(model: &'a str, usage: Usage, cost_nanos: u64) -> Observation
         usage,
         cost_nanos,
         priced: cost_nanos > 0,
-        estimated: false,
+        usage_source: UsageSource::Reported,
         duration: Duration::from_millis(120),
         upstream: Some(Duration::from_millis(119)),
         time_to_first_token: None,

@@ -9,8 +9,8 @@ use http::{HeaderMap, HeaderName, HeaderValue, Uri, header};
 use serde::Deserialize;
 
 use super::{
-    BodyFacts, Endpoint, EventKind, Provider, ProviderKind, Str, StreamFacts, find_key_value,
-    first_key_value, join_uri,
+    BodyFacts, Endpoint, EventKind, HeaderPolicy, Provider, ProviderKind, Str, StreamFacts,
+    find_key_value, first_key_value, join_uri,
 };
 use crate::metering::Usage;
 
@@ -29,15 +29,18 @@ pub struct Anthropic {
     count_tokens: Uri,
     api_key: Option<HeaderValue>,
     extra_headers: Vec<(header::HeaderName, HeaderValue)>,
+    header_policy: HeaderPolicy,
 }
 
 impl Anthropic {
-    /// A provider at `base_url` (without `/v1`, as in the SDK).
+    /// A provider at `base_url` (without `/v1`, as in the SDK), pinning `extra_headers` and
+    /// forwarding the client headers `header_policy` allows.
     pub fn new(
         name: &str,
         base_url: &str,
         api_key: Option<&str>,
         extra_headers: Vec<(header::HeaderName, HeaderValue)>,
+        header_policy: HeaderPolicy,
     ) -> Result<Anthropic, String> {
         let api_key = match api_key {
             Some(k) if !k.is_empty() => {
@@ -55,6 +58,7 @@ impl Anthropic {
             count_tokens: join_uri(base_url, Endpoint::CountTokens.path())?,
             api_key,
             extra_headers,
+            header_policy,
         })
     }
 }
@@ -88,11 +92,20 @@ impl AnthropicUsage {
         let write_1h = by_ttl
             .and_then(|c| c.ephemeral_1h_input_tokens)
             .unwrap_or(0);
+        // Saturating: the counts are the provider's, and may be absurd (clamped at settle).
         let write = self.cache_creation_input_tokens.unwrap_or_else(|| {
-            by_ttl.map_or(0, |c| c.ephemeral_5m_input_tokens.unwrap_or(0) + write_1h)
+            by_ttl.map_or(0, |c| {
+                c.ephemeral_5m_input_tokens
+                    .unwrap_or(0)
+                    .saturating_add(write_1h)
+            })
         });
         Usage {
-            input: self.input_tokens.unwrap_or(0) + read + write,
+            input: self
+                .input_tokens
+                .unwrap_or(0)
+                .saturating_add(read)
+                .saturating_add(write),
             output: self.output_tokens.unwrap_or(0),
             cached_read: read,
             cache_write: write,
@@ -161,6 +174,10 @@ impl Provider for Anthropic {
             Endpoint::CountTokens => &self.count_tokens,
             _ => &self.messages,
         }
+    }
+
+    fn header_policy(&self) -> &HeaderPolicy {
+        &self.header_policy
     }
 
     fn authorize(&self, headers: &mut HeaderMap) {
@@ -249,7 +266,14 @@ mod tests {
     use super::*;
 
     fn provider() -> Anthropic {
-        Anthropic::new("anthropic", DEFAULT_BASE_URL, Some("sk-ant"), vec![]).expect("valid")
+        Anthropic::new(
+            "anthropic",
+            DEFAULT_BASE_URL,
+            Some("sk-ant"),
+            vec![],
+            HeaderPolicy::defaults(ProviderKind::Anthropic),
+        )
+        .expect("valid")
     }
 
     #[test]
@@ -271,6 +295,18 @@ mod tests {
             })
         );
         assert_eq!(f.model.as_deref(), Some("claude-sonnet-4-5-20250929"));
+    }
+
+    #[test]
+    fn absurd_counts_saturate_instead_of_overflowing() {
+        let body = br#"{"id":"msg_01","model":"claude-haiku-4-5","usage":{"input_tokens":18446744073709551615,"cache_read_input_tokens":18446744073709551615,"cache_creation":{"ephemeral_5m_input_tokens":18446744073709551615,"ephemeral_1h_input_tokens":5},"output_tokens":9200000000000000000}}"#;
+        let u = provider()
+            .body_facts(Endpoint::Messages, body)
+            .usage
+            .expect("usage");
+        assert_eq!(u.input, u64::MAX);
+        assert_eq!(u.output, 9_200_000_000_000_000_000);
+        assert!(u.cached_read + u.cache_write <= u.input);
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! options; `anthropic.rs` serves the Messages API.
 
 pub mod anthropic;
+pub mod headers;
 mod json;
 pub mod openai;
 
@@ -14,6 +15,7 @@ use http::Uri;
 
 use crate::metering::Usage;
 
+pub use headers::HeaderPolicy;
 pub use json::{Str, find_key_value, first_key_value};
 
 /// The API format a client speaks on an endpoint; decides the error shape.
@@ -198,8 +200,11 @@ pub trait Provider: Send + Sync + 'static {
     fn supports(&self, endpoint: Endpoint) -> bool;
     /// The upstream URI for `endpoint`.
     fn upstream_uri(&self, endpoint: Endpoint) -> &Uri;
-    /// Adds the provider's own authentication and required headers to an upstream request
-    /// whose client credentials were already removed.
+    /// The client headers this provider forwards (see [`headers`]).
+    fn header_policy(&self) -> &HeaderPolicy;
+    /// Adds the provider's own authentication, required and pinned headers to an upstream
+    /// request already filtered by [`header_policy`](Provider::header_policy): pinned headers
+    /// replace a client's.
     fn authorize(&self, headers: &mut HeaderMap);
     /// Whether to add `stream_options.include_usage` to OpenAI-format streams.
     fn inject_stream_usage(&self) -> bool {

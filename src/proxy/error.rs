@@ -82,6 +82,19 @@ pub enum ProxyError {
     },
 }
 
+/// Longest client value an error message quotes, in characters (as much as the ledger keeps
+/// of a model name).
+pub const MAX_ECHO_CHARS: usize = 256;
+
+/// A client's value as an error message quotes it: at most [`MAX_ECHO_CHARS`] characters,
+/// then `...`, so that a 1 MB model name is neither sent back nor kept whole.
+pub fn echo(s: &str) -> String {
+    match s.char_indices().nth(MAX_ECHO_CHARS) {
+        Some((i, _)) => format!("{}...", &s[..i]),
+        None => s.to_string(),
+    }
+}
+
 impl ProxyError {
     /// HTTP status of the answer.
     pub fn status(&self) -> u16 {
@@ -149,5 +162,21 @@ impl ProxyError {
                 None,
             ),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn echoed_values_are_bounded_on_char_boundaries() {
+        assert_eq!(echo("gpt-4o"), "gpt-4o");
+        let long = "é".repeat(1 << 19);
+        let e = echo(&long);
+        assert_eq!(e.chars().count(), MAX_ECHO_CHARS + 3);
+        assert!(e.ends_with("..."));
+        let msg = ProxyError::UnknownModel(echo(&"m".repeat(1 << 20))).to_string();
+        assert!(msg.len() < 512, "{} bytes", msg.len());
     }
 }

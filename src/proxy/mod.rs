@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, header};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use parking_lot::Mutex;
@@ -66,6 +66,7 @@ pub struct Gateway {
     past_grace: std::sync::atomic::AtomicBool,
     /// "upstream request failed" lines, per provider.
     upstream_failure_log: loglimit::LogLimiter,
+    last_implausible_log: Mutex<Option<Instant>>,
 }
 
 impl Gateway {
@@ -107,6 +108,7 @@ impl Gateway {
             last_limit_error_log: Mutex::new(None),
             past_grace: std::sync::atomic::AtomicBool::new(false),
             upstream_failure_log: loglimit::LogLimiter::new(loglimit::UPSTREAM_FAILURE_LOG_EVERY),
+            last_implausible_log: Mutex::new(None),
         }))
     }
 
@@ -128,11 +130,16 @@ impl Gateway {
         }
         // Bytes / 4 approximates input tokens without tokenizing on the request path.
         let input = (body_len as u64).div_ceil(4);
+        // The client's `max_tokens` may be u64::MAX: no request uses more than the
+        // plausibility bound, which is also what it can be charged at settle.
+        let max = self.config.metering.max_tokens_per_request;
+        let input = input.min(max);
         let output = match endpoint {
             Endpoint::Embeddings => 0,
             _ => facts
                 .max_tokens
-                .unwrap_or(self.config.limits.default_max_tokens),
+                .unwrap_or(self.config.limits.default_max_tokens)
+                .min(max),
         };
         let cost_nanos = self.config.prices.lookup(price_model).map_or(0, |p| {
             p.cost_nanos(&Usage {
@@ -239,14 +246,34 @@ impl Gateway {
         self.past_grace.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// Logs once per (provider, model) that a model has no price.
+    /// Logs once per (provider, model) that a model has no price. The model is quoted as an
+    /// error message quotes it: clients and providers choose it, and may make it 1 MB long.
     pub(crate) fn warn_unpriced(&self, provider: &str, model: &str) {
+        let model = error::echo(model);
         let mut warned = self.warned_unpriced.lock();
-        if warned.len() < 10_000 && warned.insert((provider.to_string(), model.to_string())) {
+        if warned.len() < 10_000 && warned.insert((provider.to_string(), model.clone())) {
             tracing::warn!(
                 provider,
                 model,
                 "no price known for this model: its cost is counted as 0 (add a [[prices]] entry)"
+            );
+        }
+    }
+
+    /// Logs, at most every 10 s (the metric counts every one), that a provider reported more
+    /// tokens than `max_tokens_per_request`.
+    pub(crate) fn warn_implausible(&self, provider: &str, model: &str, reported: &Usage, max: u64) {
+        let mut last = self.last_implausible_log.lock();
+        if last.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
+            *last = Some(Instant::now());
+            drop(last);
+            tracing::warn!(
+                provider,
+                model = error::echo(model),
+                input = reported.input,
+                output = reported.output,
+                max_tokens_per_request = max,
+                "the provider reported implausible usage: counts clamped to max_tokens_per_request, row flagged usage_source=implausible (this message repeats at most every 10 s)"
             );
         }
     }
@@ -292,7 +319,7 @@ impl Gateway {
             usage: Default::default(),
             cost_nanos: 0,
             priced: true,
-            estimated: false,
+            usage_source: crate::metering::UsageSource::Reported,
             duration,
             upstream: None,
             time_to_first_token: None,
@@ -396,12 +423,12 @@ impl Gateway {
             .config
             .router
             .route(&facts.model)
-            .ok_or_else(|| ProxyError::UnknownModel(facts.model.to_string()))?
+            .ok_or_else(|| ProxyError::UnknownModel(error::echo(&facts.model)))?
             .clone();
         let provider = route.provider.clone();
         if !provider.supports(endpoint) {
             return Err(ProxyError::EndpointNotServed {
-                model: facts.model.to_string(),
+                model: error::echo(&facts.model),
                 provider: provider.name().to_string(),
                 kind: provider.kind().as_str(),
                 endpoint: endpoint.path(),
@@ -464,7 +491,7 @@ impl Gateway {
 
         // Forward.
         let mut headers = parts.headers;
-        strip_client_headers(&mut headers);
+        provider.header_policy().filter(&mut headers);
         provider.authorize(&mut headers);
         let mut upstream_req = Request::new(Full::new(upstream_body));
         *upstream_req.method_mut() = Method::POST;
@@ -598,50 +625,6 @@ fn content_length(headers: &HeaderMap) -> Option<u64> {
         .and_then(|v| v.parse().ok())
 }
 
-/// Removes the client's credentials, hop-by-hop headers and the gateway's own headers before
-/// forwarding; `accept-encoding` goes too, so the tap reads plain bytes. One pass over the
-/// client's few headers: only those present are removed (removing an absent name still hashes
-/// it, and this list is longer than a typical request's headers).
-fn strip_client_headers(headers: &mut HeaderMap) {
-    const STRIPPED: [HeaderName; 10] = [
-        header::HOST,
-        header::AUTHORIZATION,
-        header::CONTENT_LENGTH,
-        header::CONNECTION,
-        header::TE,
-        header::TRAILER,
-        header::TRANSFER_ENCODING,
-        header::UPGRADE,
-        header::ACCEPT_ENCODING,
-        header::PROXY_AUTHORIZATION,
-    ];
-    fn stripped(name: &HeaderName) -> bool {
-        STRIPPED.contains(name)
-            || matches!(
-                name.as_str(),
-                "x-api-key" | "keep-alive" | "proxy-connection"
-            )
-            || name.as_str().starts_with("x-tollgate-")
-    }
-    loop {
-        let mut found: [Option<HeaderName>; 8] = Default::default();
-        let mut n = 0;
-        for name in headers.keys().filter(|k| stripped(k)) {
-            found[n] = Some(name.clone());
-            n += 1;
-            if n == found.len() {
-                break;
-            }
-        }
-        for name in found.iter().flatten() {
-            headers.remove(name);
-        }
-        if n < found.len() {
-            return;
-        }
-    }
-}
-
 fn strip_hop_headers(headers: &mut HeaderMap) {
     for h in [
         header::CONNECTION,
@@ -724,53 +707,5 @@ mod tests {
         h.insert("x-api-key", HeaderValue::from_static("tg-456"));
         assert_eq!(presented_key(&h), Some("tg-456"));
         assert_eq!(presented_key(&HeaderMap::new()), None);
-    }
-
-    #[test]
-    fn client_credentials_and_own_headers_never_go_upstream() {
-        let mut h = HeaderMap::new();
-        h.insert(
-            header::AUTHORIZATION,
-            HeaderValue::from_static("Bearer tg-123"),
-        );
-        h.insert("x-api-key", HeaderValue::from_static("tg-456"));
-        h.insert("x-tollgate-customer", HeaderValue::from_static("c1"));
-        h.insert(header::ACCEPT_ENCODING, HeaderValue::from_static("gzip"));
-        h.insert("anthropic-version", HeaderValue::from_static("2023-06-01"));
-        strip_client_headers(&mut h);
-        assert_eq!(h.len(), 1);
-        assert!(h.contains_key("anthropic-version"));
-    }
-
-    #[test]
-    fn every_stripped_header_goes_however_many_a_request_has() {
-        let mut h = HeaderMap::new();
-        let v = HeaderValue::from_static("x");
-        for name in [
-            "host",
-            "authorization",
-            "content-length",
-            "connection",
-            "te",
-            "trailer",
-            "transfer-encoding",
-            "upgrade",
-            "accept-encoding",
-            "proxy-authorization",
-            "x-api-key",
-            "keep-alive",
-            "proxy-connection",
-            "x-tollgate-customer",
-            "x-tollgate-other",
-        ] {
-            h.append(HeaderName::from_static(name), v.clone());
-            h.append(HeaderName::from_static(name), v.clone());
-        }
-        h.insert(header::CONTENT_TYPE, v.clone());
-        h.insert("openai-beta", v);
-        strip_client_headers(&mut h);
-        let mut left: Vec<_> = h.keys().map(|k| k.as_str()).collect();
-        left.sort_unstable();
-        assert_eq!(left, ["content-type", "openai-beta"]);
     }
 }

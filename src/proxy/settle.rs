@@ -20,7 +20,7 @@ use crate::config::KeyInfo;
 use crate::ledger::UsageRow;
 use crate::ledger::row::{MAX_MODEL_CHARS, bounded};
 use crate::limits::Admission;
-use crate::metering::{Usage, estimate};
+use crate::metering::{Usage, UsageSource, estimate};
 use crate::metrics::{Gauge, Observation};
 use crate::providers::{Endpoint, Provider};
 
@@ -215,12 +215,17 @@ impl Closing {
         let model = facts.model;
         if !needs_estimate {
             let usage = facts.usage.unwrap_or_default();
-            self.finish(model, status, error_type, usage, false);
+            self.finish(model, status, error_type, usage, UsageSource::Reported);
             return;
         }
         let job = move || {
             let (usage, estimated) = estimated_usage(facts.usage, &self.request_body, &facts.text);
-            self.finish(model, status, error_type, usage, estimated);
+            let source = if estimated {
+                UsageSource::Estimated
+            } else {
+                UsageSource::Reported
+            };
+            self.finish(model, status, error_type, usage, source);
         };
         match tokio::runtime::Handle::try_current() {
             Ok(handle) => drop(handle.spawn_blocking(job)),
@@ -228,16 +233,26 @@ impl Closing {
         }
     }
 
-    /// Prices the usage, settles the limits, records the metrics and the ledger row.
+    /// Bounds the usage, prices it, settles the limits, records the metrics and the ledger
+    /// row: the limits, the metrics and the ledger take the same usage and the same cost.
     fn finish(
         self,
         model: Option<String>,
         status: u16,
         error_type: Option<&'static str>,
         usage: Usage,
-        estimated: bool,
+        source: UsageSource,
     ) {
         let model = model.as_deref().unwrap_or(&self.requested_model);
+        let max = self.gw.config.metering.max_tokens_per_request;
+        let (usage, source) = match usage.bounded(max) {
+            (bounded, true) => {
+                self.gw
+                    .warn_implausible(self.provider.name(), model, &usage, max);
+                (bounded, UsageSource::Implausible)
+            }
+            (usage, false) => (usage, source),
+        };
         let prices = &self.gw.config.prices;
         // The price in force when the request started (a price change at midnight does not
         // reprice a request that began before it).
@@ -276,8 +291,9 @@ impl Closing {
                 status_code: status,
                 error_type,
                 usage,
+                // Never cut: `cost_nanos` is at most MAX_COST_NANOS, i64::MAX.
                 cost_nanos: i64::try_from(cost_nanos).unwrap_or(i64::MAX),
-                estimated,
+                usage_source: source,
                 upstream_request_id: self.upstream_request_id,
                 price_id: price.map(|p| p.id.clone()),
                 service_tier: crate::metering::ServiceTier::Standard,
@@ -295,7 +311,7 @@ impl Closing {
                 usage,
                 cost_nanos,
                 priced: price.is_some(),
-                estimated,
+                usage_source: source,
                 duration: self.duration,
                 upstream: self.upstream,
                 time_to_first_token: self.time_to_first_token,

@@ -78,6 +78,7 @@ bearer_token = "{METRICS_TOKEN}"
 name = "openai"
 kind = "openai"
 base_url = "{sim}/v1"
+forward_headers = ["x-sim-*"]
 api_key = "sk-sim-openai"
 models = ["gpt-4o-mini", "gpt-4o", "o4-mini", "text-embedding-3-small"]
 
@@ -85,6 +86,7 @@ models = ["gpt-4o-mini", "gpt-4o", "o4-mini", "text-embedding-3-small"]
 name = "anthropic"
 kind = "anthropic"
 base_url = "{sim}"
+forward_headers = ["x-sim-*"]
 api_key = "sk-ant-sim"
 model_prefixes = ["claude-"]
 
@@ -92,6 +94,7 @@ model_prefixes = ["claude-"]
 name = "local-vllm"
 kind = "openai-compatible"
 base_url = "{sim}/v1"
+forward_headers = ["x-sim-*"]
 models = ["llama-3.1-8b"]
 """
     limits = ("" if any_pending("llm_gateway_rate_limit")

@@ -21,6 +21,7 @@ CONFIG = """\
 name = "sim-openai"
 kind = "openai"
 base_url = "{sim}/v1"
+forward_headers = ["x-sim-*"]
 api_key = "${{SIM_OPENAI_KEY}}"
 models = {openai_models}
 
@@ -28,6 +29,7 @@ models = {openai_models}
 name = "sim-anthropic"
 kind = "anthropic"
 base_url = "{sim}"
+forward_headers = ["x-sim-*"]
 api_key = "sk-ant-sim"
 models = {anthropic_models}
 

@@ -177,7 +177,8 @@ fn multipliers_scale_the_cost_rounding_to_nearest() {
     assert_eq!(apply_multiplier(4_050_000, 1_000_000), 4_050_000);
     assert_eq!(apply_multiplier(3, 500_000), 2);
     assert_eq!(apply_multiplier(1_000, 1_100_000), 1_100);
-    assert_eq!(apply_multiplier(u64::MAX, 2_000_000), u64::MAX);
+    // Saturates at the ledger's maximum, so metrics and ledger record the same cost.
+    assert_eq!(apply_multiplier(u64::MAX, 2_000_000), MAX_COST_NANOS);
 }
 
 /// Audio tokens at their own rates: gpt-4o-audio-like $2.50 text in, $40 audio in, $10 text
@@ -225,7 +226,10 @@ fn absurd_counts_saturate_instead_of_wrapping() {
         web_search_calls: u64::MAX,
         ..Billing::default()
     };
-    assert_eq!(p.cost_nanos_for(&usage(u64::MAX, u64::MAX), &b), u64::MAX);
+    assert_eq!(
+        p.cost_nanos_for(&usage(u64::MAX, u64::MAX), &b),
+        MAX_COST_NANOS
+    );
 }
 
 /// A price change applies from its date; a row keeps the price of its own time.
@@ -293,4 +297,39 @@ fn builtin_table_loads_and_prices_the_common_models() {
         assert!(p.standard.base.input > 0, "{m}");
         assert_eq!(p.source, PriceSource::Builtin, "{m}: hand-checked wins");
     }
+}
+
+#[test]
+fn cost_saturates_at_the_ledger_maximum() {
+    // Rates near u64::MAX pico-USD a token: five products near 2^128 each, whose sum
+    // overflows u128 unless it saturates.
+    let p = price(
+        r#"input = "18446744073709"
+output = "18446744073709"
+cached_input = "18446744073709"
+cache_write = "18446744073709"
+cache_write_1h = "18446744073709""#,
+    );
+    let all = Usage {
+        input: u64::MAX,
+        output: u64::MAX,
+        cached_read: u64::MAX / 3,
+        cache_write: u64::MAX / 3,
+        cache_write_1h: u64::MAX / 5,
+        reasoning: 0,
+    };
+    assert_eq!(p.cost_nanos(&all), MAX_COST_NANOS);
+    // 9.2e18 output tokens at $0.60 per 1M: 5.5e12 USD, counted and stored as the maximum.
+    let gpt = price(
+        r#"input = "0.15"
+output = "0.60""#,
+    );
+    let absurd = usage(0, 9_200_000_000_000_000_000);
+    assert_eq!(gpt.cost_nanos(&absurd), MAX_COST_NANOS);
+    assert_eq!(i64::try_from(MAX_COST_NANOS), Ok(i64::MAX));
+    assert_eq!(apply_multiplier(MAX_COST_NANOS, 3_000_000), MAX_COST_NANOS);
+    // At the plausibility bound the cost is exact: 10M output tokens at $0.60 = $6.
+    let (bounded, _) = absurd.bounded(crate::metering::DEFAULT_MAX_TOKENS_PER_REQUEST);
+    assert_eq!(gpt.cost_nanos(&bounded), 6_000_000_000);
+    assert_eq!(gpt.cost_nanos(&Usage::default()), 0);
 }

@@ -12,8 +12,8 @@ use http::{HeaderMap, HeaderValue, Uri, header};
 use serde::Deserialize;
 
 use super::{
-    BodyFacts, Endpoint, EventKind, Provider, ProviderKind, Str, StreamFacts, find_key_value,
-    first_key_value, join_uri,
+    BodyFacts, Endpoint, EventKind, HeaderPolicy, Provider, ProviderKind, Str, StreamFacts,
+    find_key_value, first_key_value, join_uri,
 };
 use crate::metering::Usage;
 
@@ -24,6 +24,7 @@ pub struct OpenAi {
     uris: [Option<Uri>; 6],
     auth: Option<HeaderValue>,
     extra_headers: Vec<(header::HeaderName, HeaderValue)>,
+    header_policy: HeaderPolicy,
     inject_stream_usage: bool,
 }
 
@@ -31,13 +32,15 @@ pub struct OpenAi {
 pub const DEFAULT_BASE_URL: &str = "https://api.openai.com/v1";
 
 impl OpenAi {
-    /// A provider at `base_url` (which includes the `/v1` prefix, as in the SDKs).
+    /// A provider at `base_url` (which includes the `/v1` prefix, as in the SDKs), pinning
+    /// `extra_headers` and forwarding the client headers `header_policy` allows.
     pub fn new(
         name: &str,
         kind: ProviderKind,
         base_url: &str,
         api_key: Option<&str>,
         extra_headers: Vec<(header::HeaderName, HeaderValue)>,
+        header_policy: HeaderPolicy,
         inject_stream_usage: bool,
     ) -> Result<OpenAi, String> {
         let mut uris: [Option<Uri>; 6] = Default::default();
@@ -63,6 +66,7 @@ impl OpenAi {
             uris,
             auth,
             extra_headers,
+            header_policy,
             inject_stream_usage,
         })
     }
@@ -209,6 +213,10 @@ impl Provider for OpenAi {
             .unwrap_or_else(|| NONE.get_or_init(|| Uri::from_static("http://invalid/")))
     }
 
+    fn header_policy(&self) -> &HeaderPolicy {
+        &self.header_policy
+    }
+
     fn authorize(&self, headers: &mut HeaderMap) {
         if let Some(auth) = &self.auth {
             headers.insert(header::AUTHORIZATION, auth.clone());
@@ -329,6 +337,7 @@ mod tests {
             DEFAULT_BASE_URL,
             Some("sk-x"),
             vec![],
+            HeaderPolicy::defaults(ProviderKind::OpenAi),
             true,
         )
         .expect("valid")
@@ -342,6 +351,7 @@ mod tests {
             "http://127.0.0.1:8000/v1/",
             None,
             vec![],
+            HeaderPolicy::defaults(ProviderKind::OpenAiCompatible),
             true,
         )
         .expect("valid");

@@ -358,6 +358,7 @@ mod tests {
             DEFAULT_BASE_URL,
             None,
             vec![],
+            crate::providers::HeaderPolicy::defaults(ProviderKind::OpenAi),
             true,
         )
         .expect("valid");
