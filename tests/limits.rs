@@ -114,6 +114,7 @@ limits = { requests_per_minute = 3, tokens_per_minute = 100000 }
         .parse()
         .expect("seconds");
     assert!((1..=20).contains(&retry), "{retry}");
+    assert_eq!(header(&h, "x-should-retry"), None);
     assert_eq!(
         header(&h, "x-ratelimit-remaining-requests").as_deref(),
         Some("0")
@@ -201,7 +202,15 @@ budget = { usd = 0.00002, period = "month", action = "block" }
         )
         .await;
         if status == 429 {
-            assert!(header(&h, "retry-after").is_some());
+            // A spent budget comes back at the period's end, not in seconds: no Retry-After
+            // (the anthropic SDK would sleep until then), a do-not-retry and the reset time.
+            assert_eq!(header(&h, "retry-after"), None);
+            assert_eq!(header(&h, "x-should-retry").as_deref(), Some("false"));
+            let reset = header(&h, "x-tollgate-budget-reset").expect("reset header");
+            assert!(
+                reset.len() == 20 && reset.ends_with("-01T00:00:00Z"),
+                "{reset}"
+            );
             message = String::from_utf8_lossy(&b).to_string();
             break;
         }
@@ -285,7 +294,9 @@ limits = { requests_per_day = 40 }
             200 => ok += 1,
             429 => {
                 limited += 1;
-                assert!(header(&h, "retry-after").is_some());
+                // 40 a day refill one every 36 minutes: longer than any SDK should sleep.
+                assert_eq!(header(&h, "retry-after"), None);
+                assert_eq!(header(&h, "x-should-retry").as_deref(), Some("false"));
                 assert_eq!(
                     header(&h, "x-ratelimit-limit-requests").as_deref(),
                     Some("40")
