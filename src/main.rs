@@ -61,15 +61,20 @@ enum Command {
     },
     /// Usage from the ledger: requests, tokens and cost per group over [from, to), UTC.
     Usage {
-        /// The config file (its `[ledger] url` is read).
+        /// The config file: only its `[ledger]` section is read (provider secrets need not be
+        /// set).
         #[arg(long, short, env = "TOLLGATE_CONFIG", default_value = "tollgate.toml")]
         config: PathBuf,
-        /// Start, inclusive: a date (2026-11-01, midnight UTC) or an RFC 3339 time.
+        /// The ledger database (sqlite://FILE or postgres://...), instead of a config file.
+        #[arg(long, env = "TOLLGATE_LEDGER_URL")]
+        ledger_url: Option<String>,
+        /// Start, inclusive: a date (2026-11-01, midnight UTC) or an RFC 3339 time. Default:
+        /// the start of the current month (UTC).
         #[arg(long)]
-        from: String,
-        /// End, exclusive: a date or an RFC 3339 time.
+        from: Option<String>,
+        /// End, exclusive: a date or an RFC 3339 time. Default: the start of the next month.
         #[arg(long)]
-        to: String,
+        to: Option<String>,
         /// Group columns, comma-separated: team, key, customer, provider, model,
         /// requested_model, endpoint, status_code, error_type, stream, estimated, month, day, hour.
         #[arg(long, default_value = "")]
@@ -220,15 +225,27 @@ async fn run(cli: Cli) -> Result<(), String> {
         Command::Check { .. } => unreachable!("handled before the runtime starts"),
         Command::Usage {
             config,
+            ledger_url,
             from,
             to,
             by,
             csv,
         } => {
-            let cfg = Config::load(&config)
-                .map_err(|e| format!("invalid config {}:\n{e}", config.display()))?;
-            let query = ReportQuery::parse(Some(&from), Some(&to), Some(&by))?;
-            let report = ledger_cli::usage_report(&cfg.ledger, &query).await?;
+            let ledger = match ledger_url {
+                Some(url) => tollgate::ledger::LedgerConfig {
+                    url,
+                    ..Default::default()
+                },
+                None => Config::load_ledger(&config)
+                    .map_err(|e| format!("invalid config {}:\n{e}", config.display()))?,
+            };
+            let (month_start, month_end) = tollgate::ledger::report::month_of(chrono::Utc::now());
+            let query = ReportQuery::parse(
+                Some(from.as_deref().unwrap_or(&month_start)),
+                Some(to.as_deref().unwrap_or(&month_end)),
+                Some(&by),
+            )?;
+            let report = ledger_cli::usage_report(&ledger, &query).await?;
             let out = if csv {
                 report.to_csv()
             } else {

@@ -126,6 +126,15 @@ pub fn parse_time(name: &str, s: &str) -> Result<DateTime<Utc>, String> {
     ))
 }
 
+/// The calendar month (UTC) that holds `now`, as `[from, to)` dates: what `tollgate usage`
+/// reports when `--from` and `--to` are left out.
+pub fn month_of(now: DateTime<Utc>) -> (String, String) {
+    use chrono::Datelike;
+    let (y, m) = (now.year(), now.month());
+    let (ny, nm) = if m == 12 { (y + 1, 1) } else { (y, m + 1) };
+    (format!("{y:04}-{m:02}-01"), format!("{ny:04}-{nm:02}-01"))
+}
+
 /// Reads `team,model,...`.
 pub fn parse_group_by(s: &str) -> Result<Vec<GroupKey>, String> {
     let mut out = Vec::new();
@@ -436,6 +445,24 @@ mod tests {
         let e = parse_time("to", "2026-11-01T00:00:00 01:00").expect_err("space");
         assert!(e.contains("%2B"), "{e}");
         assert!(parse_time("to", "yesterday").is_err());
+    }
+
+    #[test]
+    fn the_default_window_is_the_current_month() {
+        let at = |s: &str| parse_time("t", s).expect("time");
+        let month = |a, b| (String::from(a), String::from(b));
+        assert_eq!(
+            month_of(at("2026-12-02T19:30:00Z")),
+            month("2026-12-01", "2027-01-01")
+        );
+        assert_eq!(
+            month_of(at("2026-02-28T23:59:59Z")),
+            month("2026-02-01", "2026-03-01")
+        );
+        assert_eq!(
+            month_of(at("2026-01-01T00:00:00Z")),
+            month("2026-01-01", "2026-02-01")
+        );
     }
 
     #[test]
