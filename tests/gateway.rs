@@ -638,3 +638,88 @@ fn check_command_prints_every_error_with_its_path() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// One reading of credentials everywhere: `Bearer`, `bearer` and `BEARER` are the same scheme
+/// (RFC 7235) on the proxy routes, `/v1/models`, the usage API and the metrics token; no key
+/// is `missing_api_key` and a wrong one `invalid_api_key` on both key-checking endpoints.
+#[tokio::test]
+async fn the_bearer_scheme_is_case_insensitive_on_every_endpoint() {
+    let sim = start_sim(SimOptions::default()).await;
+    let dir = std::env::temp_dir().join(format!("tollgate-bearer-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let extra = format!(
+        "[metrics]\nbearer_token = \"scrape-secret\"\n\n[ledger]\nurl = \"sqlite://{}\"\nadmin_token = \"admin-secret\"\n",
+        dir.join("ledger.db").display()
+    );
+    let gw = TestGateway::start_with_ledger(&config(sim, &extra)).await;
+    for scheme in ["Bearer", "bearer", "BEARER"] {
+        let key = format!("{scheme} {KEY}");
+        let (status, _, body) = post(
+            &gw.url("/v1/chat/completions"),
+            &[("authorization", &key)],
+            CHAT,
+        )
+        .await;
+        assert_eq!(status, 200, "{scheme}: {}", String::from_utf8_lossy(&body));
+        let (status, _, body) = post(
+            &gw.url("/v1/messages"),
+            &[("authorization", &key), ("anthropic-version", "2023-06-01")],
+            r#"{"model":"claude-sonnet-4-5","max_tokens":4,"messages":[{"role":"user","content":"hi"}]}"#,
+        )
+        .await;
+        assert_eq!(status, 200, "{scheme}: {}", String::from_utf8_lossy(&body));
+        let (status, _, body) = get(&gw.url("/v1/models"), &[("authorization", &key)]).await;
+        assert_eq!(status, 200, "{scheme}: {}", String::from_utf8_lossy(&body));
+        let (status, _, body) = get(
+            &gw.url("/api/v1/usage?from=2000-01-01&to=2100-01-01"),
+            &[("authorization", &format!("{scheme} admin-secret"))],
+        )
+        .await;
+        assert_eq!(status, 200, "{scheme}: {}", String::from_utf8_lossy(&body));
+        for path in ["/metrics", "/api/v1/metrics"] {
+            let (status, _, _) = get(
+                &gw.url(path),
+                &[("authorization", &format!("{scheme} scrape-secret"))],
+            )
+            .await;
+            assert_eq!(status, 200, "{scheme} {path}");
+        }
+    }
+    // The same code for the same case on the proxy routes and /v1/models, in both shapes.
+    let code = |body: &[u8]| -> (String, String) {
+        let v: serde_json::Value = serde_json::from_slice(body).expect("json");
+        (
+            v["error"]["type"].as_str().unwrap_or("").to_string(),
+            v["error"]["code"].as_str().unwrap_or("").to_string(),
+        )
+    };
+    let openai = |c: &str| ("invalid_request_error".to_string(), c.to_string());
+    for (headers, expected) in [
+        (vec![], "missing_api_key"),
+        (vec![("authorization", "Basic dGc6MQ==")], "missing_api_key"),
+        (
+            vec![("authorization", "bearer tg-wrong")],
+            "invalid_api_key",
+        ),
+        (vec![("x-api-key", "tg-wrong")], "invalid_api_key"),
+    ] {
+        let (status, _, body) = post(&gw.url("/v1/chat/completions"), &headers, CHAT).await;
+        assert_eq!(
+            (status, code(&body)),
+            (401, openai(expected)),
+            "{headers:?}"
+        );
+        let (status, _, body) = get(&gw.url("/v1/models"), &headers).await;
+        assert_eq!(
+            (status, code(&body)),
+            (401, openai(expected)),
+            "{headers:?}"
+        );
+        let mut anthropic = headers.clone();
+        anthropic.push(("anthropic-version", "2023-06-01"));
+        let (status, _, body) = get(&gw.url("/v1/models"), &anthropic).await;
+        assert_eq!(status, 401);
+        assert_eq!(code(&body).0, "authentication_error", "{headers:?}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -2,6 +2,7 @@
 //! (admit: rate limits, added by the limits module), forward, then observe the response body
 //! through a tap and settle usage, cost and metrics exactly once.
 
+pub mod auth;
 mod deferred;
 pub mod error;
 mod request;
@@ -285,14 +286,9 @@ impl Gateway {
         let format = endpoint.format();
         let customer = customer_header(req.headers());
         // Authenticate.
-        let key = match self.config.keys.authenticate(presented_key(req.headers())) {
-            Some(k) => k,
-            None => {
-                let err = if presented_key(req.headers()).is_none() && !self.config.keys.is_open() {
-                    ProxyError::MissingKey
-                } else {
-                    ProxyError::InvalidKey
-                };
+        let key = match auth::authenticate(&self.config.keys, req.headers()) {
+            Ok(k) => k,
+            Err(err) => {
                 self.record_rejection(endpoint, None, &err, start, customer);
                 return error_response(format, &err);
             }
@@ -492,26 +488,6 @@ impl Gateway {
     }
 }
 
-/// The client's virtual key: `Authorization: Bearer <key>` or `x-api-key: <key>`.
-fn presented_key(headers: &HeaderMap) -> Option<&str> {
-    if let Some(v) = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-    {
-        let v = v.trim();
-        if let Some(k) = v
-            .strip_prefix("Bearer ")
-            .or_else(|| v.strip_prefix("bearer "))
-        {
-            return Some(k.trim());
-        }
-    }
-    headers
-        .get("x-api-key")
-        .and_then(|v| v.to_str().ok())
-        .map(str::trim)
-}
-
 /// The end user named by the client in `x-tollgate-customer`, for the ledger.
 fn customer_header(headers: &HeaderMap) -> Option<Box<str>> {
     let v = headers.get("x-tollgate-customer")?.to_str().ok()?.trim();
@@ -671,20 +647,6 @@ pub fn json_error(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn key_from_either_header() {
-        let mut h = HeaderMap::new();
-        h.insert(
-            header::AUTHORIZATION,
-            HeaderValue::from_static("Bearer tg-123"),
-        );
-        assert_eq!(presented_key(&h), Some("tg-123"));
-        let mut h = HeaderMap::new();
-        h.insert("x-api-key", HeaderValue::from_static("tg-456"));
-        assert_eq!(presented_key(&h), Some("tg-456"));
-        assert_eq!(presented_key(&HeaderMap::new()), None);
-    }
 
     #[test]
     fn client_credentials_and_own_headers_never_go_upstream() {
