@@ -723,3 +723,55 @@ async fn the_bearer_scheme_is_case_insensitive_on_every_endpoint() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `/v1/models` lists what can be called: the exact names and aliases, and every priced model
+/// a `model_prefixes` entry routes (here `claude-`), in the OpenAI shape and, when
+/// `anthropic-version` is sent, in Anthropic's.
+#[tokio::test]
+async fn models_lists_prefix_routed_models_in_both_shapes() {
+    let sim = start_sim(SimOptions::default()).await;
+    let gw = TestGateway::start(&config(sim, "")).await;
+    let (status, _, body) = get(&gw.url("/v1/models"), &[("authorization", &bearer())]).await;
+    assert_eq!(status, 200);
+    let v: serde_json::Value = serde_json::from_slice(&body).expect("json");
+    let owner = |id: &str| {
+        v["data"]
+            .as_array()
+            .expect("data")
+            .iter()
+            .find(|m| m["id"] == id)
+            .map(|m| m["owned_by"].as_str().unwrap_or("").to_string())
+    };
+    assert_eq!(v["object"], "list");
+    assert_eq!(owner("gpt-4o-mini").as_deref(), Some("sim-openai"));
+    assert_eq!(owner("fast").as_deref(), Some("sim-openai"));
+    for m in ["claude-sonnet-4-5", "claude-haiku-4-5", "claude-opus-4-1"] {
+        assert_eq!(owner(m).as_deref(), Some("sim-anthropic"), "{m}: {v}");
+    }
+    // Not routed: no prefix of sim-openai covers gpt-4.1, and it is not an exact name.
+    assert_eq!(owner("gpt-4.1"), None);
+    let (status, _, body) = get(
+        &gw.url("/v1/models"),
+        &[("x-api-key", KEY), ("anthropic-version", "2023-06-01")],
+    )
+    .await;
+    assert_eq!(status, 200);
+    let v: serde_json::Value = serde_json::from_slice(&body).expect("json");
+    let ids: Vec<&str> = v["data"]
+        .as_array()
+        .expect("data")
+        .iter()
+        .map(|m| {
+            assert_eq!(m["type"], "model");
+            m["id"].as_str().expect("id")
+        })
+        .collect();
+    assert!(
+        ids.contains(&"claude-sonnet-4-5") && ids.contains(&"gpt-4o-mini"),
+        "{ids:?}"
+    );
+    assert_eq!(
+        ids.len(),
+        ids.iter().collect::<std::collections::HashSet<_>>().len()
+    );
+}

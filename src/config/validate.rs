@@ -133,9 +133,28 @@ impl Router {
             .or(self.catch_all.as_ref())
     }
 
-    /// Configured model names with their provider, for `GET /v1/models`.
+    /// Configured model names with their provider, for `GET /v1/models`: the exact names in
+    /// config order, then the priced models a `model_prefixes` entry routes, by name.
     pub fn model_names(&self) -> &[(String, String)] {
         &self.names
+    }
+
+    /// Adds to the listed names every model id of `prices` that reaches a provider through
+    /// one of its prefixes (not an exact name, nor only the catch-all): a client listing the
+    /// models sees what it can call.
+    fn list_prefix_routed(&mut self, prices: &PriceTable) {
+        let mut routed: Vec<(String, String)> = prices
+            .model_ids()
+            .filter(|id| !self.exact.contains_key(*id))
+            .filter_map(|id| {
+                self.prefixes
+                    .iter()
+                    .find(|(p, _)| id.starts_with(p.as_str()))
+                    .map(|(_, r)| (id.to_string(), r.provider.name().to_string()))
+            })
+            .collect();
+        routed.sort();
+        self.names.extend(routed);
     }
 }
 
@@ -321,6 +340,7 @@ pub fn validate(raw: RawConfig, vars: &dyn Vars) -> Result<Config, ConfigErrors>
             Err(e) => errors.push(format!("prices[{i}]"), e),
         }
     }
+    router.list_prefix_routed(&prices);
 
     let limits = validate_limits(&mut errors, &raw.limits);
     let mut all_rules: Vec<Arc<Rule>> = Vec::new();

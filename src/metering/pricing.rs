@@ -193,6 +193,11 @@ impl PriceTable {
         self.prices.is_empty()
     }
 
+    /// Every model id (names and aliases) with a price, in no order.
+    pub fn model_ids(&self) -> impl Iterator<Item = &str> {
+        self.prices.keys().map(|k| &**k)
+    }
+
     /// Sets or replaces the price of one model id.
     pub fn set(&mut self, model: &str, price: Price) {
         self.prices.insert(model.into(), price);
