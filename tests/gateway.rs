@@ -775,3 +775,50 @@ async fn models_lists_prefix_routed_models_in_both_shapes() {
         ids.iter().collect::<std::collections::HashSet<_>>().len()
     );
 }
+
+/// Logs to a pipe or a file are plain text: colour escapes only on a terminal.
+#[test]
+fn logs_to_a_pipe_carry_no_colour_escapes() {
+    use std::io::Read;
+    let dir = std::env::temp_dir().join(format!("tollgate-logs-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("tmp");
+    let cfg = dir.join("open.toml");
+    // No [[keys]]: the gateway warns that it is open, so there is a WARN line, coloured on a
+    // terminal, as well as INFO lines.
+    std::fs::write(&cfg, "[[providers]]\nname = \"v\"\nkind = \"openai-compatible\"\nbase_url = \"http://127.0.0.1:1/v1\"\nmodels = [\"*\"]\n\n[ledger]\nenabled = false\n").expect("write");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+        .arg(&cfg)
+        .env_remove("NO_COLOR")
+        .env_remove("TOLLGATE_LOG_JSON")
+        .env("TOLLGATE_LOG", "info")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn tollgate serve");
+    let mut stderr = child.stderr.take().expect("stderr");
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    // Until the "gateway listening" line (logged after the warning), 10 s at most.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !String::from_utf8_lossy(&seen).contains("gateway listening") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no log line: {seen:?}"
+        );
+        match stderr.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => seen.extend_from_slice(&buf[..n]),
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let text = String::from_utf8_lossy(&seen);
+    assert!(
+        text.contains("WARN") && text.contains("gateway listening"),
+        "{text}"
+    );
+    assert!(!seen.contains(&0x1b), "ESC in piped logs: {text:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
