@@ -171,6 +171,9 @@ async fn bind(addr: SocketAddr) -> Result<TcpListener, String> {
 async fn serve(config: Config, listen: Option<SocketAddr>) -> Result<(), String> {
     let addr = listen.unwrap_or(config.server.listen);
     let grace = config.server.shutdown_grace;
+    for w in &config.warnings {
+        tracing::warn!("config: {w}");
+    }
     if config.keys.is_open() {
         tracing::warn!(
             "no [[keys]] configured: the gateway is OPEN, every request is team \"default\""
@@ -326,6 +329,9 @@ fn main() -> ExitCode {
                     cfg.prices.len(),
                     cfg.prices.as_of()
                 );
+                for w in &cfg.warnings {
+                    eprintln!("  warning: {w}");
+                }
                 ExitCode::SUCCESS
             }
             Err(errors) => {

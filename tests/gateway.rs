@@ -636,6 +636,21 @@ fn check_command_prints_every_error_with_its_path() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+
+    // Valid with a warning: a team that no key belongs to (a typo of "search").
+    let typo = dir.join("typo.toml");
+    std::fs::write(&typo, "[[providers]]\nname = \"v\"\nkind = \"openai-compatible\"\nbase_url = \"http://127.0.0.1:1/v1\"\nmodels = [\"*\"]\n\n[[keys]]\nname = \"a\"\nkey = \"tg-a-secret\"\nteam = \"search\"\n\n[[teams]]\nname = \"serach\"\n").expect("write");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .args(["check", "--config"])
+        .arg(&typo)
+        .output()
+        .expect("run");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(
+        err.contains("warning: teams[0].name") && err.contains("teams of the keys: search"),
+        "{err}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 

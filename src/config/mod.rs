@@ -61,6 +61,9 @@ pub struct Config {
     pub rules: Vec<Arc<crate::limits::Rule>>,
     /// `[ledger]`
     pub ledger: crate::ledger::LedgerConfig,
+    /// What is valid but probably not meant (a team no key belongs to), with key paths:
+    /// printed by `tollgate check` and logged at start.
+    pub warnings: Vec<ConfigError>,
 }
 
 /// Where limit state lives.

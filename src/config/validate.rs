@@ -240,6 +240,11 @@ pub fn validate(raw: RawConfig, vars: &dyn Vars) -> Result<Config, ConfigErrors>
     let mut by_name: HashMap<String, Arc<dyn Provider>> = HashMap::new();
     let mut router = Router::default();
     let mut timeouts: HashMap<String, Duration> = HashMap::new();
+    // Providers whose entry has errors: what refers to them reports nothing more (their own
+    // errors say what to fix), not a follow-on "no provider named ...".
+    let mut failed: HashSet<&str> = HashSet::new();
+    // Providers that [[models]] aliases route to: those need no models list of their own.
+    let aliased: HashSet<&str> = raw.models.iter().map(|m| m.provider.as_str()).collect();
     for (i, p) in raw.providers.iter().enumerate() {
         let path = format!("providers[{i}]");
         if by_name.contains_key(&p.name) {
@@ -249,7 +254,14 @@ pub fn validate(raw: RawConfig, vars: &dyn Vars) -> Result<Config, ConfigErrors>
             );
             continue;
         }
-        let Some(provider) = build_provider(&mut errors, &path, p, vars) else {
+        let Some(provider) = build_provider(
+            &mut errors,
+            &path,
+            p,
+            vars,
+            aliased.contains(p.name.as_str()),
+        ) else {
+            failed.insert(p.name.as_str());
             continue;
         };
         by_name.insert(p.name.clone(), provider.clone());
@@ -300,6 +312,9 @@ pub fn validate(raw: RawConfig, vars: &dyn Vars) -> Result<Config, ConfigErrors>
     for (i, m) in raw.models.iter().enumerate() {
         let path = format!("models[{i}]");
         let Some(provider) = by_name.get(&m.provider) else {
+            if failed.contains(m.provider.as_str()) {
+                continue;
+            }
             errors.push(
                 format!("{path}.provider"),
                 format!("no provider named {:?} in [[providers]]", m.provider),
@@ -437,6 +452,30 @@ pub fn validate(raw: RawConfig, vars: &dyn Vars) -> Result<Config, ConfigErrors>
             );
         }
     }
+    // A team that no key belongs to: its limits and budget apply to nothing, most likely a
+    // typo of a key's team. A warning, not an error: teams may be set up before their keys.
+    let mut warnings = Vec::new();
+    let key_teams: Vec<&str> = {
+        let mut t: Vec<&str> = raw.keys.iter().map(|k| k.team.as_str()).collect();
+        if raw.keys.is_empty() {
+            t.push("default");
+        }
+        t.sort_unstable();
+        t.dedup();
+        t
+    };
+    for (i, t) in raw.teams.iter().enumerate() {
+        if !t.name.is_empty() && !key_teams.contains(&t.name.as_str()) {
+            warnings.push(ConfigError {
+                path: format!("teams[{i}].name"),
+                message: format!(
+                    "no [[keys]] entry has team = {:?}: its limits and budget apply to no request (teams of the keys: {})",
+                    t.name,
+                    key_teams.join(", ")
+                ),
+            });
+        }
+    }
     if raw.keys.is_empty() {
         keys.open = Some(Arc::new(KeyInfo {
             name: "default".into(),
@@ -494,6 +533,7 @@ pub fn validate(raw: RawConfig, vars: &dyn Vars) -> Result<Config, ConfigErrors>
         limits,
         rules: all_rules,
         ledger,
+        warnings,
     })
 }
 
@@ -624,11 +664,32 @@ fn rule(
     ))
 }
 
+/// Why `url` is not an `http(s)://host[:port][/prefix]` base URL, if it is not.
+fn check_base_url(url: &str) -> Result<(), &'static str> {
+    if !url.contains("://") {
+        return Err("no http:// or https://");
+    }
+    let uri: http::Uri = url.parse().map_err(|_| "not a URL")?;
+    match uri.scheme_str() {
+        Some("http" | "https") => {}
+        Some(_) => return Err("the scheme must be http or https"),
+        None => return Err("no http:// or https://"),
+    }
+    if uri.host().is_none_or(str::is_empty) {
+        return Err("no host");
+    }
+    if uri.query().is_some() {
+        return Err("a query string is not allowed");
+    }
+    Ok(())
+}
+
 fn build_provider(
     errors: &mut Errors,
     path: &str,
     p: &RawProvider,
     vars: &dyn Vars,
+    aliased: bool,
 ) -> Option<Arc<dyn Provider>> {
     let before = errors.0.len();
     if p.name.is_empty() {
@@ -692,10 +753,22 @@ fn build_provider(
             _ => errors.push(hpath, "not a valid HTTP header"),
         }
     }
-    if p.models.is_empty() && p.model_prefixes.is_empty() {
+    if p.models.is_empty() && p.model_prefixes.is_empty() && !aliased {
         errors.push(
             format!("{path}.models"),
-            "list the models this provider serves (models = [\"gpt-4o\"], model_prefixes = [\"gpt-\"], or models = [\"*\"])",
+            "list the models this provider serves (models = [\"gpt-4o\"], model_prefixes = [\"gpt-\"], or models = [\"*\"]), or route [[models]] aliases to it",
+        );
+    }
+    if let (Some(written), Some(url)) = (&p.base_url, &base_url)
+        && let Err(why) = check_base_url(url)
+    {
+        errors.push(
+            format!("{path}.base_url"),
+            format!(
+                "{written:?} is not a base URL ({why}): expected http:// or https://, a host and \
+                 an optional path prefix, such as \"https://api.openai.com/v1\" or \
+                 \"http://127.0.0.1:8000/v1\""
+            ),
         );
     }
     let (Some(kind), Some(base_url)) = (kind, base_url) else {
