@@ -15,7 +15,7 @@ use super::{
     Config, ConfigError, ConfigErrors, LimitsBackend, LimitsConfig, MetricsConfig, ServerConfig,
 };
 use crate::limits::{
-    Budget, BudgetAction, Limits, OnBackendError, Period, Rule, ScopeKind, calendar,
+    Budget, BudgetAction, Limits, OnBackendError, Overshoot, Period, Rule, ScopeKind, calendar,
 };
 use crate::metering::PriceTable;
 use crate::metrics::{CONFIGURABLE_LABELS, MetricsOptions};
@@ -639,11 +639,30 @@ fn rule(
             if action.is_none() {
                 errors.push(format!("{path}.budget.action"), "one of block, alert");
             }
-            match (usd, period, action) {
-                (Some(usd), Some(period), Some(action)) => Some(Budget {
+            let overshoot = match b.overshoot.as_deref() {
+                None | Some("bounded") => Some(Overshoot::Bounded),
+                Some("none") if action == Some(BudgetAction::Block) => Some(Overshoot::None),
+                Some("none") => {
+                    errors.push(
+                        format!("{path}.budget.overshoot"),
+                        "\"none\" applies to blocking budgets (action = \"block\")",
+                    );
+                    None
+                }
+                Some(other) => {
+                    errors.push(
+                        format!("{path}.budget.overshoot"),
+                        format!("{other:?}: one of bounded, none"),
+                    );
+                    None
+                }
+            };
+            match (usd, period, action, overshoot) {
+                (Some(usd), Some(period), Some(action), Some(overshoot)) => Some(Budget {
                     limit_nanos: (usd * 1e9).round() as u64,
                     period,
                     action,
+                    overshoot,
                 }),
                 _ => return None,
             }
