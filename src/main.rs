@@ -1,6 +1,6 @@
 //! The `tollgate` command: `serve`, `check`, `usage`, `demo` and `sim`.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -62,15 +62,20 @@ enum Command {
     },
     /// Usage from the ledger: requests, tokens and cost per group over [from, to), UTC.
     Usage {
-        /// The config file (its `[ledger] url` is read).
+        /// The config file: only its `[ledger]` section is read (provider secrets need not be
+        /// set).
         #[arg(long, short, env = "TOLLGATE_CONFIG", default_value = "tollgate.toml")]
         config: PathBuf,
-        /// Start, inclusive: a date (2026-11-01, midnight UTC) or an RFC 3339 time.
+        /// The ledger database (sqlite://FILE or postgres://...), instead of a config file.
+        #[arg(long, env = "TOLLGATE_LEDGER_URL")]
+        ledger_url: Option<String>,
+        /// Start, inclusive: a date (2026-11-01, midnight UTC) or an RFC 3339 time. Default:
+        /// the start of the current month (UTC).
         #[arg(long)]
-        from: String,
-        /// End, exclusive: a date or an RFC 3339 time.
+        from: Option<String>,
+        /// End, exclusive: a date or an RFC 3339 time. Default: the start of the next month.
         #[arg(long)]
-        to: String,
+        to: Option<String>,
         /// Group columns, comma-separated: team, key, customer, provider, model,
         /// requested_model, endpoint, status_code, error_type, stream, estimated, usage_source,
         /// cost_source, price_id, service_tier, month, day, hour.
@@ -142,8 +147,12 @@ enum Command {
 fn init_logs(filter: &str, json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_new(filter)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Colour escapes only for a person at a terminal: a file, a pipe or a log collector gets
+    // plain text (and NO_COLOR, https://no-color.org, turns colour off everywhere).
+    let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(colour)
         .with_writer(std::io::stderr);
     if json {
         builder.json().init();
@@ -189,6 +198,9 @@ async fn bind(addr: SocketAddr) -> Result<TcpListener, String> {
 async fn serve(config: Config, listen: Option<SocketAddr>) -> Result<(), String> {
     let addr = listen.unwrap_or(config.server.listen);
     let grace = config.server.shutdown_grace;
+    for w in &config.warnings {
+        tracing::warn!("config: {w}");
+    }
     if config.keys.is_open() {
         tracing::warn!(
             "no [[keys]] configured: the gateway is OPEN, every request is team \"default\""
@@ -248,15 +260,27 @@ async fn run(cli: Cli) -> Result<(), String> {
         Command::Prices { .. } => unreachable!("handled before the runtime starts"),
         Command::Usage {
             config,
+            ledger_url,
             from,
             to,
             by,
             csv,
         } => {
-            let cfg = Config::load(&config)
-                .map_err(|e| format!("invalid config {}:\n{e}", config.display()))?;
-            let query = ReportQuery::parse(Some(&from), Some(&to), Some(&by))?;
-            let report = ledger_cli::usage_report(&cfg.ledger, &query).await?;
+            let ledger = match ledger_url {
+                Some(url) => tollgate::ledger::LedgerConfig {
+                    url,
+                    ..Default::default()
+                },
+                None => Config::load_ledger(&config)
+                    .map_err(|e| format!("invalid config {}:\n{e}", config.display()))?,
+            };
+            let (month_start, month_end) = tollgate::ledger::report::month_of(chrono::Utc::now());
+            let query = ReportQuery::parse(
+                Some(from.as_deref().unwrap_or(&month_start)),
+                Some(to.as_deref().unwrap_or(&month_end)),
+                Some(&by),
+            )?;
+            let report = ledger_cli::usage_report(&ledger, &query).await?;
             let out = if csv {
                 report.to_csv()
             } else {
@@ -360,6 +384,9 @@ fn main() -> ExitCode {
                     cfg.prices.len(),
                     cfg.prices.as_of()
                 );
+                for w in &cfg.warnings {
+                    eprintln!("  warning: {w}");
+                }
                 ExitCode::SUCCESS
             }
             Err(errors) => {

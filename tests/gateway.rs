@@ -639,5 +639,204 @@ fn check_command_prints_every_error_with_its_path() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+
+    // Valid with a warning: a team that no key belongs to (a typo of "search").
+    let typo = dir.join("typo.toml");
+    std::fs::write(&typo, "[[providers]]\nname = \"v\"\nkind = \"openai-compatible\"\nbase_url = \"http://127.0.0.1:1/v1\"\nmodels = [\"*\"]\n\n[[keys]]\nname = \"a\"\nkey = \"tg-a-secret\"\nteam = \"search\"\n\n[[teams]]\nname = \"serach\"\n").expect("write");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .args(["check", "--config"])
+        .arg(&typo)
+        .output()
+        .expect("run");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(
+        err.contains("warning: teams[0].name") && err.contains("teams of the keys: search"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// One reading of credentials everywhere: `Bearer`, `bearer` and `BEARER` are the same scheme
+/// (RFC 7235) on the proxy routes, `/v1/models`, the usage API and the metrics token; no key
+/// is `missing_api_key` and a wrong one `invalid_api_key` on both key-checking endpoints.
+#[tokio::test]
+async fn the_bearer_scheme_is_case_insensitive_on_every_endpoint() {
+    let sim = start_sim(SimOptions::default()).await;
+    let dir = std::env::temp_dir().join(format!("tollgate-bearer-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let extra = format!(
+        "[metrics]\nbearer_token = \"scrape-secret\"\n\n[ledger]\nurl = \"sqlite://{}\"\nadmin_token = \"admin-secret\"\n",
+        dir.join("ledger.db").display()
+    );
+    let gw = TestGateway::start_with_ledger(&config(sim, &extra)).await;
+    for scheme in ["Bearer", "bearer", "BEARER"] {
+        let key = format!("{scheme} {KEY}");
+        let (status, _, body) = post(
+            &gw.url("/v1/chat/completions"),
+            &[("authorization", &key)],
+            CHAT,
+        )
+        .await;
+        assert_eq!(status, 200, "{scheme}: {}", String::from_utf8_lossy(&body));
+        let (status, _, body) = post(
+            &gw.url("/v1/messages"),
+            &[("authorization", &key), ("anthropic-version", "2023-06-01")],
+            r#"{"model":"claude-sonnet-4-5","max_tokens":4,"messages":[{"role":"user","content":"hi"}]}"#,
+        )
+        .await;
+        assert_eq!(status, 200, "{scheme}: {}", String::from_utf8_lossy(&body));
+        let (status, _, body) = get(&gw.url("/v1/models"), &[("authorization", &key)]).await;
+        assert_eq!(status, 200, "{scheme}: {}", String::from_utf8_lossy(&body));
+        let (status, _, body) = get(
+            &gw.url("/api/v1/usage?from=2000-01-01&to=2100-01-01"),
+            &[("authorization", &format!("{scheme} admin-secret"))],
+        )
+        .await;
+        assert_eq!(status, 200, "{scheme}: {}", String::from_utf8_lossy(&body));
+        for path in ["/metrics", "/api/v1/metrics"] {
+            let (status, _, _) = get(
+                &gw.url(path),
+                &[("authorization", &format!("{scheme} scrape-secret"))],
+            )
+            .await;
+            assert_eq!(status, 200, "{scheme} {path}");
+        }
+    }
+    // The same code for the same case on the proxy routes and /v1/models, in both shapes.
+    let code = |body: &[u8]| -> (String, String) {
+        let v: serde_json::Value = serde_json::from_slice(body).expect("json");
+        (
+            v["error"]["type"].as_str().unwrap_or("").to_string(),
+            v["error"]["code"].as_str().unwrap_or("").to_string(),
+        )
+    };
+    let openai = |c: &str| ("invalid_request_error".to_string(), c.to_string());
+    for (headers, expected) in [
+        (vec![], "missing_api_key"),
+        (vec![("authorization", "Basic dGc6MQ==")], "missing_api_key"),
+        (
+            vec![("authorization", "bearer tg-wrong")],
+            "invalid_api_key",
+        ),
+        (vec![("x-api-key", "tg-wrong")], "invalid_api_key"),
+    ] {
+        let (status, _, body) = post(&gw.url("/v1/chat/completions"), &headers, CHAT).await;
+        assert_eq!(
+            (status, code(&body)),
+            (401, openai(expected)),
+            "{headers:?}"
+        );
+        let (status, _, body) = get(&gw.url("/v1/models"), &headers).await;
+        assert_eq!(
+            (status, code(&body)),
+            (401, openai(expected)),
+            "{headers:?}"
+        );
+        let mut anthropic = headers.clone();
+        anthropic.push(("anthropic-version", "2023-06-01"));
+        let (status, _, body) = get(&gw.url("/v1/models"), &anthropic).await;
+        assert_eq!(status, 401);
+        assert_eq!(code(&body).0, "authentication_error", "{headers:?}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `/v1/models` lists what can be called: the exact names and aliases, and every priced model
+/// a `model_prefixes` entry routes (here `claude-`), in the OpenAI shape and, when
+/// `anthropic-version` is sent, in Anthropic's.
+#[tokio::test]
+async fn models_lists_prefix_routed_models_in_both_shapes() {
+    let sim = start_sim(SimOptions::default()).await;
+    let gw = TestGateway::start(&config(sim, "")).await;
+    let (status, _, body) = get(&gw.url("/v1/models"), &[("authorization", &bearer())]).await;
+    assert_eq!(status, 200);
+    let v: serde_json::Value = serde_json::from_slice(&body).expect("json");
+    let owner = |id: &str| {
+        v["data"]
+            .as_array()
+            .expect("data")
+            .iter()
+            .find(|m| m["id"] == id)
+            .map(|m| m["owned_by"].as_str().unwrap_or("").to_string())
+    };
+    assert_eq!(v["object"], "list");
+    assert_eq!(owner("gpt-4o-mini").as_deref(), Some("sim-openai"));
+    assert_eq!(owner("fast").as_deref(), Some("sim-openai"));
+    for m in ["claude-sonnet-4-5", "claude-haiku-4-5", "claude-opus-4-1"] {
+        assert_eq!(owner(m).as_deref(), Some("sim-anthropic"), "{m}: {v}");
+    }
+    // Not routed: no prefix of sim-openai covers gpt-4.1, and it is not an exact name.
+    assert_eq!(owner("gpt-4.1"), None);
+    let (status, _, body) = get(
+        &gw.url("/v1/models"),
+        &[("x-api-key", KEY), ("anthropic-version", "2023-06-01")],
+    )
+    .await;
+    assert_eq!(status, 200);
+    let v: serde_json::Value = serde_json::from_slice(&body).expect("json");
+    let ids: Vec<&str> = v["data"]
+        .as_array()
+        .expect("data")
+        .iter()
+        .map(|m| {
+            assert_eq!(m["type"], "model");
+            m["id"].as_str().expect("id")
+        })
+        .collect();
+    assert!(
+        ids.contains(&"claude-sonnet-4-5") && ids.contains(&"gpt-4o-mini"),
+        "{ids:?}"
+    );
+    assert_eq!(
+        ids.len(),
+        ids.iter().collect::<std::collections::HashSet<_>>().len()
+    );
+}
+
+/// Logs to a pipe or a file are plain text: colour escapes only on a terminal.
+#[test]
+fn logs_to_a_pipe_carry_no_colour_escapes() {
+    use std::io::Read;
+    let dir = std::env::temp_dir().join(format!("tollgate-logs-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("tmp");
+    let cfg = dir.join("open.toml");
+    // No [[keys]]: the gateway warns that it is open, so there is a WARN line, coloured on a
+    // terminal, as well as INFO lines.
+    std::fs::write(&cfg, "[[providers]]\nname = \"v\"\nkind = \"openai-compatible\"\nbase_url = \"http://127.0.0.1:1/v1\"\nmodels = [\"*\"]\n\n[ledger]\nenabled = false\n").expect("write");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+        .arg(&cfg)
+        .env_remove("NO_COLOR")
+        .env_remove("TOLLGATE_LOG_JSON")
+        .env("TOLLGATE_LOG", "info")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn tollgate serve");
+    let mut stderr = child.stderr.take().expect("stderr");
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    // Until the "gateway listening" line (logged after the warning), 10 s at most.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !String::from_utf8_lossy(&seen).contains("gateway listening") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no log line: {seen:?}"
+        );
+        match stderr.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => seen.extend_from_slice(&buf[..n]),
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let text = String::from_utf8_lossy(&seen);
+    assert!(
+        text.contains("WARN") && text.contains("gateway listening"),
+        "{text}"
+    );
+    assert!(!seen.contains(&0x1b), "ESC in piped logs: {text:?}");
     let _ = std::fs::remove_dir_all(&dir);
 }

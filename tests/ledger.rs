@@ -1527,3 +1527,107 @@ async fn sqlite_reprice_keeps_rows_rollups_and_reports_consistent() {
 async fn postgres_reprice_keeps_rows_rollups_and_reports_consistent() {
     reprice_keeps_rows_rollups_and_reports_consistent(Backend::Postgres).await;
 }
+
+/// `tollgate usage` as a finance user runs it: with `--ledger-url` alone, or with a config
+/// whose provider secrets are not set, and without `--from`/`--to` (this month); customer
+/// names that are spreadsheet formulas come out defused in its CSV and the API's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn usage_cli_needs_only_the_ledger_and_csv_defuses_formulas() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let sim = start_sim(SimOptions::default()).await;
+    let text = config(sim, &db.url, "");
+    let gw = TestGateway::start_with_ledger(&text).await;
+    let customers = [
+        "=HYPERLINK(\"http://evil\",\"x\")",
+        "+1",
+        "@SUM(A1)",
+        "plain",
+    ];
+    let bearer = format!("Bearer {KEY}");
+    for c in customers {
+        let (status, _, _) = post(
+            &gw.url("/v1/chat/completions"),
+            &[("authorization", &bearer), ("x-tollgate-customer", c)],
+            r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}],"max_tokens":3}"#,
+        )
+        .await;
+        assert_eq!(status, 200);
+    }
+    wait_written(&gw, customers.len() as u64).await;
+    let expected_lines = [
+        "\"'+1\",1,",
+        "\"'=HYPERLINK(\"\"http://evil\"\",\"\"x\"\")\",1,",
+        "\"'@SUM(A1)\",1,",
+        "plain,1,",
+    ];
+    let check = |csv: &str| {
+        let rows: Vec<&str> = csv
+            .split("\r\n")
+            .skip(1)
+            .filter(|l| !l.is_empty())
+            .collect();
+        assert_eq!(rows.len(), 4, "{csv}");
+        for (row, start) in rows.iter().zip(expected_lines) {
+            assert!(
+                row.starts_with(start),
+                "{row:?} should start with {start:?}"
+            );
+        }
+    };
+    let (status, _, api_csv) = get(
+        &gw.url("/api/v1/usage?from=2000-01-01&to=2100-01-01&group_by=customer&format=csv"),
+        &[("authorization", &format!("Bearer {ADMIN}"))],
+    )
+    .await;
+    assert_eq!(status, 200);
+    check(&String::from_utf8_lossy(&api_csv));
+
+    let usage = |args: &[&str], env: &[(&str, &str)]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_tollgate"))
+            .arg("usage")
+            .args(args)
+            .env_remove("TOLLGATE_CONFIG")
+            .env_remove("TOLLGATE_LEDGER_URL")
+            .envs(env.iter().copied())
+            .current_dir(&db.dir)
+            .output()
+            .expect("tollgate usage");
+        assert!(
+            out.status.success(),
+            "tollgate usage {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    // The ledger URL alone, no config file (none in the working directory), this month.
+    let csv = usage(&["--ledger-url", &db.url, "--by", "customer", "--csv"], &[]);
+    check(&csv);
+    let table = usage(&["--by", "customer"], &[("TOLLGATE_LEDGER_URL", &db.url)]);
+    let (from, to) = tollgate::ledger::report::month_of(chrono::Utc::now());
+    assert!(
+        table.contains(&format!("usage from {from}T00:00:00Z to {to}T00:00:00Z")),
+        "{table}"
+    );
+    assert!(
+        table.contains("TOTAL") && table.contains("@SUM(A1)"),
+        "{table}"
+    );
+    // A config whose provider secrets are unset: only [ledger] is read.
+    let cfg = db.dir.join("finance.toml");
+    std::fs::write(
+        &cfg,
+        text.replace("\"sk-sim\"", "\"${TOLLGATE_TEST_UNSET_OPENAI_KEY}\"")
+            .replace("\"sk-ant-sim\"", "\"${TOLLGATE_TEST_UNSET_ANTHROPIC_KEY}\""),
+    )
+    .expect("config");
+    let cfg = cfg.to_string_lossy().into_owned();
+    assert!(
+        tollgate::config::Config::load(std::path::Path::new(&cfg)).is_err(),
+        "the full config needs the secrets"
+    );
+    check(&usage(
+        &["--config", &cfg, "--by", "customer", "--csv"],
+        &[],
+    ));
+    db.finish().await;
+}

@@ -114,6 +114,7 @@ limits = { requests_per_minute = 3, tokens_per_minute = 100000 }
         .parse()
         .expect("seconds");
     assert!((1..=20).contains(&retry), "{retry}");
+    assert_eq!(header(&h, "x-should-retry"), None);
     assert_eq!(
         header(&h, "x-ratelimit-remaining-requests").as_deref(),
         Some("0")
@@ -201,7 +202,15 @@ budget = { usd = 0.00002, period = "month", action = "block" }
         )
         .await;
         if status == 429 {
-            assert!(header(&h, "retry-after").is_some());
+            // A spent budget comes back at the period's end, not in seconds: no Retry-After
+            // (the anthropic SDK would sleep until then), a do-not-retry and the reset time.
+            assert_eq!(header(&h, "retry-after"), None);
+            assert_eq!(header(&h, "x-should-retry").as_deref(), Some("false"));
+            let reset = header(&h, "x-tollgate-budget-reset").expect("reset header");
+            assert!(
+                reset.len() == 20 && reset.ends_with("-01T00:00:00Z"),
+                "{reset}"
+            );
             message = String::from_utf8_lossy(&b).to_string();
             break;
         }
@@ -285,7 +294,9 @@ limits = { requests_per_day = 40 }
             200 => ok += 1,
             429 => {
                 limited += 1;
-                assert!(header(&h, "retry-after").is_some());
+                // 40 a day refill one every 36 minutes: longer than any SDK should sleep.
+                assert_eq!(header(&h, "retry-after"), None);
+                assert_eq!(header(&h, "x-should-retry").as_deref(), Some("false"));
                 assert_eq!(
                     header(&h, "x-ratelimit-limit-requests").as_deref(),
                     Some("40")
@@ -730,4 +741,85 @@ limits = { max_parallel_requests = 1 }
     }
     assert!(served, "the slot stayed taken: {seen:?}");
     drop(redis);
+}
+
+/// `budget.overshoot = "none"`: a request is admitted only if its maximum cost fits what is
+/// left, so a $0.02 budget hammered by 8 concurrent clients ends at or under 100 %, in memory
+/// and through two gateways sharing Redis. The same load on a bounded budget crosses it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_budget_without_overshoot_never_ends_above_its_limit() {
+    require_redis(REDIS).await;
+    let sim = start_sim().await;
+    // gpt-4o: $2.50/M in, $10/M out; max_tokens 200 is at most 0.2 cent of output, and the
+    // simulator answers with max_tokens tokens: about ten requests spend the budget.
+    let body =
+        r#"{"model":"gpt-4o","messages":[{"role":"user","content":"hello"}],"max_tokens":200}"#;
+    let keys = |overshoot: &str| {
+        format!(
+            r#"
+[[keys]]
+name = "capped"
+key = "tg-capped-key"
+team = "capped"
+
+[[teams]]
+name = "capped"
+budget = {{ usd = 0.02, period = "month", action = "block"{overshoot} }}
+"#
+        )
+    };
+    let spend_with = |gateways: Vec<TestGateway>| async move {
+        let urls: Vec<String> = gateways
+            .iter()
+            .map(|g| g.url("/v1/chat/completions"))
+            .collect();
+        let mut refused = 0;
+        // 8 clients at a time, until 16 refusals in a row or 200 requests.
+        let mut sent = 0;
+        while refused < 16 && sent < 200 {
+            let mut wave = Vec::new();
+            for i in 0..8 {
+                let url = urls[(sent + i) % urls.len()].clone();
+                wave.push(tokio::spawn(async move {
+                    post(&url, &[("authorization", "Bearer tg-capped-key")], body)
+                        .await
+                        .0
+                }));
+            }
+            sent += 8;
+            for t in wave {
+                match t.await.expect("join") {
+                    200 => refused = 0,
+                    429 => refused += 1,
+                    other => panic!("status {other}"),
+                }
+            }
+        }
+        let mut cost = 0.0;
+        for g in &gateways {
+            // Every request settled: those answered and those refused.
+            let s = g.scrape().await;
+            cost += s.sum("llm_gateway_cost_usd_total", &[("team", "capped")]);
+        }
+        cost
+    };
+
+    let none = keys(", overshoot = \"none\"");
+    let cost = spend_with(vec![TestGateway::start(&config(sim, "", &none)).await]).await;
+    assert!(cost <= 0.02 + 1e-12, "memory: spent {cost} of 0.02 USD");
+    assert!(cost > 0.015, "memory: the budget was used: {cost}");
+
+    let text = config(sim, &redis_limits(&unique_prefix("none"), "deny"), &none);
+    let both = vec![
+        TestGateway::start(&text).await,
+        TestGateway::start(&text).await,
+    ];
+    let cost = spend_with(both).await;
+    assert!(cost <= 0.02 + 1e-12, "redis: spent {cost} of 0.02 USD");
+    assert!(cost > 0.015, "redis: the budget was used: {cost}");
+
+    // The default lets the requests in flight at the crossing finish: over 100 %.
+    let bounded = keys("");
+    let cost = spend_with(vec![TestGateway::start(&config(sim, "", &bounded)).await]).await;
+    assert!(cost > 0.02, "bounded: spent {cost}");
 }

@@ -144,20 +144,10 @@ pub async fn run(a: Args) -> Result<(), String> {
         figures: figs,
         targets,
     };
-    println!("\n{}", report::table(&results.figures, &names));
-    println!("(cells: value (+added over direct for latencies, ×nginx, ×direct); µs, req/s, MB)\n");
-    if a.smoke {
-        println!("smoke mode: debug build, tiny runs; these figures mean nothing\n");
-    }
-    println!("| target | measured | bound | met |\n| --- | --- | --- | --- |");
-    for t in &results.targets {
-        let met = match t.met {
-            Some(true) => "yes",
-            Some(false) => "NO",
-            None => "n/a",
-        };
-        let v = t.value.map_or("–".into(), |v| format!("{v:.2}"));
-        println!("| {} | {v} | {} | {met} |", t.name, t.bound);
+    // A smoke run's figures (debug build, tiny runs) mean nothing: a table of them, and of
+    // targets "missed", would only be read as a regression. It says that it ran, once valid.
+    if !a.smoke {
+        print!("{}", figures_and_targets(&results, &names));
     }
     for p in results.paths.iter().filter(|p| p.note.is_some()) {
         println!("note: {}: {}", p.name, p.note.as_deref().unwrap_or(""));
@@ -183,6 +173,9 @@ pub async fn run(a: Args) -> Result<(), String> {
     let problems = report::validate(&text, &need);
     if problems.is_empty() {
         println!("results file valid ({})", report::SCHEMA);
+        if a.smoke {
+            println!("{}", smoke_summary(&results));
+        }
         Ok(())
     } else {
         Err(format!(
@@ -190,6 +183,37 @@ pub async fn run(a: Args) -> Result<(), String> {
             problems.join("\n  ")
         ))
     }
+}
+
+/// The figures table and the targets table of a full run.
+fn figures_and_targets(results: &Results, names: &[String]) -> String {
+    use std::fmt::Write;
+    let mut out = format!("\n{}\n", report::table(&results.figures, names));
+    out.push_str(
+        "(cells: value (+added over direct for latencies, ×nginx, ×direct); µs, req/s, MB)\n\n",
+    );
+    out.push_str("| target | measured | bound | met |\n| --- | --- | --- | --- |\n");
+    for t in &results.targets {
+        let met = match t.met {
+            Some(true) => "yes",
+            Some(false) => "NO",
+            None => "n/a",
+        };
+        let v = t.value.map_or("–".into(), |v| format!("{v:.2}"));
+        let _ = writeln!(out, "| {} | {v} | {} | {met} |", t.name, t.bound);
+    }
+    out
+}
+
+/// The one line a smoke run ends with.
+fn smoke_summary(results: &Results) -> String {
+    let ran: Vec<&str> = results
+        .paths
+        .iter()
+        .filter(|p| p.available)
+        .map(|p| p.name.as_str())
+        .collect();
+    format!("smoke run ok ({})", ran.join(", "))
 }
 
 /// The binaries: the gateway under test and the simulated provider.
@@ -841,6 +865,30 @@ fn rfc3339(t: SystemTime) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_smoke_run_says_ok_in_one_line_and_a_full_run_keeps_its_tables() {
+        let text = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("bench/results/2026-11-30T23-22-36Z.json"),
+        )
+        .expect("the committed full run");
+        let mut results: Results = serde_json::from_str(&text).expect("results");
+        let names: Vec<String> = results.paths.iter().map(|p| p.name.clone()).collect();
+        results.targets[0].met = Some(false);
+        let full = figures_and_targets(&results, &names);
+        assert!(
+            full.contains("| target | measured | bound | met |"),
+            "{full}"
+        );
+        assert!(full.contains("| NO |"), "{full}");
+        let smoke = smoke_summary(&results);
+        assert!(
+            smoke.starts_with("smoke run ok (direct, nginx, tollgate"),
+            "{smoke}"
+        );
+        assert!(!smoke.contains('\n') && !smoke.contains("NO"), "{smoke}");
+    }
 
     #[test]
     fn utc_dates() {

@@ -63,6 +63,9 @@ pub struct Config {
     pub ledger: crate::ledger::LedgerConfig,
     /// `[metering]`
     pub metering: MeteringConfig,
+    /// What is valid but probably not meant (a team no key belongs to), with key paths:
+    /// printed by `tollgate check` and logged at start.
+    pub warnings: Vec<ConfigError>,
 }
 
 /// `[metering]`
@@ -154,6 +157,54 @@ impl Config {
             }])
         })?;
         validate(raw, vars)
+    }
+
+    /// Only the `[ledger]` section of the file at `path`, for the commands that read the
+    /// ledger (`tollgate usage`): the rest of the file must parse, but its secrets (provider
+    /// keys) need not be set and its other sections are not validated.
+    pub fn load_ledger(path: &Path) -> Result<crate::ledger::LedgerConfig, ConfigErrors> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigErrors(vec![ConfigError {
+                path: String::new(),
+                message: format!("cannot read {}: {e}", path.display()),
+            }])
+        })?;
+        Config::ledger_from_toml(&text, &env::ProcessEnv)
+    }
+
+    /// [`Config::load_ledger`] of config text.
+    pub fn ledger_from_toml(
+        text: &str,
+        vars: &dyn env::Vars,
+    ) -> Result<crate::ledger::LedgerConfig, ConfigErrors> {
+        let raw: raw::RawConfig = toml::from_str(text).map_err(|e| {
+            ConfigErrors(vec![ConfigError {
+                path: String::new(),
+                message: e.to_string().trim_end().to_string(),
+            }])
+        })?;
+        let mut errors = Vec::new();
+        let ledger = raw.ledger.validate(&mut |path, value| {
+            env::interpolate(value, vars)
+                .map_err(|message| {
+                    errors.push(ConfigError {
+                        path: path.to_string(),
+                        message,
+                    })
+                })
+                .ok()
+        });
+        match ledger {
+            Ok(ledger) if errors.is_empty() => Ok(ledger),
+            Ok(_) => Err(ConfigErrors(errors)),
+            Err(errs) => {
+                errors.extend(
+                    errs.into_iter()
+                        .map(|(path, message)| ConfigError { path, message }),
+                );
+                Err(ConfigErrors(errors))
+            }
+        }
     }
 }
 

@@ -95,6 +95,8 @@ pub struct RawBudget {
     pub period: String,
     /// `block` (default) or `alert`.
     pub action: Option<String>,
+    /// `bounded` (default) or `none`: refuse a request whose maximum cost does not fit.
+    pub overshoot: Option<String>,
 }
 
 /// `[[teams]]`

@@ -311,3 +311,111 @@ anthropic_beta = ["interleaved-thinking-2025-05-14", "a,b"]
         "{errors:?}"
     );
 }
+
+const SIM_KEY: &str = r#"
+[[keys]]
+name = "app"
+key = "tg-app-secret"
+team = "search"
+"#;
+
+fn errors_of(text: &str) -> Vec<ConfigError> {
+    Config::from_toml(text, &vars()).err().expect("invalid").0
+}
+
+#[test]
+fn a_provider_that_failed_reports_no_follow_on_errors() {
+    let text = format!(
+        r#"
+[[providers]]
+name = "openai"
+kind = "openai"
+api_key = "${{TOLLGATE_TEST_UNSET_KEY}}"
+models = ["gpt-4o"]
+
+[[models]]
+name = "fast"
+provider = "openai"
+upstream_model = "gpt-4o-mini"
+
+[[models]]
+name = "typo"
+provider = "opneai"
+{SIM_KEY}"#
+    );
+    let errs = errors_of(&text);
+    let paths: Vec<&str> = errs.iter().map(|e| e.path.as_str()).collect();
+    // The missing variable, and the alias to a provider that really is not there; nothing
+    // about `fast`, whose provider exists but failed for its own reason.
+    assert_eq!(
+        paths,
+        ["providers[0].api_key", "models[1].provider"],
+        "{errs:?}"
+    );
+    assert!(
+        errs[0].message.contains("TOLLGATE_TEST_UNSET_KEY"),
+        "{errs:?}"
+    );
+}
+
+#[test]
+fn a_bad_base_url_is_quoted_as_written_with_what_is_expected() {
+    for (url, why) in [
+        ("api.openai.com/v1", "no http:// or https://"),
+        ("ftp://example.com/v1", "the scheme must be http or https"),
+        ("http://", "not a URL"),
+        ("https://example.com/v1?x=1", "a query string"),
+    ] {
+        let text = format!(
+            "[[providers]]\nname = \"vllm\"\nkind = \"openai-compatible\"\nbase_url = \"{url}\"\nmodels = [\"*\"]\n{SIM_KEY}"
+        );
+        let errs = errors_of(&text);
+        assert_eq!(errs.len(), 1, "{url}: {errs:?}");
+        assert_eq!(errs[0].path, "providers[0].base_url");
+        let m = &errs[0].message;
+        assert!(m.starts_with(&format!("{url:?} is not a base URL")), "{m}");
+        assert!(
+            m.contains(why) && m.contains("https://api.openai.com/v1"),
+            "{m}"
+        );
+        // Not the URL with an endpoint path appended, which the user never wrote.
+        assert!(!m.contains("/chat/completions"), "{m}");
+    }
+}
+
+#[test]
+fn a_team_no_key_belongs_to_is_a_warning_naming_the_key_teams() {
+    let text = format!(
+        "[[providers]]\nname = \"vllm\"\nkind = \"openai-compatible\"\nbase_url = \"http://127.0.0.1:8000/v1\"\nmodels = [\"*\"]\n{SIM_KEY}\n[[teams]]\nname = \"serach\"\nbudget = {{ usd = 10, period = \"day\" }}\n\n[[teams]]\nname = \"search\"\n"
+    );
+    let cfg = Config::from_toml(&text, &vars()).expect("valid, with a warning");
+    assert_eq!(cfg.warnings.len(), 1, "{:?}", cfg.warnings);
+    assert_eq!(cfg.warnings[0].path, "teams[0].name");
+    let m = &cfg.warnings[0].message;
+    assert!(
+        m.contains("\"serach\"") && m.contains("teams of the keys: search"),
+        "{m}"
+    );
+    assert!(
+        Config::from_toml(GOOD, &vars())
+            .expect("valid")
+            .warnings
+            .is_empty()
+    );
+}
+
+#[test]
+fn a_provider_used_only_through_aliases_needs_no_models_list() {
+    let text = format!(
+        "[[providers]]\nname = \"openai\"\nkind = \"openai\"\napi_key = \"sk-x\"\n\n[[models]]\nname = \"fast\"\nprovider = \"openai\"\nupstream_model = \"gpt-4o-mini\"\n{SIM_KEY}"
+    );
+    let cfg = Config::from_toml(&text, &vars()).expect("valid");
+    let fast = cfg.router.route("fast").expect("alias");
+    assert_eq!(fast.provider.name(), "openai");
+    assert!(cfg.router.route("gpt-4o").is_none());
+    // With neither a models list nor an alias, the provider still serves nothing: an error.
+    let errs = errors_of(&format!(
+        "[[providers]]\nname = \"openai\"\nkind = \"openai\"\napi_key = \"sk-x\"\n{SIM_KEY}"
+    ));
+    assert_eq!(errs[0].path, "providers[0].models", "{errs:?}");
+}

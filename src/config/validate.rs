@@ -16,7 +16,7 @@ use super::{
     ServerConfig,
 };
 use crate::limits::{
-    Budget, BudgetAction, Limits, OnBackendError, Period, Rule, ScopeKind, calendar,
+    Budget, BudgetAction, Limits, OnBackendError, Overshoot, Period, Rule, ScopeKind, calendar,
 };
 use crate::metering::{PriceSource, PriceTable};
 use crate::metrics::{CONFIGURABLE_LABELS, MetricsOptions};
@@ -137,9 +137,28 @@ impl Router {
             .or(self.catch_all.as_ref())
     }
 
-    /// Configured model names with their provider, for `GET /v1/models`.
+    /// Configured model names with their provider, for `GET /v1/models`: the exact names in
+    /// config order, then the priced models a `model_prefixes` entry routes, by name.
     pub fn model_names(&self) -> &[(String, String)] {
         &self.names
+    }
+
+    /// Adds to the listed names every model id of `prices` that reaches a provider through
+    /// one of its prefixes (not an exact name, nor only the catch-all): a client listing the
+    /// models sees what it can call.
+    fn list_prefix_routed(&mut self, prices: &PriceTable) {
+        let mut routed: Vec<(String, String)> = prices
+            .names()
+            .filter(|id| !self.exact.contains_key(*id))
+            .filter_map(|id| {
+                self.prefixes
+                    .iter()
+                    .find(|(p, _)| id.starts_with(p.as_str()))
+                    .map(|(_, r)| (id.to_string(), r.provider.name().to_string()))
+            })
+            .collect();
+        routed.sort();
+        self.names.extend(routed);
     }
 }
 
@@ -265,6 +284,11 @@ pub fn validate(raw: RawConfig, vars: &dyn Vars) -> Result<Config, ConfigErrors>
     let mut router = Router::default();
     let mut timeouts: HashMap<String, Duration> = HashMap::new();
     let mut multipliers: Vec<(String, u64)> = Vec::new();
+    // Providers whose entry has errors: what refers to them reports nothing more (their own
+    // errors say what to fix), not a follow-on "no provider named ...".
+    let mut failed: HashSet<&str> = HashSet::new();
+    // Providers that [[models]] aliases route to: those need no models list of their own.
+    let aliased: HashSet<&str> = raw.models.iter().map(|m| m.provider.as_str()).collect();
     for (i, p) in raw.providers.iter().enumerate() {
         let path = format!("providers[{i}]");
         if let Some(m) = &p.price_multiplier {
@@ -286,7 +310,14 @@ pub fn validate(raw: RawConfig, vars: &dyn Vars) -> Result<Config, ConfigErrors>
             );
             continue;
         }
-        let Some(provider) = build_provider(&mut errors, &path, p, vars) else {
+        let Some(provider) = build_provider(
+            &mut errors,
+            &path,
+            p,
+            vars,
+            aliased.contains(p.name.as_str()),
+        ) else {
+            failed.insert(p.name.as_str());
             continue;
         };
         by_name.insert(p.name.clone(), provider.clone());
@@ -337,6 +368,9 @@ pub fn validate(raw: RawConfig, vars: &dyn Vars) -> Result<Config, ConfigErrors>
     for (i, m) in raw.models.iter().enumerate() {
         let path = format!("models[{i}]");
         let Some(provider) = by_name.get(&m.provider) else {
+            if failed.contains(m.provider.as_str()) {
+                continue;
+            }
             errors.push(
                 format!("{path}.provider"),
                 format!("no provider named {:?} in [[providers]]", m.provider),
@@ -380,6 +414,7 @@ pub fn validate(raw: RawConfig, vars: &dyn Vars) -> Result<Config, ConfigErrors>
             Err(e) => errors.push(format!("prices[{i}]"), e),
         }
     }
+    router.list_prefix_routed(&prices);
 
     let limits = validate_limits(&mut errors, &raw.limits);
     let mut all_rules: Vec<Arc<Rule>> = Vec::new();
@@ -474,6 +509,30 @@ pub fn validate(raw: RawConfig, vars: &dyn Vars) -> Result<Config, ConfigErrors>
                 format!("{path}.key"),
                 "the same secret is used by another key",
             );
+        }
+    }
+    // A team that no key belongs to: its limits and budget apply to nothing, most likely a
+    // typo of a key's team. A warning, not an error: teams may be set up before their keys.
+    let mut warnings = Vec::new();
+    let key_teams: Vec<&str> = {
+        let mut t: Vec<&str> = raw.keys.iter().map(|k| k.team.as_str()).collect();
+        if raw.keys.is_empty() {
+            t.push("default");
+        }
+        t.sort_unstable();
+        t.dedup();
+        t
+    };
+    for (i, t) in raw.teams.iter().enumerate() {
+        if !t.name.is_empty() && !key_teams.contains(&t.name.as_str()) {
+            warnings.push(ConfigError {
+                path: format!("teams[{i}].name"),
+                message: format!(
+                    "no [[keys]] entry has team = {:?}: its limits and budget apply to no request (teams of the keys: {})",
+                    t.name,
+                    key_teams.join(", ")
+                ),
+            });
         }
     }
     if raw.keys.is_empty() {
@@ -648,6 +707,7 @@ pub fn validate(raw: RawConfig, vars: &dyn Vars) -> Result<Config, ConfigErrors>
         metering: MeteringConfig {
             max_tokens_per_request,
         },
+        warnings,
     })
 }
 
@@ -753,11 +813,30 @@ fn rule(
             if action.is_none() {
                 errors.push(format!("{path}.budget.action"), "one of block, alert");
             }
-            match (usd, period, action) {
-                (Some(usd), Some(period), Some(action)) => Some(Budget {
+            let overshoot = match b.overshoot.as_deref() {
+                None | Some("bounded") => Some(Overshoot::Bounded),
+                Some("none") if action == Some(BudgetAction::Block) => Some(Overshoot::None),
+                Some("none") => {
+                    errors.push(
+                        format!("{path}.budget.overshoot"),
+                        "\"none\" applies to blocking budgets (action = \"block\")",
+                    );
+                    None
+                }
+                Some(other) => {
+                    errors.push(
+                        format!("{path}.budget.overshoot"),
+                        format!("{other:?}: one of bounded, none"),
+                    );
+                    None
+                }
+            };
+            match (usd, period, action, overshoot) {
+                (Some(usd), Some(period), Some(action), Some(overshoot)) => Some(Budget {
                     limit_nanos: (usd * 1e9).round() as u64,
                     period,
                     action,
+                    overshoot,
                 }),
                 _ => return None,
             }
@@ -778,11 +857,32 @@ fn rule(
     ))
 }
 
+/// Why `url` is not an `http(s)://host[:port][/prefix]` base URL, if it is not.
+fn check_base_url(url: &str) -> Result<(), &'static str> {
+    if !url.contains("://") {
+        return Err("no http:// or https://");
+    }
+    let uri: http::Uri = url.parse().map_err(|_| "not a URL")?;
+    match uri.scheme_str() {
+        Some("http" | "https") => {}
+        Some(_) => return Err("the scheme must be http or https"),
+        None => return Err("no http:// or https://"),
+    }
+    if uri.host().is_none_or(str::is_empty) {
+        return Err("no host");
+    }
+    if uri.query().is_some() {
+        return Err("a query string is not allowed");
+    }
+    Ok(())
+}
+
 fn build_provider(
     errors: &mut Errors,
     path: &str,
     p: &RawProvider,
     vars: &dyn Vars,
+    aliased: bool,
 ) -> Option<Arc<dyn Provider>> {
     let before = errors.0.len();
     if p.name.is_empty() {
@@ -847,10 +947,22 @@ fn build_provider(
         }
     }
     let policy = header_policy(errors, path, p, kind);
-    if p.models.is_empty() && p.model_prefixes.is_empty() {
+    if p.models.is_empty() && p.model_prefixes.is_empty() && !aliased {
         errors.push(
             format!("{path}.models"),
-            "list the models this provider serves (models = [\"gpt-4o\"], model_prefixes = [\"gpt-\"], or models = [\"*\"])",
+            "list the models this provider serves (models = [\"gpt-4o\"], model_prefixes = [\"gpt-\"], or models = [\"*\"]), or route [[models]] aliases to it",
+        );
+    }
+    if let (Some(written), Some(url)) = (&p.base_url, &base_url)
+        && let Err(why) = check_base_url(url)
+    {
+        errors.push(
+            format!("{path}.base_url"),
+            format!(
+                "{written:?} is not a base URL ({why}): expected http:// or https://, a host and \
+                 an optional path prefix, such as \"https://api.openai.com/v1\" or \
+                 \"http://127.0.0.1:8000/v1\""
+            ),
         );
     }
     let (Some(kind), Some(base_url)) = (kind, base_url) else {

@@ -236,10 +236,15 @@ impl Ledger {
             .map_err(|_| LedgerError::Timeout(timeout))?
     }
 
-    /// A usage report, bounded by the configured database timeout.
+    /// A usage report, bounded by the configured database timeout. A report asked for just
+    /// after start waits for the schema (a new database has no tables until the writer's first
+    /// migration; the usage API answered 503 "no such table" then).
     pub async fn report(&self, q: &ReportQuery) -> Result<Report, LedgerError> {
         let inner = self.inner.as_ref().ok_or(LedgerError::Disabled)?;
         let timeout = inner.cfg.write_timeout;
+        if !self.wait_migrated(timeout).await {
+            return Err(LedgerError::Timeout(timeout));
+        }
         tokio::time::timeout(timeout, inner.store.report(q))
             .await
             .map_err(|_| LedgerError::Timeout(timeout))?
@@ -249,6 +254,10 @@ impl Ledger {
     /// cached for `metrics_cache_secs`.
     pub async fn window_gauges(&self, window: Option<window::Window>) -> Option<Arc<LedgerWindow>> {
         let inner = self.inner.as_ref()?;
+        // No gauges before the schema exists (a scrape never waits for it).
+        if !*inner.migrated.borrow() {
+            return None;
+        }
         let (from, to) = window.or_else(|| inner.cfg.metrics_window.around(Utc::now()))?;
         inner.windows.get(&inner.store, from, to).await
     }

@@ -145,6 +145,15 @@ pub fn parse_time(name: &str, s: &str) -> Result<DateTime<Utc>, String> {
     ))
 }
 
+/// The calendar month (UTC) that holds `now`, as `[from, to)` dates: what `tollgate usage`
+/// reports when `--from` and `--to` are left out.
+pub fn month_of(now: DateTime<Utc>) -> (String, String) {
+    use chrono::Datelike;
+    let (y, m) = (now.year(), now.month());
+    let (ny, nm) = if m == 12 { (y + 1, 1) } else { (y, m + 1) };
+    (format!("{y:04}-{m:02}-01"), format!("{ny:04}-{nm:02}-01"))
+}
+
 /// Reads `team,model,...`.
 pub fn parse_group_by(s: &str) -> Result<Vec<GroupKey>, String> {
     let mut out = Vec::new();
@@ -349,7 +358,11 @@ impl Report {
     /// An aligned table for the terminal, with a total line.
     pub fn to_table(&self) -> String {
         let mut lines = vec![self.header()];
-        lines.extend(self.rows.iter().map(|r| self.cells(r)));
+        lines.extend(
+            self.rows
+                .iter()
+                .map(|r| self.cells(r).iter().map(|c| terminal_cell(c)).collect()),
+        );
         let total = ReportRow {
             groups: (0..self.query.group_by.len())
                 .map(|i| {
@@ -404,12 +417,39 @@ impl Report {
     }
 }
 
+/// One CSV field. Key, team, customer and model names come from clients (a `user` field, a
+/// header): one starting with `=`, `+`, `-`, `@`, a tab or a CR would run as a formula in a
+/// spreadsheet, so it gets a leading `'` and quotes, as OWASP's "CSV Injection" page
+/// recommends. Fields with a separator, a quote or a line break are quoted (RFC 4180).
 fn csv_cell(s: &str) -> String {
-    if s.contains([',', '"', '\n', '\r']) {
+    let formula = s.starts_with(['=', '+', '-', '@', '\t', '\r']);
+    if formula {
+        format!("\"'{}\"", s.replace('"', "\"\""))
+    } else if s.contains([',', '"', '\n', '\r']) {
         format!("\"{}\"", s.replace('"', "\"\""))
     } else {
         s.to_string()
     }
+}
+
+/// A stored value made safe for a terminal: control characters (escape sequences, line
+/// breaks, backspaces) and the bidirectional overrides that reorder what is shown are written
+/// as Rust escapes (`\u{1b}`, `\n`), so a name can neither move the cursor nor hide text.
+fn terminal_cell(s: &str) -> String {
+    let unsafe_char =
+        |c: char| c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
+    if !s.chars().any(unsafe_char) {
+        return s.to_string();
+    }
+    s.chars()
+        .map(|c| {
+            if unsafe_char(c) {
+                c.escape_debug().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -425,6 +465,24 @@ mod tests {
         let e = parse_time("to", "2026-11-01T00:00:00 01:00").expect_err("space");
         assert!(e.contains("%2B"), "{e}");
         assert!(parse_time("to", "yesterday").is_err());
+    }
+
+    #[test]
+    fn the_default_window_is_the_current_month() {
+        let at = |s: &str| parse_time("t", s).expect("time");
+        let month = |a, b| (String::from(a), String::from(b));
+        assert_eq!(
+            month_of(at("2026-12-02T19:30:00Z")),
+            month("2026-12-01", "2027-01-01")
+        );
+        assert_eq!(
+            month_of(at("2026-02-28T23:59:59Z")),
+            month("2026-02-01", "2026-03-01")
+        );
+        assert_eq!(
+            month_of(at("2026-01-01T00:00:00Z")),
+            month("2026-01-01", "2026-02-01")
+        );
     }
 
     #[test]
@@ -481,5 +539,73 @@ mod tests {
         let table = report.to_table();
         assert!(table.contains("TOTAL"), "{table}");
         assert!(table.contains("1.500000006"), "{table}");
+    }
+
+    fn report_of(groups: &[&str]) -> Report {
+        Report {
+            query: ReportQuery::parse(Some("2026-11-01"), Some("2026-12-01"), Some("customer"))
+                .expect("q"),
+            rows: groups
+                .iter()
+                .map(|g| ReportRow {
+                    groups: vec![g.to_string()],
+                    totals: Totals {
+                        requests: 1,
+                        ..Totals::default()
+                    },
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn csv_neutralises_formulas() {
+        let csv = report_of(&[
+            "=HYPERLINK(\"http://x\",\"y\")",
+            "+1",
+            "-2+3",
+            "@SUM(A1)",
+            "\tcmd",
+            "\rcmd",
+            "plain",
+            "a=b",
+        ])
+        .to_csv();
+        let lines: Vec<&str> = csv.split("\r\n").collect();
+        assert_eq!(
+            lines[1..9],
+            [
+                "\"'=HYPERLINK(\"\"http://x\"\",\"\"y\"\")\",1,0,0,0,0,0,0.000000000",
+                "\"'+1\",1,0,0,0,0,0,0.000000000",
+                "\"'-2+3\",1,0,0,0,0,0,0.000000000",
+                "\"'@SUM(A1)\",1,0,0,0,0,0,0.000000000",
+                "\"'\tcmd\",1,0,0,0,0,0,0.000000000",
+                "\"'\rcmd\",1,0,0,0,0,0,0.000000000",
+                "plain,1,0,0,0,0,0,0.000000000",
+                "a=b,1,0,0,0,0,0,0.000000000",
+            ],
+            "{csv}"
+        );
+    }
+
+    #[test]
+    fn the_table_escapes_control_characters() {
+        let table = report_of(&[
+            "\u{1b}[2J\u{1b}[31mevil",
+            "two\nlines",
+            "rtl\u{202e}txt",
+            "café",
+        ])
+        .to_table();
+        assert!(
+            !table.contains('\u{1b}') && !table.contains('\u{202e}'),
+            "{table:?}"
+        );
+        assert!(table.contains("\\u{1b}[2J\\u{1b}[31mevil"), "{table}");
+        assert!(table.contains("two\\nlines"), "{table}");
+        assert!(table.contains("rtl\\u{202e}txt"), "{table}");
+        assert!(table.contains("café"), "{table}");
+        // One line per row: header, rule, four rows, rule, total, and the title.
+        assert_eq!(table.lines().count(), 9, "{table}");
     }
 }

@@ -168,7 +168,9 @@ pub(super) fn admit(
                 let (_, end) = budget.period.bounds(now_unix, offset);
                 state
                     .roll(&budget, now_unix, offset)
-                    .filter(|b| b.spent.saturating_add(b.reserved) >= budget.limit_nanos)
+                    .filter(|b| {
+                        budget.refuses(b.spent.saturating_add(b.reserved), demand.cost_nanos)
+                    })
                     .map(|_| {
                         (
                             LimitKind::Budget,

@@ -63,6 +63,20 @@ pub enum BudgetAction {
     Alert,
 }
 
+/// How far a blocking budget may be overshot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Overshoot {
+    /// A request is admitted while spend plus reservations is under the limit; the request
+    /// that crosses it finishes, so spend ends at most the reservations in flight plus one
+    /// request per replica over the limit.
+    #[default]
+    Bounded,
+    /// A request is admitted only when its maximum cost (prompt bytes / 4 tokens, plus
+    /// `max_tokens` or `default_max_tokens` at the output price) fits what is left: the limit
+    /// is never exceeded, and the last few cents of a budget may go unused.
+    None,
+}
+
 /// A USD budget.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Budget {
@@ -72,6 +86,20 @@ pub struct Budget {
     pub period: Period,
     /// Block or alert.
     pub action: BudgetAction,
+    /// For blocking budgets: whether the request that crosses the limit may pass.
+    pub overshoot: Overshoot,
+}
+
+impl Budget {
+    /// Whether a request reserving `cost` nano-USD is refused, with `used` (spent plus
+    /// reserved) already counted.
+    pub fn refuses(&self, used: u64, cost: u64) -> bool {
+        self.action == BudgetAction::Block
+            && match self.overshoot {
+                Overshoot::Bounded => used >= self.limit_nanos,
+                Overshoot::None => used.saturating_add(cost) > self.limit_nanos,
+            }
+    }
 }
 
 /// The limits of one scope, as configured.
@@ -320,12 +348,17 @@ impl Rejection {
     pub fn message(&self) -> String {
         match (self.limit, &self.budget) {
             (LimitKind::Budget, Some((b, end))) => format!(
-                "budget exceeded: the {} budget of {} `{}` ({} USD per {}) is spent; it resets at {}",
+                "budget exceeded: the {} budget of {} `{}` ({} USD per {}) is spent{}; it resets at {}",
                 b.period.as_str(),
                 self.scope.as_str().replace('_', " "),
                 self.name,
                 b.limit_nanos as f64 / 1e9,
                 b.period.as_str(),
+                if b.overshoot == Overshoot::None {
+                    ", or what is left is less than this request's maximum cost"
+                } else {
+                    ""
+                },
                 calendar::rfc3339(*end),
             ),
             (LimitKind::Parallel, _) => format!(

@@ -18,7 +18,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{FromRedisValue, Script, ScriptInvocation};
 
 use super::breaker::Breaker;
-use super::{BackendError, BudgetAction, Demand, LimitKind, Quota, Rejection, Rule};
+use super::{BackendError, BudgetAction, Demand, LimitKind, Overshoot, Quota, Rejection, Rule};
 
 const ADMIT: &str = r#"
 local t = redis.call('TIME')
@@ -51,6 +51,7 @@ for i = 1, n do
     local used = (tonumber(v[1]) or 0) + (tonumber(v[2]) or 0)
     levels[i] = used
     if kind == 4 and used >= cap then return {0, i, tostring(used)} end
+    if kind == 7 and used + tonumber(ARGV[b + 4]) > cap then return {0, i, tostring(used)} end
   end
 end
 local out = {1, 0}
@@ -437,10 +438,12 @@ impl RedisLimiter {
             if let Some(b) = rule.budget {
                 let (_, end) = b.period.bounds(now, offset);
                 out.push(Entry {
-                    kind: if b.action == BudgetAction::Block {
-                        4
-                    } else {
-                        5
+                    // 7: a blocking budget that also refuses a request whose maximum
+                    // cost does not fit (overshoot = "none").
+                    kind: match (b.action, b.overshoot) {
+                        (BudgetAction::Block, Overshoot::Bounded) => 4,
+                        (BudgetAction::Block, Overshoot::None) => 7,
+                        (BudgetAction::Alert, _) => 5,
                     },
                     key: format!("{p}:budget:{scope}:{}", b.period.id(now, offset)),
                     cap: b.limit_nanos,
@@ -477,7 +480,7 @@ impl RedisLimiter {
             let cost = match e.kind {
                 1 => 1,
                 2 => demand.tokens,
-                4 | 5 => demand.cost_nanos,
+                4 | 5 | 7 => demand.cost_nanos,
                 _ => 0,
             };
             inv.key(&e.key)
@@ -597,7 +600,7 @@ impl RedisLimiter {
                     [2, e.cap, e.period_ms, admission.demand.tokens, tokens],
                 )),
                 3 => args.push((e.key.clone(), [3, e.cap, e.period_ms, 0, 0])),
-                4 | 5 => {
+                4 | 5 | 7 => {
                     args.push((
                         e.key.clone(),
                         [4, e.cap, e.period_ms, admission.demand.cost_nanos, 0],

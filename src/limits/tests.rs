@@ -171,6 +171,7 @@ async fn blocking_budget_counts_reservations_and_spend() {
         limit_nanos: 10_000_000,
         period: Period::Month,
         action: BudgetAction::Block,
+        overshoot: Overshoot::Bounded,
     };
     let rule = Rule::new(ScopeKind::Team, "search", Limits::default(), Some(budget));
     // A 1-cent budget. Two concurrent requests reserving 0.6 cent each: the second still
@@ -214,6 +215,7 @@ async fn alert_budgets_let_requests_through() {
         limit_nanos: 1,
         period: Period::Day,
         action: BudgetAction::Alert,
+        overshoot: Overshoot::Bounded,
     };
     let rule = Rule::new(ScopeKind::Key, "k", Limits::default(), Some(budget));
     for _ in 0..3 {
@@ -241,6 +243,7 @@ async fn restored_spend_counts_against_the_budget() {
         limit_nanos: 100,
         period: Period::Week,
         action: BudgetAction::Block,
+        overshoot: Overshoot::Bounded,
     };
     let rule = Rule::new(ScopeKind::Key, "k", Limits::default(), Some(budget));
     l.restore_spend(&rule, 100);
@@ -274,4 +277,34 @@ fn quota_headers_use_openai_names_and_formats() {
     assert_eq!(format_duration(1.0), "1s");
     assert_eq!(format_duration(359.2), "6m0s");
     assert_eq!(format_duration(86_400.0 * 31.0), "744h0m0s");
+}
+
+#[tokio::test]
+async fn a_budget_without_overshoot_refuses_what_does_not_fit() {
+    let l = limiter();
+    let budget = Budget {
+        limit_nanos: 10_000_000,
+        period: Period::Month,
+        action: BudgetAction::Block,
+        overshoot: Overshoot::None,
+    };
+    let rule = Rule::new(ScopeKind::Team, "search", Limits::default(), Some(budget));
+    // A 1-cent budget: 0.6 cent reserved, then 0.5 more does not fit (1.1 > 1), 0.4 does.
+    let a = admit(&l, vec![rule.clone()], 0, 6_000_000)
+        .await
+        .expect("first");
+    let rej = admit(&l, vec![rule.clone()], 0, 5_000_000)
+        .await
+        .expect_err("0.5 cent more would exceed the budget");
+    assert_eq!(rej.limit, LimitKind::Budget);
+    assert!(rej.message().contains("maximum cost"), "{}", rej.message());
+    let b = admit(&l, vec![rule.clone()], 0, 4_000_000)
+        .await
+        .expect("exactly the limit fits");
+    l.settle(a, 0, 6_000_000);
+    l.settle(b, 0, 4_000_000);
+    // Spent to the nano-dollar: nothing more fits, not even a free request's 1 nano-USD.
+    admit(&l, vec![rule.clone()], 0, 1)
+        .await
+        .expect_err("spent");
 }

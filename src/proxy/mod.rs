@@ -2,6 +2,7 @@
 //! (admit: rate limits, added by the limits module), forward, then observe the response body
 //! through a tap and settle usage, cost and metrics exactly once.
 
+pub mod auth;
 mod body;
 mod deferred;
 pub mod error;
@@ -17,7 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use parking_lot::Mutex;
@@ -359,14 +360,9 @@ impl Gateway {
         let format = endpoint.format();
         let customer = customer_header(req.headers());
         // Authenticate.
-        let key = match self.config.keys.authenticate(presented_key(req.headers())) {
-            Some(k) => k,
-            None => {
-                let err = if presented_key(req.headers()).is_none() && !self.config.keys.is_open() {
-                    ProxyError::MissingKey
-                } else {
-                    ProxyError::InvalidKey
-                };
+        let key = match auth::authenticate(&self.config.keys, req.headers()) {
+            Ok(k) => k,
+            Err(err) => {
                 self.record_rejection(endpoint, None, &err, start, customer);
                 return error_response(format, &err);
             }
@@ -581,26 +577,6 @@ impl Gateway {
     }
 }
 
-/// The client's virtual key: `Authorization: Bearer <key>` or `x-api-key: <key>`.
-fn presented_key(headers: &HeaderMap) -> Option<&str> {
-    if let Some(v) = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-    {
-        let v = v.trim();
-        if let Some(k) = v
-            .strip_prefix("Bearer ")
-            .or_else(|| v.strip_prefix("bearer "))
-        {
-            return Some(k.trim());
-        }
-    }
-    headers
-        .get("x-api-key")
-        .and_then(|v| v.to_str().ok())
-        .map(str::trim)
-}
-
 /// The end user named by the client in `x-tollgate-customer`, for the ledger.
 fn customer_header(headers: &HeaderMap) -> Option<Box<str>> {
     let v = headers.get("x-tollgate-customer")?.to_str().ok()?.trim();
@@ -660,12 +636,34 @@ pub fn rate_limited_response(format: ApiFormat, r: &Rejection) -> Response<Respo
     let mut resp = json_error(format, 429, kind, code, &r.message());
     let h = resp.headers_mut();
     r.quota.write_headers(h);
-    let retry = r.retry_after.ceil().max(1.0) as u64;
-    if let Ok(v) = HeaderValue::from_str(&retry.to_string()) {
-        h.insert(header::RETRY_AFTER, v);
+    if let Some((_, end)) = r.budget {
+        // The SDKs' own name for "do not retry": both official SDKs honour it before anything
+        // else. The reset time is ours to tell (message and header), not a Retry-After: the
+        // anthropic SDK sleeps for any Retry-After it is given (hours, for a daily budget).
+        if let Ok(v) = HeaderValue::from_str(&limits::calendar::rfc3339(end)) {
+            h.insert(BUDGET_RESET, v);
+        }
+    }
+    if budget || r.retry_after > MAX_RETRY_AFTER_SECS {
+        h.insert(SHOULD_RETRY, HeaderValue::from_static("false"));
+    } else {
+        let retry = r.retry_after.ceil().max(1.0) as u64;
+        h.insert(header::RETRY_AFTER, HeaderValue::from(retry));
     }
     resp
 }
+
+/// The longest `Retry-After` the gateway sends: a rate limit that refills later than this
+/// (an hourly or daily rate) is answered `x-should-retry: false` instead. 60 s is under the
+/// openai SDK's ceiling (it ignores a Retry-After over 120 s and backs off up to 8 s
+/// instead), and as long as a caller's SDK should sit in a retry sleep.
+pub const MAX_RETRY_AFTER_SECS: f64 = 60.0;
+
+/// Whether the client may retry, as the openai and anthropic SDKs read it.
+const SHOULD_RETRY: HeaderName = HeaderName::from_static("x-should-retry");
+
+/// When the exhausted budget's period ends (RFC 3339, UTC).
+pub const BUDGET_RESET: HeaderName = HeaderName::from_static("x-tollgate-budget-reset");
 
 /// An error answered by the gateway, in the client's format.
 pub fn error_response(format: ApiFormat, err: &ProxyError) -> Response<ResponseBody> {
@@ -689,23 +687,4 @@ pub fn json_error(
         HeaderValue::from_static("application/json"),
     );
     resp
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn key_from_either_header() {
-        let mut h = HeaderMap::new();
-        h.insert(
-            header::AUTHORIZATION,
-            HeaderValue::from_static("Bearer tg-123"),
-        );
-        assert_eq!(presented_key(&h), Some("tg-123"));
-        let mut h = HeaderMap::new();
-        h.insert("x-api-key", HeaderValue::from_static("tg-456"));
-        assert_eq!(presented_key(&h), Some("tg-456"));
-        assert_eq!(presented_key(&HeaderMap::new()), None);
-    }
 }

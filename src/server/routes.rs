@@ -9,7 +9,7 @@ use hyper::body::Incoming;
 
 use crate::metrics::Format;
 use crate::providers::{ApiFormat, Endpoint};
-use crate::proxy::{Gateway, ResponseBody, json_error};
+use crate::proxy::{Gateway, ResponseBody, auth, error_response, json_error};
 
 /// The routing table of one listener.
 pub struct Routes {
@@ -80,11 +80,7 @@ impl Routes {
 
     async fn metrics(&self, req: &Request<Incoming>) -> Response<ResponseBody> {
         if let Some(token) = &self.gateway.config.metrics.bearer_token {
-            let presented = req
-                .headers()
-                .get(header::AUTHORIZATION)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.strip_prefix("Bearer "));
+            let presented = auth::bearer_token(req.headers());
             if !presented.is_some_and(|p| constant_time_eq(p.as_bytes(), token.as_bytes())) {
                 let mut resp = text(
                     StatusCode::UNAUTHORIZED,
@@ -120,27 +116,10 @@ impl Routes {
 
     /// `GET /v1/models`: the configured models, in the shape of whichever SDK asks.
     fn models(&self, req: &Request<Incoming>) -> Response<ResponseBody> {
-        let keys = &self.gateway.config.keys;
-        let presented = req
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .or_else(|| req.headers().get("x-api-key").and_then(|v| v.to_str().ok()));
         let format = client_format(req);
-        if keys.authenticate(presented).is_none() {
-            let kind = if format == ApiFormat::Anthropic {
-                "authentication_error"
-            } else {
-                "invalid_request_error"
-            };
-            return json_error(
-                format,
-                401,
-                kind,
-                Some("invalid_api_key"),
-                "invalid API key",
-            );
+        // The same check, and so the same error, as the proxy routes.
+        if let Err(err) = auth::authenticate(&self.gateway.config.keys, req.headers()) {
+            return error_response(format, &err);
         }
         let names = self.gateway.config.router.model_names();
         let body = match format {

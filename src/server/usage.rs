@@ -84,10 +84,7 @@ pub async fn usage(
             "the usage API is off: enable the ledger and set [ledger] admin_token",
         );
     };
-    let presented = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
+    let presented = crate::proxy::auth::bearer_token(headers);
     if !presented.is_some_and(|p| super::routes::constant_time_eq(p.as_bytes(), token.as_bytes())) {
         let mut resp = json(
             StatusCode::UNAUTHORIZED,

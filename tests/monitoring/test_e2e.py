@@ -369,6 +369,72 @@ class Stack:
                     p.kill()
 
 
+def start_prometheus(s: Stack, workdir: pathlib.Path) -> None:
+    """Prometheus scraping s.gateway (both jobs, with the bearer token) into s.prom; returns
+    once both jobs have been scraped."""
+    token = workdir / "metrics-token"
+    token.write_text(METRICS_TOKEN + "\n")
+    cfg = workdir / "prometheus.yml"
+    cfg.write_text(yaml.safe_dump(prometheus_config(s.gateway.url.removeprefix("http://"), token)))
+    port = free_port()
+    log = workdir / "prometheus.log"
+    with open(log, "wb") as f:
+        popen = subprocess.Popen(
+            ["prometheus", f"--config.file={cfg}", f"--storage.tsdb.path={workdir / 'tsdb'}",
+             f"--web.listen-address=127.0.0.1:{port}", "--storage.tsdb.retention.time=1d",
+             "--log.level=warn"], stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    s.procs.append(popen)
+    s.prom = Prometheus(f"http://127.0.0.1:{port}", popen, log)
+    s.prom.wait_for("both scrape jobs up", lambda: len(s.prom.vector('up == 1')) == 2)
+
+
+@pytest.fixture(scope="module")
+def quiet(tmp_path_factory):
+    """A fresh gateway (the same config) that serves no request, and its own Prometheus."""
+    binary = pathlib.Path(os.environ.get("TOLLGATE_BIN") or ROOT / "target" / "debug" / "tollgate")
+    workdir = tmp_path_factory.mktemp("quiet")
+    s = Stack()
+    try:
+        sim = start("sim", [str(binary), "sim", "--listen", "127.0.0.1:0"], cwd=workdir)
+        s.procs.append(sim)
+        (workdir / "tollgate.toml").write_text(gateway_config(sim.url, workdir))
+        s.gateway = start("gateway", [str(binary), "serve", "--config", str(workdir / "tollgate.toml"),
+                                      "--listen", "127.0.0.1:0"], cwd=workdir)
+        s.procs.append(s.gateway)
+        start_prometheus(s, workdir)
+        yield s
+    finally:
+        s.stop()
+
+
+def test_nothing_pending_or_firing_on_a_quiet_fresh_gateway(quiet):
+    """Every rule evaluated at least 5 times (1 s interval) over a new gateway's metrics, many
+    of them exported at 0 from the start: no alert is pending or firing. (Every overflow
+    counter at 0 fired TollgateMetricsOverflow for 15 minutes before its `> 0`.)"""
+    p = quiet.prom
+    p.wait_for("5 scrapes of the gateway",
+               lambda: p.scalar('count_over_time(up{job="tollgate"}[1m])') >= 5)
+    start = time.time()
+
+    def evaluated_since_start() -> bool:
+        groups = p.api("rules")["data"]["groups"]
+        return all(g["lastEvaluation"] and _rfc3339_seconds(g["lastEvaluation"]) > start + 2
+                   for g in groups)
+
+    p.wait_for("every rule group evaluated after the scrapes", evaluated_since_start)
+    alerts = p.api("alerts")["data"]["alerts"]
+    assert alerts == [], [(a["labels"]["alertname"], a["state"], a["labels"]) for a in alerts]
+
+
+def _rfc3339_seconds(text: str) -> float:
+    """Unix seconds of Prometheus' RFC 3339 timestamps (nanosecond fractions, Z or offset)."""
+    from datetime import datetime
+    m = re.match(r"(.*T\d\d:\d\d:\d\d)(\.\d+)?(Z|[+-]\d\d:\d\d)$", text)
+    assert m, text
+    base = datetime.fromisoformat(m.group(1) + (m.group(3).replace("Z", "+00:00")))
+    return base.timestamp() + float(m.group(2) or 0)
+
+
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
     binary = pathlib.Path(os.environ.get("TOLLGATE_BIN") or ROOT / "target" / "debug" / "tollgate")
@@ -386,21 +452,7 @@ def stack(tmp_path_factory):
                                       "--listen", "127.0.0.1:0"], cwd=workdir)
         s.procs.append(s.gateway)
 
-        token = workdir / "metrics-token"
-        token.write_text(METRICS_TOKEN + "\n")
-        cfg = workdir / "prometheus.yml"
-        cfg.write_text(yaml.safe_dump(prometheus_config(s.gateway.url.removeprefix("http://"), token)))
-        port = free_port()
-        log = workdir / "prometheus.log"
-        with open(log, "wb") as f:
-            popen = subprocess.Popen(
-                ["prometheus", f"--config.file={cfg}", f"--storage.tsdb.path={workdir / 'tsdb'}",
-                 f"--web.listen-address=127.0.0.1:{port}", "--storage.tsdb.retention.time=1d",
-                 "--log.level=warn"], stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        s.procs.append(popen)
-        s.prom = Prometheus(f"http://127.0.0.1:{port}", popen, log)
-        # Both jobs scraped once (with the bearer token) before traffic starts.
-        s.prom.wait_for("both scrape jobs up", lambda: len(s.prom.vector('up == 1')) == 2)
+        start_prometheus(s, workdir)
 
         s.traffic = Traffic(s.gateway.url)
         s.traffic.run(TRAFFIC_SECONDS)
@@ -491,7 +543,8 @@ def test_alerts_fire_on_live_traffic(stack):
     # The bad virtual key (401, provider "none") is not an upstream error.
     assert ("TollgateUpstreamErrorRatioHigh", "none", None) not in state
     assert ("TollgateUpstreamErrorRatioHigh", "local-vllm", None) not in state
-    for name in ("TollgateGatewayDown", "TollgateMetricsAbsent", "TollgateLedgerDroppingRows"):
+    for name in ("TollgateGatewayDown", "TollgateMetricsAbsent", "TollgateLedgerDroppingRows",
+                 "TollgateMetricsOverflow"):
         assert not [a for a in alerts if a["labels"]["alertname"] == name], name
 
 

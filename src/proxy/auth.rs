@@ -1,0 +1,86 @@
+//! Credentials from request headers, the one reading for every endpoint: the proxy routes,
+//! `/v1/models`, the usage API and the metrics bearer token.
+//!
+//! The authentication scheme is case-insensitive (RFC 7235 §2.1): `Bearer`, `bearer` and
+//! `BEARER` are the same scheme, followed by one or more spaces and the token.
+
+use std::sync::Arc;
+
+use http::{HeaderMap, header};
+
+use crate::config::{KeyInfo, KeyStore};
+
+use super::error::ProxyError;
+
+/// The token of `Authorization: Bearer <token>`, any case of the scheme; `None` without one
+/// (no header, another scheme, or an empty token).
+pub fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+    let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?.trim();
+    let (scheme, token) = v.split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
+/// The client's virtual key: `Authorization: Bearer <key>`, else `x-api-key: <key>` (what the
+/// Anthropic SDK sends).
+pub fn presented_key(headers: &HeaderMap) -> Option<&str> {
+    bearer_token(headers).or_else(|| {
+        headers
+            .get("x-api-key")
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+            .filter(|k| !k.is_empty())
+    })
+}
+
+/// The key the request authenticates as, or why not: [`ProxyError::MissingKey`] when it
+/// presents none (and the gateway is not open), [`ProxyError::InvalidKey`] when the one it
+/// presents is unknown.
+pub fn authenticate(keys: &KeyStore, headers: &HeaderMap) -> Result<Arc<KeyInfo>, ProxyError> {
+    let presented = presented_key(headers);
+    match keys.authenticate(presented) {
+        Some(k) => Ok(k),
+        None if presented.is_none() => Err(ProxyError::MissingKey),
+        None => Err(ProxyError::InvalidKey),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use http::HeaderValue;
+
+    use super::*;
+
+    fn with(name: &'static str, value: &'static str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(name, HeaderValue::from_static(value));
+        h
+    }
+
+    #[test]
+    fn the_scheme_is_case_insensitive() {
+        for v in [
+            "Bearer tg-1",
+            "bearer tg-1",
+            "BEARER tg-1",
+            "bEaReR tg-1",
+            "Bearer   tg-1 ",
+        ] {
+            assert_eq!(bearer_token(&with("authorization", v)), Some("tg-1"), "{v}");
+        }
+        for v in ["Bearer", "Bearer ", "Basic dGc6MQ==", "Bearertg-1", "tg-1"] {
+            assert_eq!(bearer_token(&with("authorization", v)), None, "{v}");
+        }
+    }
+
+    #[test]
+    fn key_from_either_header() {
+        assert_eq!(
+            presented_key(&with("authorization", "BEARER tg-123")),
+            Some("tg-123")
+        );
+        assert_eq!(presented_key(&with("x-api-key", "tg-456")), Some("tg-456"));
+        assert_eq!(presented_key(&with("x-api-key", " ")), None);
+        assert_eq!(presented_key(&HeaderMap::new()), None);
+    }
+}
