@@ -61,6 +61,8 @@ pub struct Config {
     pub rules: Vec<Arc<crate::limits::Rule>>,
     /// `[ledger]`
     pub ledger: crate::ledger::LedgerConfig,
+    /// `[[billing]]`
+    pub billing: Vec<crate::billing::SourceConfig>,
 }
 
 /// Where limit state lives.

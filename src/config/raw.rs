@@ -37,6 +37,9 @@ pub struct RawConfig {
     /// `[ledger]`: the usage ledger.
     #[serde(default)]
     pub ledger: crate::ledger::RawLedger,
+    /// `[[billing]]`: the providers' billing APIs, reconciled with the ledger.
+    #[serde(default)]
+    pub billing: Vec<crate::billing::RawBilling>,
 }
 
 /// `[limits]`

@@ -32,6 +32,8 @@ const SQLITE_MIGRATIONS: &[(i64, &str)] = &[
         4,
         include_str!("migrations/sqlite/0004_unauthenticated.sql"),
     ),
+    // 0005 is reserved for a change in flight on another branch.
+    (6, include_str!("migrations/sqlite/0006_billing.sql")),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("migrations/postgres/0001_usage.sql")),
@@ -44,6 +46,7 @@ const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
         4,
         include_str!("migrations/postgres/0004_unauthenticated.sql"),
     ),
+    (6, include_str!("migrations/postgres/0006_billing.sql")),
 ];
 
 /// Columns of `tollgate_usage`, in insert order.
@@ -182,6 +185,22 @@ impl Store {
                 .acquire_timeout(timeout)
                 .connect_lazy_with(opts);
             Ok(Store::Postgres(pool))
+        }
+    }
+
+    /// The SQLite pool, for the billing tables kept in the same database.
+    pub(crate) fn sqlite_pool(&self) -> Option<&SqlitePool> {
+        match self {
+            Store::Sqlite(s) => Some(&s.pool),
+            Store::Postgres(_) => None,
+        }
+    }
+
+    /// The PostgreSQL pool, for the billing tables kept in the same database.
+    pub(crate) fn pg_pool(&self) -> Option<&PgPool> {
+        match self {
+            Store::Postgres(p) => Some(p),
+            Store::Sqlite(_) => None,
         }
     }
 
