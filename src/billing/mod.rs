@@ -207,8 +207,17 @@ impl Billing {
         window: Option<Window>,
         prices: Option<&PriceTable>,
     ) -> Option<Arc<BillingGauges>> {
+        self.gauges_at(window, Utc::now(), prices).await
+    }
+
+    /// [`Billing::gauges`] as at `now` (the capture ratio is that of the UTC day before it).
+    pub async fn gauges_at(
+        &self,
+        window: Option<Window>,
+        now: DateTime<Utc>,
+        prices: Option<&PriceTable>,
+    ) -> Option<Arc<BillingGauges>> {
         let inner = self.inner.as_ref()?;
-        let now = Utc::now();
         let window = window.or_else(|| {
             let w = inner
                 .ledger
@@ -217,7 +226,9 @@ impl Billing {
             w.around(now).or_else(|| MetricsWindow::Month.around(now))
         })?;
         let mut cache = inner.gauges.lock().await;
+        let fresh = (now - Utc::now()).num_seconds().abs() < 60;
         if let Some((w, at, g)) = &*cache
+            && fresh
             && *w == window
             && at.elapsed() < GAUGE_CACHE
         {
@@ -232,7 +243,9 @@ impl Billing {
         match computed {
             Ok(Ok(g)) => {
                 let g = Arc::new(g);
-                *cache = Some((window, Instant::now(), g.clone()));
+                if fresh {
+                    *cache = Some((window, Instant::now(), g.clone()));
+                }
                 Some(g)
             }
             Ok(Err(e)) => {

@@ -2,6 +2,7 @@
 //! shutdown future resolves, then lets in-flight requests finish within a grace period;
 //! [`workers::run_workers`] serves the main listener thread-per-core.
 
+pub mod billing;
 mod routes;
 mod usage;
 pub mod workers;
