@@ -789,3 +789,102 @@ workspace_ids = ["wrkspc_gw"]
     println!("{table}");
     gw.shutdown().await;
 }
+
+/// A fresh PostgreSQL database (`TOLLGATE_TEST_POSTGRES`, default the local cluster); its name.
+async fn pg_db() -> (String, String) {
+    use sqlx::Connection;
+    let admin = std::env::var("TOLLGATE_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+    let mut conn = sqlx::PgConnection::connect(&admin)
+        .await
+        .unwrap_or_else(|e| panic!("PostgreSQL is not reachable at {admin}: {e}"));
+    let name = format!(
+        "tollgate_test_{}_billing{}",
+        std::process::id(),
+        SEQ.fetch_add(1, Ordering::Relaxed)
+    );
+    sqlx::query(&format!("DROP DATABASE IF EXISTS {name}"))
+        .execute(&mut conn)
+        .await
+        .expect("drop");
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut conn)
+        .await
+        .expect("create");
+    let base = admin.rsplit_once('/').expect("database path").0;
+    (format!("{base}/{name}"), name)
+}
+
+async fn pg_drop(name: &str) {
+    use sqlx::Connection;
+    let admin = std::env::var("TOLLGATE_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+    let mut conn = sqlx::PgConnection::connect(&admin).await.expect("postgres");
+    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        .execute(&mut conn)
+        .await;
+}
+
+/// `tollgate serve`'s pollers, on PostgreSQL: a fetch at start, then one every interval, each
+/// replacing the lookback days (the line is not doubled) and kept in the history.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pollers_fetch_at_start_and_every_interval_on_postgres() {
+    let today = Utc::now().date_naive();
+    let handler: Arc<Handler> = Arc::new(move |s: &Seen, _n: usize| {
+        if s.path.ends_with("cost_report") {
+            let results = serde_json::json!([{"currency": "USD", "amount": "250", "workspace_id": null,
+                "model": "claude-sonnet-4-5", "token_type": "output_tokens", "service_tier": "standard"}]);
+            (200, vec![], page(anthropic_bucket(today, results), None))
+        } else {
+            (
+                200,
+                vec![],
+                page(anthropic_bucket(today, serde_json::json!([])), None),
+            )
+        }
+    });
+    let (addr, seen) = mock(handler).await;
+    let (url, name) = pg_db().await;
+    let config = format!(
+        r#"
+[ledger]
+url = "{url}"
+[[billing]]
+name = "anthropic-org"
+kind = "anthropic"
+admin_key = "{ANTHROPIC_ADMIN}"
+base_url = "http://{addr}/v1"
+interval_secs = 1
+lookback_days = 2
+"#
+    );
+    let mut gw = TestGateway::start_with_ledger(&config).await;
+    gw.gateway.billing.start();
+    let store = gw.gateway.ledger.store().expect("store").clone();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let hist = loop {
+        let h = store::history(&store, "anthropic-org", 10)
+            .await
+            .unwrap_or_default();
+        if h.len() >= 2 {
+            break h;
+        }
+        assert!(Instant::now() < deadline, "fetches: {h:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    gw.gateway.billing.close().await;
+    assert!(hist.iter().all(|h| h.outcome == "ok"), "{hist:?}");
+    assert_eq!(hist[0].from, today - chrono::Duration::days(1));
+    assert_eq!(hist[0].to, today + chrono::Duration::days(1));
+    let lines = store::lines(&store, today, today + chrono::Duration::days(1))
+        .await
+        .expect("lines");
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!(lines[0].line.cost_nanos, 2_500_000_000, "250 cents, once");
+    let first = seen.lock().expect("lock")[0].query.clone();
+    assert_eq!(param(&first, "limit").as_deref(), Some("2"));
+    let last = store::last_success(&store).await.expect("last success");
+    assert_eq!(last.len(), 1);
+    gw.shutdown().await;
+    pg_drop(&name).await;
+}
