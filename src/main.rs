@@ -352,12 +352,13 @@ fn main() -> ExitCode {
                     "off".into()
                 };
                 println!(
-                    "{}: OK ({} providers, {} keys, {} priced model ids, prices as of {}, ledger {ledger})",
+                    "{}: OK ({} providers, {} keys, {} priced model ids, prices as of {}, ledger {ledger}, {} billing sources)",
                     config.display(),
                     cfg.providers.len(),
                     cfg.keys.len(),
                     cfg.prices.len(),
-                    cfg.prices.as_of()
+                    cfg.prices.as_of(),
+                    cfg.billing.len()
                 );
                 ExitCode::SUCCESS
             }

@@ -258,13 +258,15 @@ impl Fetcher<'_> {
         let timed_out = || (FetchError::Timeout { path, timeout }, None);
         let exchange = async {
             let resp = self.client.request(request).await.map_err(|e| {
-                (
-                    FetchError::Connect {
-                        path,
-                        message: e.to_string(),
-                    },
-                    None,
-                )
+                // hyper-util says only "client error (Connect)"; the cause is in its sources.
+                let mut message = e.to_string();
+                let mut cause = std::error::Error::source(&e);
+                while let Some(c) = cause {
+                    message.push_str(": ");
+                    message.push_str(&c.to_string());
+                    cause = c.source();
+                }
+                (FetchError::Connect { path, message }, None)
             })?;
             let status = resp.status();
             let wait = retry_after(resp.headers());

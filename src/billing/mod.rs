@@ -453,6 +453,32 @@ mod tests {
     use super::*;
 
     #[test]
+    fn exporter_only_configs_need_the_ledger() {
+        use crate::config::Config;
+        let vars = std::collections::HashMap::<String, String>::new();
+        let billing = "[[billing]]\nname = \"oa\"\nkind = \"openai\"\nadmin_key = \"sk-admin-1\"\n";
+        let cfg = Config::from_toml(billing, &vars).expect("billing alone is a valid config");
+        assert!(cfg.providers.is_empty());
+        assert_eq!(cfg.billing.len(), 1);
+        let off = format!("[ledger]\nenabled = false\n{billing}");
+        let err = Config::from_toml(&off, &vars)
+            .err()
+            .expect("needs the ledger");
+        assert!(
+            err.to_string()
+                .contains("billing: [[billing]] keeps the bill"),
+            "{err}"
+        );
+        let none = Config::from_toml("", &vars)
+            .err()
+            .expect("nothing configured");
+        assert!(
+            none.to_string().contains("[[billing]] sources alone"),
+            "{none}"
+        );
+    }
+
+    #[test]
     fn lookback_ends_after_today() {
         let now = DateTime::parse_from_rfc3339("2026-12-02T19:00:00Z")
             .expect("t")
