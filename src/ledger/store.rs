@@ -32,8 +32,8 @@ const SQLITE_MIGRATIONS: &[(i64, &str)] = &[
         4,
         include_str!("migrations/sqlite/0004_unauthenticated.sql"),
     ),
-    // 0005 is reserved for a change in flight on another branch.
-    (6, include_str!("migrations/sqlite/0006_billing.sql")),
+    // 0005 and 0006 are main's (price columns, usage_source), merged beside this list.
+    (7, include_str!("migrations/sqlite/0007_billing.sql")),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("migrations/postgres/0001_usage.sql")),
@@ -46,7 +46,7 @@ const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
         4,
         include_str!("migrations/postgres/0004_unauthenticated.sql"),
     ),
-    (6, include_str!("migrations/postgres/0006_billing.sql")),
+    (7, include_str!("migrations/postgres/0007_billing.sql")),
 ];
 
 /// Columns of `tollgate_usage`, in insert order.
