@@ -14,6 +14,7 @@ use tollgate::metrics::Metrics;
 use tollgate::proxy::Gateway;
 use tollgate::{demo, server, sim};
 
+mod billing_cli;
 mod ledger_cli;
 mod prices_cli;
 
@@ -101,6 +102,25 @@ enum Command {
         /// Print what would change; write nothing.
         #[arg(long)]
         dry_run: bool,
+    },
+    /// The provider's bill beside the ledger: billed and metered cost and tokens, the
+    /// difference, the capture ratio and its explanation, per UTC day [from, to).
+    Billing {
+        /// The config file (its `[ledger] url` and `[[billing]]` are read).
+        #[arg(long, short, env = "TOLLGATE_CONFIG", default_value = "tollgate.toml")]
+        config: PathBuf,
+        /// First day, inclusive (2026-11-01).
+        #[arg(long)]
+        from: String,
+        /// Last day, exclusive.
+        #[arg(long)]
+        to: String,
+        /// Group columns, comma-separated: provider, model, day (default all three).
+        #[arg(long, default_value = "")]
+        by: String,
+        /// CSV instead of a table.
+        #[arg(long)]
+        csv: bool,
     },
     /// Measures the ledger writer: rows per second into a database, and the cost of one
     /// `record` call on the request path.
@@ -217,6 +237,8 @@ async fn serve(config: Config, listen: Option<SocketAddr>) -> Result<(), String>
     let ledger = Ledger::open(&config.ledger, metrics.clone()).map_err(|e| e.to_string())?;
     let gateway = Gateway::with_ledger(config, metrics, ledger.clone())?;
     gateway.restore_budgets().await;
+    // On this (background) runtime, never on the workers serving requests.
+    gateway.billing.start();
     let listener = bind(addr).await?;
     let local = listener.local_addr().map_err(|e| e.to_string())?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -244,6 +266,7 @@ async fn serve(config: Config, listen: Option<SocketAddr>) -> Result<(), String>
     for t in tasks {
         let _ = t.await;
     }
+    gateway.billing.close().await;
     // Every request has finished and settled: the writer writes what it holds, then exits.
     ledger.close().await;
     served
@@ -302,6 +325,21 @@ async fn run(cli: Cli) -> Result<(), String> {
                 ledger_cli::reprice(&cfg.ledger, &cfg.prices, window.from, window.to, dry_run)
                     .await?;
             print!("{}", summary.to_table(dry_run));
+            Ok(())
+        }
+        Command::Billing {
+            config,
+            from,
+            to,
+            by,
+            csv,
+        } => {
+            let cfg = Config::load(&config)
+                .map_err(|e| format!("invalid config {}:\n{e}", config.display()))?;
+            print!(
+                "{}",
+                billing_cli::billing_report(&cfg, &from, &to, &by, csv).await?
+            );
             Ok(())
         }
         Command::LedgerBench {
@@ -377,12 +415,13 @@ fn main() -> ExitCode {
                     "off".into()
                 };
                 println!(
-                    "{}: OK ({} providers, {} keys, {} priced model ids, prices as of {}, ledger {ledger})",
+                    "{}: OK ({} providers, {} keys, {} priced model ids, prices as of {}, ledger {ledger}, {} billing sources)",
                     config.display(),
                     cfg.providers.len(),
                     cfg.keys.len(),
                     cfg.prices.len(),
-                    cfg.prices.as_of()
+                    cfg.prices.as_of(),
+                    cfg.billing.len()
                 );
                 for w in &cfg.warnings {
                     eprintln!("  warning: {w}");

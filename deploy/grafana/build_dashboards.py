@@ -304,6 +304,36 @@ def cost() -> Board:
     b.panel("stat", "Share of spend on estimates",
             [(f"(sum(increase({est_}[$__range])) or vector(0)) / sum(increase({cost_}[$__range]))", "share")],
             unit="percentunit", instant=True, w=12, h=8)
+    # The provider's bill ([[billing]] sources) beside the ledger, over the same window.
+    billed = f'llm_gateway_billed_cost_usd{{{PM}, provider!="unmapped"}}'
+    ledger = f"llm_gateway_ledger_cost_usd{{{TPM}}}"
+    b.row("Bill vs meter")
+    b.panel("timeseries", "Billed vs metered by provider",
+            [(f"sum by (provider) ({billed})", "billed {{provider}}"),
+             (f"sum by (provider) ({ledger})", "metered {{provider}}")],
+            unit="currencyUSD", w=8,
+            description="The provider's bill for the gateway's own keys (llm_gateway_billed_cost_usd, from "
+                        "[[billing]] sources) against the ledger's cost, both over the ledger's window. "
+                        "With a team selected, metered is that team's share only.")
+    b.panel("timeseries", "Capture ratio by model (metered / billed, this window)",
+            [(f"sum by (provider, model) ({ledger}) / sum by (provider, model) ({billed})",
+              "{{provider}}/{{model}}")],
+            unit="percentunit", w=8,
+            description="1 when the gateway metered the whole bill. Under 1: traffic around the gateway, "
+                        "unmetered requests or a price table too low; `tollgate billing` explains each day. "
+                        "The alert uses llm_gateway_billing_capture_ratio (last complete UTC day).")
+    b.panel("bargauge", "Difference billed - metered by model",
+            [(f"sum by (provider, model) ({billed}) - sum by (provider, model) ({ledger})",
+              "{{provider}}/{{model}}")],
+            unit="currencyUSD", instant=True, w=8,
+            description="What the meter does not explain, in USD over the window; GET /api/v1/billing "
+                        "gives the explanation per provider, model and day.")
+    b.panel("stat", "Time since the bill was fetched",
+            [("time() - max by (source) (llm_gateway_billing_last_success_timestamp_seconds)",
+              "{{source}}")], unit="s", w=12)
+    b.panel("bargauge", "Billing fetch errors",
+            [("sum by (source, reason) (increase(llm_gateway_billing_fetch_errors_total[$__range]))",
+              "{{source}} {{reason}}")], unit="short", instant=True, w=12)
     return b
 
 

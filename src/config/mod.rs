@@ -66,6 +66,8 @@ pub struct Config {
     /// What is valid but probably not meant (a team no key belongs to), with key paths:
     /// printed by `tollgate check` and logged at start.
     pub warnings: Vec<ConfigError>,
+    /// `[[billing]]`
+    pub billing: Vec<crate::billing::SourceConfig>,
 }
 
 /// `[metering]`

@@ -40,6 +40,9 @@ pub struct RawConfig {
     /// `[metering]`: how far provider usage is trusted.
     #[serde(default)]
     pub metering: RawMetering,
+    /// `[[billing]]`: the providers' billing APIs, reconciled with the ledger.
+    #[serde(default)]
+    pub billing: Vec<crate::billing::RawBilling>,
 }
 
 /// `[metering]`

@@ -351,8 +351,12 @@ pub fn validate(raw: RawConfig, vars: &dyn Vars) -> Result<Config, ConfigErrors>
             router.prefixes.push((pre.clone(), route.clone()));
         }
     }
-    if raw.providers.is_empty() {
-        errors.push("providers", "at least one [[providers]] entry is needed");
+    // Exporter-only mode: billing sources and no providers serve the billing metrics alone.
+    if raw.providers.is_empty() && raw.billing.is_empty() {
+        errors.push(
+            "providers",
+            "at least one [[providers]] entry is needed (or [[billing]] sources alone, to export the bill)",
+        );
     }
     router
         .prefixes
@@ -603,6 +607,24 @@ pub fn validate(raw: RawConfig, vars: &dyn Vars) -> Result<Config, ConfigErrors>
         );
     }
 
+    let provider_names: Vec<String> = raw.providers.iter().map(|p| p.name.clone()).collect();
+    let billing =
+        crate::billing::config::validate(&raw.billing, &provider_names, &mut |path, v| {
+            resolve(&mut errors, path, v, vars)
+        })
+        .unwrap_or_else(|errs| {
+            for (path, message) in errs {
+                errors.push(path, message);
+            }
+            Vec::new()
+        });
+    if !raw.billing.is_empty() && !ledger.enabled {
+        errors.push(
+            "billing",
+            "[[billing]] keeps the bill in the ledger database: enable [ledger]",
+        );
+    }
+
     let workers = match raw.server.workers {
         Some(0) => {
             errors.push("server.workers", "must be at least 1");
@@ -708,6 +730,7 @@ pub fn validate(raw: RawConfig, vars: &dyn Vars) -> Result<Config, ConfigErrors>
             max_tokens_per_request,
         },
         warnings,
+        billing,
     })
 }
 

@@ -34,6 +34,7 @@ const SQLITE_MIGRATIONS: &[(i64, &str)] = &[
     ),
     (5, include_str!("migrations/sqlite/0005_price_columns.sql")),
     (6, include_str!("migrations/sqlite/0006_usage_source.sql")),
+    (7, include_str!("migrations/sqlite/0007_billing.sql")),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("migrations/postgres/0001_usage.sql")),
@@ -51,6 +52,7 @@ const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
         include_str!("migrations/postgres/0005_price_columns.sql"),
     ),
     (6, include_str!("migrations/postgres/0006_usage_source.sql")),
+    (7, include_str!("migrations/postgres/0007_billing.sql")),
 ];
 
 /// Columns of `tollgate_usage`, in insert order.
@@ -197,6 +199,22 @@ impl Store {
                 .acquire_timeout(timeout)
                 .connect_lazy_with(opts);
             Ok(Store::Postgres(pool))
+        }
+    }
+
+    /// The SQLite pool, for the billing tables kept in the same database.
+    pub(crate) fn sqlite_pool(&self) -> Option<&SqlitePool> {
+        match self {
+            Store::Sqlite(s) => Some(&s.pool),
+            Store::Postgres(_) => None,
+        }
+    }
+
+    /// The PostgreSQL pool, for the billing tables kept in the same database.
+    pub(crate) fn pg_pool(&self) -> Option<&PgPool> {
+        match self {
+            Store::Postgres(p) => Some(p),
+            Store::Sqlite(_) => None,
         }
     }
 

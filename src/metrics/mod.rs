@@ -3,6 +3,7 @@
 //! Recording is lock-free on atomics; each request resolves its label sets once, at settle time
 //! (see [`Metrics::record`]). Names follow `llm_gateway_<name>_<unit>[_total]`.
 
+mod billing;
 mod cells;
 mod connections;
 mod family;
@@ -12,6 +13,7 @@ mod render;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+pub use billing::{BillingCells, BillingGauges};
 pub use cells::{Counter, Gauge, Histogram, LatencyHistogram, OverheadHistogram, UsageCells};
 pub use connections::{ConnectionMetrics, Rejected, TimedOut};
 pub use family::{BOUNDED_LABELS, Family, OVERFLOW_VALUE, ValueBound};
@@ -189,6 +191,8 @@ pub struct Metrics {
     /// Requests refused before a key was known (missing or invalid key), which the ledger
     /// aggregates per minute instead of keeping a row each.
     pub ledger_unauthenticated: Counter,
+    /// Failed billing-API requests (`llm_gateway_billing_fetch_errors_total`).
+    pub billing: BillingCells,
     start_time: f64,
 }
 
@@ -388,6 +392,7 @@ impl Metrics {
             ledger_faults: Default::default(),
             ledger_rewritten: Counter::default(),
             ledger_unauthenticated: Counter::default(),
+            billing: BillingCells::default(),
             start_time: SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map_or(0.0, |d| d.as_secs_f64()),
@@ -568,12 +573,22 @@ impl Metrics {
 
     /// Renders every family in `format`.
     pub fn render(&self, format: Format) -> String {
-        render::render(self, format, None)
+        render::render(self, format, None, None)
     }
 
     /// Renders every family, plus the ledger gauges of `ledger` when given.
     pub fn render_with(&self, format: Format, ledger: Option<&LedgerWindow>) -> String {
-        render::render(self, format, ledger)
+        render::render(self, format, ledger, None)
+    }
+
+    /// [`render_with`](Metrics::render_with), plus the billed gauges of `billing` when given.
+    pub fn render_all(
+        &self,
+        format: Format,
+        ledger: Option<&LedgerWindow>,
+        billing: Option<&BillingGauges>,
+    ) -> String {
+        render::render(self, format, ledger, billing)
     }
 }
 

@@ -166,7 +166,12 @@ where
     }
 }
 
-pub(super) fn render(m: &Metrics, format: Format, ledger: Option<&LedgerWindow>) -> String {
+pub(super) fn render(
+    m: &Metrics,
+    format: Format,
+    ledger: Option<&LedgerWindow>,
+    billing: Option<&super::BillingGauges>,
+) -> String {
     let mut w = Writer {
         out: String::with_capacity(16 * 1024),
         format,
@@ -353,6 +358,7 @@ pub(super) fn render(m: &Metrics, format: Format, ledger: Option<&LedgerWindow>)
     }
 
     ledger_families(&mut w, m, ledger);
+    super::billing::render(&mut w, &m.billing, billing);
 
     w.header(
         "llm_gateway_build_info",

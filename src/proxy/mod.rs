@@ -60,6 +60,8 @@ pub struct Gateway {
     pub limiter: Arc<Limiter>,
     /// The usage ledger (rows go to its writer; never waited on).
     pub ledger: Ledger,
+    /// The billing pollers and the bill's gauges (off without `[[billing]]`).
+    pub billing: crate::billing::Billing,
     client: upstream::UpstreamClient,
     warned_unpriced: Mutex<HashSet<(String, String)>>,
     last_limit_error_log: Mutex<Option<Instant>>,
@@ -99,11 +101,13 @@ impl Gateway {
             metrics.clone(),
         ));
         limiter.publish_all(&config.rules);
+        let billing = crate::billing::Billing::new(&config.billing, &ledger, metrics.clone());
         Ok(Arc::new(Gateway {
             config,
             metrics,
             limiter,
             ledger,
+            billing,
             client: upstream::tls_client(),
             warned_unpriced: Mutex::new(HashSet::new()),
             last_limit_error_log: Mutex::new(None),

@@ -3,6 +3,7 @@
 //! [`workers::run_workers`] serves the main listener thread-per-core. [`conn`] bounds what a
 //! client connection may hold: the connection caps, the header and idle timeouts.
 
+pub mod billing;
 mod conn;
 mod routes;
 mod usage;

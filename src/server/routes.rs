@@ -54,6 +54,9 @@ impl Routes {
             (&Method::GET, "/metrics" | "/api/v1/metrics") if self.metrics => {
                 self.metrics(&req).await
             }
+            (&Method::GET, "/api/v1/billing") => {
+                super::billing::billing(&self.gateway, req.headers(), req.uri().query()).await
+            }
             (&Method::GET, "/api/v1/usage") => {
                 super::usage::usage(&self.gateway.ledger, req.headers(), req.uri().query()).await
             }
@@ -110,7 +113,16 @@ impl Routes {
         // The ledger gauges: from the database, cached, so a scrape costs a query at most
         // every `[ledger] metrics_cache_secs`.
         let ledger = self.gateway.ledger.window_gauges(window).await;
-        let body = self.gateway.metrics.render_with(format, ledger.as_deref());
+        // The bill's gauges: from the stored bill, cached the same way (30 s).
+        let billing = self
+            .gateway
+            .billing
+            .gauges(window, Some(&self.gateway.config.prices))
+            .await;
+        let body = self
+            .gateway
+            .metrics
+            .render_all(format, ledger.as_deref(), billing.as_deref());
         text(StatusCode::OK, format.content_type(), body.into())
     }
 

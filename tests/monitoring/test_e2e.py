@@ -69,7 +69,51 @@ def any_pending(prefix: str) -> bool:
 
 # --------------------------------------------------------------------------- the gateway
 
-def gateway_config(sim: str, workdir: pathlib.Path) -> str:
+# --------------------------------------------------------------------------- the bill
+
+def billing_mock() -> tuple[str, "object"]:
+    """OpenAI's billing API, as documented (docs: provider-apis.md), with today's bill for
+    project proj_e2e: 1.25 USD of gpt-4o-mini input, 1000 input and 100 output tokens."""
+    import http.server
+    day = int(time.time()) // 86400 * 86400
+
+    def bucket(results):
+        return json.dumps({"object": "page", "has_more": False, "next_page": None, "data": [
+            {"object": "bucket", "start_time": day, "end_time": day + 86400, "results": results}]})
+
+    class H(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            path = self.path.split("?", 1)[0]
+            if self.headers.get("Authorization") != "Bearer sk-admin-e2e":
+                code, body = 401, json.dumps({"error": {"message": "bad key", "type": "invalid_request_error", "param": None, "code": None}})
+            elif path == "/v1/organization/costs":
+                code, body = 200, bucket([{"object": "organization.costs.result",
+                                           "amount": {"value": 1.25, "currency": "usd"},
+                                           "line_item": "gpt-4o-mini, input_tokens", "project_id": "proj_e2e"}])
+            elif path == "/v1/organization/usage/completions":
+                code, body = 200, bucket([{"object": "organization.usage.completions.result",
+                                           "input_tokens": 1000, "output_tokens": 100, "num_model_requests": 4,
+                                           "project_id": "proj_e2e", "model": "gpt-4o-mini"}])
+            elif path == "/v1/organization/usage/embeddings":
+                code, body = 200, bucket([])
+            else:
+                code, body = 404, "{}"
+            data = body.encode()
+            self.send_response(code)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args):
+            pass
+
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    return f"http://127.0.0.1:{srv.server_address[1]}", srv
+
+
+def gateway_config(sim: str, workdir: pathlib.Path, billing: str | None = None) -> str:
     cfg = f"""
 [metrics]
 bearer_token = "{METRICS_TOKEN}"
@@ -112,6 +156,11 @@ models = ["llama-3.1-8b"]
         # Gauges over this month (the default window), refreshed every second, so they can be
         # compared exactly with the counters.
         cfg += f'\n[ledger]\nurl = "sqlite://{workdir}/ledger.db"\nmetrics_cache_secs = 1\n'
+        if billing:
+            # The bill of the "openai" provider's project, fetched at start.
+            cfg += (f'\n[[billing]]\nname = "openai-org"\nkind = "openai"\nadmin_key = "sk-admin-e2e"\n'
+                    f'base_url = "{billing}/v1"\n[[billing.providers]]\nprovider = "openai"\n'
+                    'project_ids = ["proj_e2e"]\n')
     return cfg
 
 
@@ -356,8 +405,11 @@ class Stack:
         self.prom: Prometheus | None = None
         self.gateway: Proc | None = None
         self.traffic: Traffic | None = None
+        self.billing = None
 
     def stop(self) -> None:
+        if self.billing is not None:
+            self.billing.shutdown()
         for p in reversed(self.procs):
             if isinstance(p, Proc):
                 p.stop()
@@ -447,7 +499,9 @@ def stack(tmp_path_factory):
         sim = start("sim", [str(binary), "sim", "--listen", "127.0.0.1:0", "--delay-ms", "15",
                             "--tokens-per-second", "2000"], cwd=workdir)
         s.procs.append(sim)
-        (workdir / "tollgate.toml").write_text(gateway_config(sim.url, workdir))
+        billing_url, billing_srv = billing_mock()
+        s.billing = billing_srv
+        (workdir / "tollgate.toml").write_text(gateway_config(sim.url, workdir, billing_url))
         s.gateway = start("gateway", [str(binary), "serve", "--config", str(workdir / "tollgate.toml"),
                                       "--listen", "127.0.0.1:0"], cwd=workdir)
         s.procs.append(s.gateway)
@@ -603,6 +657,17 @@ def doc_queries() -> list[str]:
             if expr:
                 out.append(expr)
     return out
+
+
+def test_the_bill_is_scraped(stack):
+    """The gateway fetched the mock bill at start; Prometheus has it, exactly, beside the
+    fetch time and no fetch errors."""
+    stack.prom.wait_for("billed gauge scraped",
+                        lambda: stack.prom.vector('llm_gateway_billed_cost_usd{source="openai-org"}'))
+    assert stack.prom.scalar('sum(llm_gateway_billed_cost_usd{provider="openai",model="gpt-4o-mini",source="openai-org"})') == 1.25
+    assert stack.prom.scalar('sum(llm_gateway_billed_tokens{provider="openai",token_type="output"})') == 100
+    assert stack.prom.scalar('time() - max(llm_gateway_billing_last_success_timestamp_seconds)') < 3600
+    assert stack.prom.scalar('sum(llm_gateway_billing_fetch_errors_total{source="openai-org"})') == 0
 
 
 def test_docs_queries_run_and_return_data(stack):
