@@ -165,6 +165,15 @@ pub struct RawProvider {
     pub timeout_secs: Option<u64>,
     /// Add `stream_options.include_usage` to OpenAI-format streams (default true).
     pub inject_stream_usage: Option<bool>,
+    /// Longest silence inside a response body before it is ended as `stream_interrupted`
+    /// (default 300 s).
+    pub stream_idle_timeout_secs: Option<u64>,
+    /// Largest SSE event read for usage; longer events pass through unread (default 8 MiB).
+    pub max_sse_event_bytes: Option<usize>,
+    /// `cancel` (default) or `drain`: what a stream does when its client leaves.
+    pub on_client_disconnect: Option<String>,
+    /// How long a drained stream is read after its client left (default 30 s).
+    pub drain_timeout_secs: Option<u64>,
 }
 
 /// `[[models]]`

@@ -232,6 +232,16 @@ pub(super) fn render(m: &Metrics, format: Format, ledger: Option<&LedgerWindow>)
             Value::SignedInt(g.get()),
         );
     }
+    w.header(m.draining.name, Kind::Gauge, m.draining.help);
+    for (labels, g) in m.draining.snapshot() {
+        w.sample(
+            m.draining.name,
+            "",
+            &labels,
+            None,
+            Value::SignedInt(g.get()),
+        );
+    }
     counter_family(&mut w, &m.estimated);
     counter_family(&mut w, &m.unpriced);
     counter_family(&mut w, &m.rate_limit_allowed);
@@ -285,7 +295,7 @@ pub(super) fn render(m: &Metrics, format: Format, ledger: Option<&LedgerWindow>)
         Kind::Counter,
         "Label sets folded into a family's __other__ series by its series cap.",
     );
-    let families: [(&str, u64); 13] = [
+    let families: [(&str, u64); 14] = [
         (m.rate_limit_allowed.name, m.rate_limit_allowed.overflowed()),
         (m.rate_limit_blocked.name, m.rate_limit_blocked.overflowed()),
         ("llm_gateway_budget", m.budgets.overflowed()),
@@ -300,6 +310,7 @@ pub(super) fn render(m: &Metrics, format: Format, ledger: Option<&LedgerWindow>)
         (m.upstream_duration.name, m.upstream_duration.overflowed()),
         (m.overhead.name, m.overhead.overflowed()),
         (m.in_flight.name, m.in_flight.overflowed()),
+        (m.draining.name, m.draining.overflowed()),
         (m.estimated.name, m.estimated.overflowed()),
         (m.unpriced.name, m.unpriced.overflowed()),
     ];
