@@ -15,7 +15,7 @@ use crate::metering::PriceTable;
 use crate::metrics::MetricsOptions;
 use crate::providers::Provider;
 
-pub use validate::{KeyInfo, KeyStore, Route, Router, TeamRules, validate};
+pub use validate::{KeyInfo, KeyStore, Route, Router, StreamPolicy, TeamRules, validate};
 
 /// One problem in a config file, with the key path it is about.
 #[derive(Debug, Clone, PartialEq, Eq)]

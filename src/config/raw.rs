@@ -203,6 +203,15 @@ pub struct RawProvider {
     /// Multiplies every cost of this provider (a negotiated discount "0.85", a regional
     /// uplift "1.1"); default "1".
     pub price_multiplier: Option<String>,
+    /// Longest silence inside a response body before it is ended as `stream_interrupted`
+    /// (default 300 s).
+    pub stream_idle_timeout_secs: Option<u64>,
+    /// Largest SSE event read for usage; longer events pass through unread (default 8 MiB).
+    pub max_sse_event_bytes: Option<usize>,
+    /// `cancel` (default) or `drain`: what a stream does when its client leaves.
+    pub on_client_disconnect: Option<String>,
+    /// How long a drained stream is read after its client left (default 30 s).
+    pub drain_timeout_secs: Option<u64>,
 }
 
 /// `[[models]]`

@@ -112,6 +112,84 @@ pub struct Route {
     pub upstream_model: Option<Arc<str>>,
     /// How long to wait for the provider's response headers.
     pub timeout: Duration,
+    /// How its response bodies are read.
+    pub stream: StreamPolicy,
+}
+
+/// How a provider's response bodies are read: `providers[].stream_idle_timeout_secs`,
+/// `max_sse_event_bytes`, `on_client_disconnect`, `drain_timeout_secs`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamPolicy {
+    /// Longest silence between body frames before the body is ended as `stream_interrupted`.
+    pub idle_timeout: Duration,
+    /// Largest SSE event held for reading; a longer one passes through unread.
+    pub max_event_bytes: usize,
+    /// `Some(bound)`: when the client leaves mid-stream, read the upstream to its end (for at
+    /// most `bound`) so the provider's own usage is recorded.
+    pub drain: Option<Duration>,
+}
+
+impl StreamPolicy {
+    /// Reasoning models can be silent for minutes mid-stream (o-series and extended thinking
+    /// pause before their first output chunk); 300 s is above those pauses and half the
+    /// header timeout's default.
+    pub const DEFAULT_IDLE: Duration = Duration::from_secs(300);
+    /// A Responses `response.completed` event repeats the whole output (a generated image is
+    /// a few MiB of base64), so the bound sits above that while capping what one stream holds.
+    pub const DEFAULT_MAX_EVENT: usize = 8 * 1024 * 1024;
+}
+
+impl Default for StreamPolicy {
+    fn default() -> StreamPolicy {
+        StreamPolicy {
+            idle_timeout: StreamPolicy::DEFAULT_IDLE,
+            max_event_bytes: StreamPolicy::DEFAULT_MAX_EVENT,
+            drain: None,
+        }
+    }
+}
+
+/// Reads a provider's [`StreamPolicy`], pushing errors with their key paths.
+fn stream_policy(errors: &mut Errors, path: &str, p: &RawProvider) -> StreamPolicy {
+    let mut policy = StreamPolicy::default();
+    if let Some(s) = p.stream_idle_timeout_secs {
+        if s == 0 {
+            errors.push(
+                format!("{path}.stream_idle_timeout_secs"),
+                "must be at least 1",
+            );
+        }
+        policy.idle_timeout = Duration::from_secs(s.max(1));
+    }
+    if let Some(b) = p.max_sse_event_bytes {
+        if !(1024..=1 << 30).contains(&b) {
+            errors.push(
+                format!("{path}.max_sse_event_bytes"),
+                "must be between 1024 and 1073741824",
+            );
+        }
+        policy.max_event_bytes = b.max(1024);
+    }
+    let drain_for = Duration::from_secs(p.drain_timeout_secs.unwrap_or(30));
+    if p.drain_timeout_secs == Some(0) {
+        errors.push(format!("{path}.drain_timeout_secs"), "must be at least 1");
+    }
+    match p.on_client_disconnect.as_deref() {
+        None | Some("cancel") => {
+            if p.drain_timeout_secs.is_some() {
+                errors.push(
+                    format!("{path}.drain_timeout_secs"),
+                    "only applies with on_client_disconnect = \"drain\"",
+                );
+            }
+        }
+        Some("drain") => policy.drain = Some(drain_for),
+        Some(other) => errors.push(
+            format!("{path}.on_client_disconnect"),
+            format!("{other:?} is not \"cancel\" or \"drain\""),
+        ),
+    }
+    policy
 }
 
 /// Model name to provider: exact names first, then the longest prefix, then a catch-all.
@@ -282,7 +360,7 @@ pub fn validate(raw: RawConfig, vars: &dyn Vars) -> Result<Config, ConfigErrors>
     let mut providers: Vec<Arc<dyn Provider>> = Vec::new();
     let mut by_name: HashMap<String, Arc<dyn Provider>> = HashMap::new();
     let mut router = Router::default();
-    let mut timeouts: HashMap<String, Duration> = HashMap::new();
+    let mut timeouts: HashMap<String, (Duration, StreamPolicy)> = HashMap::new();
     let mut multipliers: Vec<(String, u64)> = Vec::new();
     // Providers whose entry has errors: what refers to them reports nothing more (their own
     // errors say what to fix), not a follow-on "no provider named ...".
@@ -323,11 +401,13 @@ pub fn validate(raw: RawConfig, vars: &dyn Vars) -> Result<Config, ConfigErrors>
         by_name.insert(p.name.clone(), provider.clone());
         providers.push(provider.clone());
         let timeout = Duration::from_secs(p.timeout_secs.unwrap_or(600));
-        timeouts.insert(p.name.clone(), timeout);
+        let stream = stream_policy(&mut errors, &path, p);
+        timeouts.insert(p.name.clone(), (timeout, stream));
         let route = Route {
             provider: provider.clone(),
             upstream_model: None,
             timeout,
+            stream,
         };
         for (j, m) in p.models.iter().enumerate() {
             if m == "*" {
@@ -381,13 +461,15 @@ pub fn validate(raw: RawConfig, vars: &dyn Vars) -> Result<Config, ConfigErrors>
             );
             continue;
         };
+        let (timeout, stream) = timeouts
+            .get(&m.provider)
+            .copied()
+            .unwrap_or((Duration::from_secs(600), StreamPolicy::default()));
         let route = Route {
             provider: provider.clone(),
             upstream_model: m.upstream_model.as_deref().map(Arc::from),
-            timeout: timeouts
-                .get(&m.provider)
-                .copied()
-                .unwrap_or(Duration::from_secs(600)),
+            timeout,
+            stream,
         };
         if router.exact.insert(m.name.clone(), route).is_some() {
             errors.push(

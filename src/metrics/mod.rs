@@ -162,6 +162,7 @@ pub struct Metrics {
     upstream_duration: Family<LatencyHistogram>,
     overhead: Family<OverheadHistogram>,
     in_flight: Family<Gauge>,
+    draining: Family<Gauge>,
     estimated: Family<Counter>,
     implausible: Family<Counter>,
     /// Nano-USD of cost that rests on estimated tokens, per provider, model and team.
@@ -330,6 +331,13 @@ impl Metrics {
                 &on,
                 cap,
             ).with_value_bound(&bound),
+            draining: Family::new(
+                "llm_gateway_streams_draining",
+                "Streams whose client left, read on to their end for the provider's usage (on_client_disconnect = drain).",
+                &["provider"],
+                &on,
+                cap,
+            ),
             estimated: Family::new(
                 "llm_gateway_estimated_usage_requests_total",
                 "Requests whose provider reported no usage; tokens estimated with a tokenizer.",
@@ -402,6 +410,11 @@ impl Metrics {
     /// The in-flight gauge of a provider, to hold for the life of a forwarded request.
     pub fn in_flight(&self, provider: &str) -> Arc<Gauge> {
         self.in_flight.get(&[provider])
+    }
+
+    /// The gauge of a provider's streams draining after their client left.
+    pub fn draining(&self, provider: &str) -> Arc<Gauge> {
+        self.draining.get(&[provider])
     }
 
     /// Records one finished request in every family it touches: tokens and cost first,

@@ -237,6 +237,16 @@ pub(super) fn render(
             Value::SignedInt(g.get()),
         );
     }
+    w.header(m.draining.name, Kind::Gauge, m.draining.help);
+    for (labels, g) in m.draining.snapshot() {
+        w.sample(
+            m.draining.name,
+            "",
+            &labels,
+            None,
+            Value::SignedInt(g.get()),
+        );
+    }
     counter_family(&mut w, &m.estimated);
     counter_family(&mut w, &m.implausible);
     w.header(m.estimated_cost.name, Kind::Counter, m.estimated_cost.help);
@@ -310,7 +320,7 @@ pub(super) fn render(
         Kind::Counter,
         "Label sets folded into a family's __other__ series by its series cap.",
     );
-    let families: [(&str, u64); 15] = [
+    let families: [(&str, u64); 16] = [
         (m.rate_limit_allowed.name, m.rate_limit_allowed.overflowed()),
         (m.rate_limit_blocked.name, m.rate_limit_blocked.overflowed()),
         ("llm_gateway_budget", m.budgets.overflowed()),
@@ -325,6 +335,7 @@ pub(super) fn render(
         (m.upstream_duration.name, m.upstream_duration.overflowed()),
         (m.overhead.name, m.overhead.overflowed()),
         (m.in_flight.name, m.in_flight.overflowed()),
+        (m.draining.name, m.draining.overflowed()),
         (m.estimated.name, m.estimated.overflowed()),
         (m.implausible.name, m.implausible.overflowed()),
         (m.estimated_cost.name, m.estimated_cost.overflowed()),

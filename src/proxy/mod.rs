@@ -571,9 +571,9 @@ impl Gateway {
             .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
         let tap = if is_sse && parts.status.is_success() {
             parts.headers.remove(header::CONTENT_LENGTH);
-            TapBody::sse(upstream_body, pending, inject, lease)
+            TapBody::sse(upstream_body, pending, inject, lease, route.stream)
         } else {
-            TapBody::json(upstream_body, pending, lease)
+            TapBody::json(upstream_body, pending, lease, route.stream)
         };
         let mut tap = tap;
         tap.add_overhead(headers_at.elapsed());

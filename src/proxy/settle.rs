@@ -140,6 +140,34 @@ impl PendingRequest {
     }
 }
 
+impl PendingRequest {
+    /// Moves this request into a new one that will settle it (a stream read on after its
+    /// client left); this one is left settled.
+    pub(super) fn hand_off(&mut self) -> PendingRequest {
+        self.settled = true;
+        PendingRequest {
+            gw: self.gw.clone(),
+            provider: self.provider.clone(),
+            key: self.key.clone(),
+            endpoint: self.endpoint,
+            requested_model: std::mem::take(&mut self.requested_model),
+            request_body: std::mem::take(&mut self.request_body),
+            start: self.start,
+            upstream_start: self.upstream_start,
+            first_byte: self.first_byte,
+            first_token: self.first_token,
+            overhead: self.overhead,
+            status: self.status,
+            stream: self.stream,
+            in_flight: self.in_flight.clone(),
+            admission: self.admission.take(),
+            settled: false,
+            customer: self.customer.take(),
+            upstream_request_id: self.upstream_request_id.take(),
+        }
+    }
+}
+
 /// The tokens seen so far when a response did not report its usage in full: reported input,
 /// else an estimate of the request, and the larger of reported output and the output text seen.
 fn estimated_usage(reported: Option<Usage>, request_body: &[u8], text: &str) -> (Usage, bool) {

@@ -7,11 +7,18 @@ use memchr::memchr;
 
 use crate::providers::EventKind;
 
-/// Splits chunks into SSE events; holds back only a trailing partial event.
-#[derive(Debug, Default)]
+/// Splits chunks into SSE events; holds back only a trailing partial event, up to a bound.
+#[derive(Debug)]
 pub struct SseScanner {
     /// Bytes of an event that has not ended yet.
     partial: BytesMut,
+    /// Where the last unterminated line of `partial` starts: later bytes are scanned from
+    /// there, so an event arriving in many chunks is scanned once (linear, not quadratic).
+    line_start: usize,
+    /// The longest event held; a longer one passes through unread.
+    max: usize,
+    /// Inside an event longer than `max`: its bytes pass through until its blank line.
+    skipping: Option<Line>,
 }
 
 /// One event: its `event:` name and its `data:` lines joined with `\n`.
@@ -22,22 +29,93 @@ pub struct Event<'a> {
     pub data: &'a [u8],
 }
 
+/// What the current line holds so far, to find a blank line across chunks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Line {
+    Empty,
+    Cr,
+    Text,
+}
+
+impl Line {
+    /// The line state after `seg` (bytes without `\n`) is appended.
+    fn after(self, seg: &[u8]) -> Line {
+        match (self, seg) {
+            (s, []) => s,
+            (Line::Empty, b"\r") => Line::Cr,
+            _ => Line::Text,
+        }
+    }
+}
+
+/// Scans `buf[from..]` (`state`: the line before `from`) for the end of a blank line: the
+/// index after it, or the line state at the end.
+fn blank_line_end(buf: &[u8], from: usize, mut state: Line) -> Result<usize, Line> {
+    let mut at = from;
+    while let Some(nl) = memchr(b'\n', &buf[at..]) {
+        let end = at + nl;
+        if state.after(&buf[at..end]) != Line::Text {
+            return Ok(end + 1);
+        }
+        state = Line::Empty;
+        at = end + 1;
+    }
+    Err(state.after(&buf[at..]))
+}
+
+impl Default for SseScanner {
+    fn default() -> SseScanner {
+        SseScanner::new(crate::config::StreamPolicy::DEFAULT_MAX_EVENT)
+    }
+}
+
 impl SseScanner {
+    /// A scanner holding events of up to `max_event_bytes`.
+    pub fn new(max_event_bytes: usize) -> SseScanner {
+        SseScanner {
+            partial: BytesMut::new(),
+            line_start: 0,
+            max: max_event_bytes,
+            skipping: None,
+        }
+    }
+
     /// Feeds `chunk`; calls `on_event` for each complete event. Returns the bytes to forward:
     /// in pass-through mode (`strip == false`) always `chunk` itself; otherwise the complete
     /// events that were not marked [`EventKind::UsageOnly`], holding back a trailing partial
-    /// event until it completes.
+    /// event until it completes. An event longer than the bound is passed through unread.
     pub fn feed(
         &mut self,
         chunk: Bytes,
         strip: bool,
         on_event: &mut dyn FnMut(Event<'_>) -> EventKind,
     ) -> Bytes {
+        if let Some(state) = self.skipping {
+            return self.skip(chunk, state, strip, on_event);
+        }
         let buf: Bytes = if self.partial.is_empty() {
             chunk.clone()
         } else {
+            let from = self.line_start;
+            let state = Line::Empty.after(&self.partial[from..]);
+            let scan_from = self.partial.len();
             self.partial.extend_from_slice(&chunk);
-            self.partial.split().freeze()
+            match blank_line_end(&self.partial, scan_from, state) {
+                Ok(_) => {
+                    self.line_start = 0;
+                    self.partial.split().freeze()
+                }
+                Err(state) => {
+                    // Still inside the event: remember where its last line starts.
+                    if let Some(nl) = memchr::memrchr(b'\n', &self.partial[scan_from..]) {
+                        self.line_start = scan_from + nl + 1;
+                    }
+                    if self.partial.len() > self.max {
+                        return self.overflow(chunk, state, strip);
+                    }
+                    return if strip { Bytes::new() } else { chunk };
+                }
+            }
         };
         let mut removed: Option<BytesMut> = None;
         let mut event_start = 0;
@@ -61,20 +139,68 @@ impl SseScanner {
             }
             line_start = next;
         }
+        let mut held = event_start;
         if event_start < buf.len() {
-            self.partial.extend_from_slice(&buf[event_start..]);
+            if buf.len() - event_start > self.max {
+                // Too long to hold: forward it and skip the rest of the event.
+                self.skipping = Some(Line::Empty.after(&buf[line_start..]));
+                held = buf.len();
+            } else {
+                self.partial.extend_from_slice(&buf[event_start..]);
+                self.line_start = line_start - event_start;
+            }
         }
         if !strip {
             return chunk;
         }
         match removed {
-            None if event_start == buf.len() => buf,
-            None => buf.slice(0..event_start),
+            None if held == buf.len() => buf,
+            None => buf.slice(0..held),
             Some(mut o) => {
-                if kept_from < event_start {
-                    o.extend_from_slice(&buf[kept_from..event_start]);
+                if kept_from < held {
+                    o.extend_from_slice(&buf[kept_from..held]);
                 }
                 o.freeze()
+            }
+        }
+    }
+
+    /// The held event passed the bound: forward what was held (stripping) and skip the rest.
+    fn overflow(&mut self, chunk: Bytes, state: Line, strip: bool) -> Bytes {
+        self.skipping = Some(state);
+        self.line_start = 0;
+        let held = self.partial.split().freeze();
+        // Give the buffer back: an oversized event must not keep its memory.
+        self.partial = BytesMut::new();
+        if strip { held } else { chunk }
+    }
+
+    /// Inside an oversized event: pass bytes through until its blank line, then scan on.
+    fn skip(
+        &mut self,
+        chunk: Bytes,
+        state: Line,
+        strip: bool,
+        on_event: &mut dyn FnMut(Event<'_>) -> EventKind,
+    ) -> Bytes {
+        match blank_line_end(&chunk, 0, state) {
+            Err(state) => {
+                self.skipping = Some(state);
+                chunk
+            }
+            Ok(end) => {
+                self.skipping = None;
+                let rest = self.feed(chunk.slice(end..), strip, on_event);
+                if !strip {
+                    return chunk;
+                }
+                if rest.is_empty() {
+                    return chunk.slice(..end);
+                }
+                let mut out = BytesMut::with_capacity(end + rest.len());
+                out.extend_from_slice(&chunk[..end]);
+                out.extend_from_slice(&rest);
+                out.freeze()
             }
         }
     }

@@ -2,9 +2,12 @@
 //! passes, from the SSE events of a stream or from the JSON of a whole body, then settles.
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::pin::Pin;
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll};
 use std::time::Instant;
+
+use tokio::time::Sleep;
 
 use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
@@ -13,6 +16,7 @@ use hyper::body::Incoming;
 use super::settle::{Ending, Facts, PendingRequest, Said};
 use super::sse::SseScanner;
 use super::upstream::Lease;
+use crate::config::StreamPolicy;
 use crate::providers::{Endpoint, Provider, StreamFacts};
 
 /// How much of a large JSON body is kept for reading usage: the first chunk (model, id) and
@@ -102,43 +106,72 @@ enum Mode {
 
 /// A response body that meters itself.
 pub struct TapBody {
-    inner: Incoming,
+    /// The upstream body; taken by a drain when the client leaves.
+    inner: Option<Incoming>,
     mode: Mode,
     pending: PendingRequest,
     /// The upstream connection, given back when the body has been read to its end.
     lease: Option<Lease>,
     done: bool,
+    policy: StreamPolicy,
+    /// The idle timer, made on the first wait for the upstream (one per body that waits) and
+    /// moved on only when it fires: a frame only stamps `last_frame`.
+    idle: Option<Pin<Box<Sleep>>>,
+    last_frame: tokio::time::Instant,
+    /// The client left and this tap reads on for the provider's usage: settles as 499.
+    draining: bool,
 }
 
 impl TapBody {
     /// Taps a JSON (or error) body.
-    pub fn json(inner: Incoming, pending: PendingRequest, lease: Option<Lease>) -> TapBody {
-        TapBody {
+    pub fn json(
+        inner: Incoming,
+        pending: PendingRequest,
+        lease: Option<Lease>,
+        policy: StreamPolicy,
+    ) -> TapBody {
+        TapBody::new(
             inner,
-            mode: Mode::Json(JsonBody::default()),
+            Mode::Json(JsonBody::default()),
             pending,
             lease,
-            done: false,
-        }
+            policy,
+        )
     }
 
-    /// Taps an SSE stream; `strip_usage` removes the usage-only chunk the gateway asked for.
+    /// Taps an SSE stream; `strip_usage` removes the usage the gateway asked for.
     pub fn sse(
         inner: Incoming,
         pending: PendingRequest,
         strip_usage: bool,
         lease: Option<Lease>,
+        policy: StreamPolicy,
+    ) -> TapBody {
+        let mode = Mode::Sse {
+            scanner: SseScanner::new(policy.max_event_bytes),
+            facts: StreamFacts::default(),
+            strip_usage,
+        };
+        TapBody::new(inner, mode, pending, lease, policy)
+    }
+
+    fn new(
+        inner: Incoming,
+        mode: Mode,
+        pending: PendingRequest,
+        lease: Option<Lease>,
+        policy: StreamPolicy,
     ) -> TapBody {
         TapBody {
-            inner,
-            mode: Mode::Sse {
-                scanner: SseScanner::default(),
-                facts: StreamFacts::default(),
-                strip_usage,
-            },
+            inner: Some(inner),
+            mode,
             pending,
             lease,
             done: false,
+            policy,
+            idle: None,
+            last_frame: tokio::time::Instant::now(),
+            draining: false,
         }
     }
 
@@ -220,6 +253,37 @@ impl TapBody {
     }
 }
 
+impl TapBody {
+    /// Ends the body and settles it; a tap draining for a client gone settles as 499 with
+    /// what the provider said.
+    fn end(&mut self, ending: Ending, said: Said) {
+        self.done = true;
+        let ending = match ending {
+            Ending::Complete if self.draining => Ending::ClientGone,
+            e => e,
+        };
+        self.pending.settle(ending, said);
+    }
+
+    /// True once the upstream has been silent for the idle timeout (polls the timer).
+    fn idle_expired(&mut self, cx: &mut Context<'_>) -> bool {
+        let deadline = self.last_frame + self.policy.idle_timeout;
+        let sleep = self
+            .idle
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        loop {
+            if sleep.as_mut().poll(cx).is_pending() {
+                return false;
+            }
+            let deadline = self.last_frame + self.policy.idle_timeout;
+            if deadline <= tokio::time::Instant::now() {
+                return true;
+            }
+            sleep.as_mut().reset(deadline);
+        }
+    }
+}
+
 impl Body for TapBody {
     type Data = Bytes;
     type Error = hyper::Error;
@@ -233,17 +297,33 @@ impl Body for TapBody {
             return Poll::Ready(None);
         }
         loop {
-            match ready!(Pin::new(&mut this.inner).poll_frame(cx)) {
+            let Some(inner) = this.inner.as_mut() else {
+                return Poll::Ready(None);
+            };
+            let polled = match Pin::new(inner).poll_frame(cx) {
+                Poll::Ready(p) => p,
+                Poll::Pending => {
+                    if this.idle_expired(cx) {
+                        // Silent for too long: end the body (the client sees it cut) and count
+                        // the usage seen so far, as for an upstream that broke.
+                        let (facts, _) = this.take_said(false);
+                        this.end(Ending::UpstreamBroken, facts);
+                        return Poll::Ready(None);
+                    }
+                    return Poll::Pending;
+                }
+            };
+            this.last_frame = tokio::time::Instant::now();
+            match polled {
                 Some(Ok(frame)) => match frame.into_data() {
                     Ok(data) => {
                         let mut out = this.on_data(data);
                         // A body of known length may be dropped by the server right after its
                         // last byte is written, without being polled to its end: settle now.
-                        if this.inner.is_end_stream() {
-                            this.done = true;
+                        if this.inner.as_ref().is_some_and(Body::is_end_stream) {
                             this.release();
                             let (facts, rest) = this.take_said(true);
-                            this.pending.settle(Ending::Complete, facts);
+                            this.end(Ending::Complete, facts);
                             if !rest.is_empty() {
                                 let mut joined = BytesMut::from(&out[..]);
                                 joined.extend_from_slice(&rest);
@@ -261,16 +341,14 @@ impl Body for TapBody {
                     Err(frame) => return Poll::Ready(Some(Ok(frame))),
                 },
                 Some(Err(e)) => {
-                    this.done = true;
                     let (facts, _) = this.take_said(false);
-                    this.pending.settle(Ending::UpstreamBroken, facts);
+                    this.end(Ending::UpstreamBroken, facts);
                     return Poll::Ready(Some(Err(e)));
                 }
                 None => {
-                    this.done = true;
                     this.release();
                     let (facts, rest) = this.take_said(true);
-                    this.pending.settle(Ending::Complete, facts);
+                    this.end(Ending::Complete, facts);
                     if !rest.is_empty() {
                         return Poll::Ready(Some(Ok(Frame::data(rest))));
                     }
@@ -285,19 +363,88 @@ impl Body for TapBody {
     }
 
     fn size_hint(&self) -> SizeHint {
-        match self.mode {
+        match (&self.mode, &self.inner) {
             // Stripping may shorten a stream, so its length is only known for JSON bodies.
-            Mode::Json { .. } => self.inner.size_hint(),
-            Mode::Sse { .. } => SizeHint::default(),
+            (Mode::Json { .. }, Some(inner)) => inner.size_hint(),
+            _ => SizeHint::default(),
         }
     }
 }
 
 impl Drop for TapBody {
     fn drop(&mut self) {
-        if !self.done {
-            let (facts, _) = self.take_said(false);
-            self.pending.settle(Ending::ClientGone, facts);
+        if self.done {
+            return;
         }
+        let at_end = self.inner.as_ref().is_none_or(Body::is_end_stream);
+        let terminal_seen = match &self.mode {
+            Mode::Sse { facts, .. } => facts.finished,
+            Mode::Json(_) => false,
+        };
+        if !at_end && !terminal_seen {
+            if let Some(bound) = self.policy.drain.filter(|_| !self.draining) {
+                if let Some(drain) = self.hand_off() {
+                    drain.spawn(bound);
+                    return;
+                }
+            }
+        }
+        // A stream whose terminal event passed is complete, whoever closes first: the client
+        // may leave before the upstream's last bytes (the chunked end, or the blank line after
+        // `data: [DONE]`, which `finish` still reads) arrive. An empty body
+        // (`Content-Length: 0`) is at its end before the server ever polls it.
+        let (said, _) = self.take_said(at_end);
+        let complete = at_end || matches!(&said, Said::Facts(f) if f.finished);
+        let ending = if complete {
+            Ending::Complete
+        } else {
+            Ending::ClientGone
+        };
+        self.end(ending, said);
+    }
+}
+
+impl TapBody {
+    /// For `on_client_disconnect = "drain"`: a stream whose client left is moved into a new
+    /// tap that reads it on. `None` off a runtime (the stream settles as cut).
+    fn hand_off(&mut self) -> Option<TapBody> {
+        if !matches!(self.mode, Mode::Sse { .. }) {
+            return None;
+        }
+        tokio::runtime::Handle::try_current().ok()?;
+        let inner = self.inner.take()?;
+        let pending = self.pending.hand_off();
+        self.done = true;
+        Some(TapBody {
+            inner: Some(inner),
+            mode: std::mem::replace(&mut self.mode, Mode::Json(JsonBody::default())),
+            pending,
+            lease: self.lease.take(),
+            done: false,
+            policy: self.policy,
+            idle: None,
+            last_frame: tokio::time::Instant::now(),
+            draining: true,
+        })
+    }
+
+    /// Reads the body to its end (at most `bound`) on the current worker, then settles (drop
+    /// settles what was seen if the bound passes first). Counted in `streams_draining`.
+    fn spawn(mut self, bound: std::time::Duration) {
+        let gauge = self
+            .pending
+            .gw
+            .metrics
+            .draining(self.pending.provider.name());
+        gauge.add(1);
+        tokio::spawn(async move {
+            let read = async {
+                use http_body_util::BodyExt;
+                while let Some(Ok(_)) = self.frame().await {}
+            };
+            let _ = tokio::time::timeout(bound, read).await;
+            drop(self);
+            gauge.add(-1);
+        });
     }
 }

@@ -70,3 +70,46 @@ fn a_final_event_without_blank_line_is_still_read() {
     assert_eq!(seen, vec!["{\"a\":1}", "last"]);
     assert_eq!(out, b"data: {\"a\":1}\n\ndata: last");
 }
+
+/// An event without a line end, 50 MB in 16 KB chunks: each byte scanned once, the bytes
+/// passed through, the buffer bounded; the next event after its blank line is read.
+#[test]
+fn an_endless_line_is_scanned_once_and_passed_through() {
+    let mut s = SseScanner::new(1 << 20);
+    let chunk = Bytes::from(vec![b'x'; 16 * 1024]);
+    let mut events = 0;
+    let mut out = 0usize;
+    let first = Bytes::from_static(b"data: ");
+    out += s
+        .feed(first, false, &mut |_| {
+            events += 1;
+            EventKind::Content
+        })
+        .len();
+    let t = std::time::Instant::now();
+    for _ in 0..(50 * 64) {
+        out += s
+            .feed(chunk.clone(), false, &mut |_| {
+                events += 1;
+                EventKind::Content
+            })
+            .len();
+    }
+    out += s
+        .feed(
+            Bytes::from_static(b"\n\ndata: {\"a\":1}\n\n"),
+            false,
+            &mut |_| {
+                events += 1;
+                EventKind::Content
+            },
+        )
+        .len();
+    assert_eq!(out, 6 + 50 * 1024 * 1024 + 17);
+    assert_eq!(events, 1, "only the event after the endless one is read");
+    assert!(
+        t.elapsed() < std::time::Duration::from_secs(10),
+        "{:?}",
+        t.elapsed()
+    );
+}
