@@ -1,13 +1,12 @@
 //! `GET /api/v1/billing`: the provider's bill beside the ledger, behind the ledger's admin
 //! token.
 
-use bytes::Bytes;
 use chrono::NaiveDate;
 use http::{HeaderMap, HeaderValue, Response, StatusCode, header};
-use http_body_util::{Either, Full};
 
 /// The query-string reader of the admin endpoints (shared with `/api/v1/usage`).
 pub use super::usage::query_params;
+use super::usage::{body, json};
 use crate::billing::reconcile::parse_group_by;
 use crate::ledger::LedgerError;
 use crate::ledger::report::parse_time;
@@ -111,21 +110,4 @@ pub async fn billing(
             )
         }
     }
-}
-
-fn json(status: StatusCode, message: &str) -> Response<ResponseBody> {
-    let v = serde_json::json!({"error": {"message": message, "code": status.as_u16()}});
-    body(
-        status,
-        "application/json",
-        serde_json::to_vec(&v).unwrap_or_default().into(),
-    )
-}
-
-fn body(status: StatusCode, content_type: &'static str, b: Bytes) -> Response<ResponseBody> {
-    let mut resp = Response::new(Either::Left(Full::new(b)));
-    *resp.status_mut() = status;
-    resp.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    resp
 }

@@ -145,7 +145,8 @@ pub async fn usage(
     }
 }
 
-fn json(status: StatusCode, message: &str) -> Response<ResponseBody> {
+/// An error answer of the admin APIs (usage, billing): `{"error": {message, code}}`.
+pub(super) fn json(status: StatusCode, message: &str) -> Response<ResponseBody> {
     let v = serde_json::json!({"error": {"message": message, "code": status.as_u16()}});
     body(
         status,
@@ -154,7 +155,12 @@ fn json(status: StatusCode, message: &str) -> Response<ResponseBody> {
     )
 }
 
-fn body(status: StatusCode, content_type: &'static str, b: Bytes) -> Response<ResponseBody> {
+/// A response of the admin APIs with its content type.
+pub(super) fn body(
+    status: StatusCode,
+    content_type: &'static str,
+    b: Bytes,
+) -> Response<ResponseBody> {
     let mut resp = Response::new(Either::Left(Full::new(b)));
     *resp.status_mut() = status;
     resp.headers_mut()
