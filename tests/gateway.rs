@@ -840,3 +840,50 @@ fn logs_to_a_pipe_carry_no_colour_escapes() {
     assert!(!seen.contains(&0x1b), "ESC in piped logs: {text:?}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A client that leaves while the gateway still reads its body is counted as gone (`499`), as
+/// one that leaves mid-response is, not as a bad request (it was `400 body_read`).
+#[tokio::test]
+async fn a_client_leaving_while_its_body_is_read_is_counted_as_499() {
+    use tokio::io::AsyncWriteExt;
+    let sim = start_sim(SimOptions::default()).await;
+    let gw = TestGateway::start(&config(sim, "")).await;
+    let addr = gw.url("").trim_start_matches("http://").to_string();
+    let mut conn = tokio::net::TcpStream::connect(addr.trim_end_matches('/'))
+        .await
+        .expect("connect");
+    let head = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {KEY}\r\ncontent-type: application/json\r\ncontent-length: 1000\r\n\r\n{{\"model\":"
+    );
+    conn.write_all(head.as_bytes()).await.expect("write");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    drop(conn);
+    let s = gw.wait_requests(1.0).await;
+
+    assert_eq!(
+        s.sum(
+            "llm_gateway_requests_total",
+            &[
+                ("status_code", "499"),
+                ("team", "search"),
+                ("provider", "none")
+            ]
+        ),
+        1.0
+    );
+    assert_eq!(
+        s.sum(
+            "llm_gateway_errors_total",
+            &[("error_type", "client_disconnected")]
+        ),
+        1.0
+    );
+    // The gateway keeps serving.
+    let (status, _, _) = post(
+        &gw.url("/v1/chat/completions"),
+        &[("authorization", &bearer())],
+        r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}"#,
+    )
+    .await;
+    assert_eq!(status, 200);
+}

@@ -11,7 +11,36 @@ use bytes::{Bytes, BytesMut};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
-use super::ProxyError;
+use super::{Gateway, ProxyError};
+use crate::metrics::TimedOut;
+
+/// Read: the request body, bounded by `server.max_body_bytes` and `body_timeout_secs`.
+pub(super) async fn read_request(
+    gw: &Gateway,
+    headers: &http::HeaderMap,
+    body: Incoming,
+) -> Result<Bytes, ProxyError> {
+    let server = &gw.config.server;
+    let announced = headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok());
+    let expects_continue = headers
+        .get(http::header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    let read = read(
+        body,
+        announced,
+        expects_continue,
+        server.max_body_bytes,
+        server.body_timeout,
+    );
+    let read = read.await;
+    if let Err(ProxyError::BodyTimeout { .. }) = &read {
+        gw.metrics.connections.timed_out(TimedOut::Body);
+    }
+    read
+}
 
 /// The longest a too-large body is read for before the 413 goes out anyway.
 pub(super) const DRAIN_TIME: Duration = Duration::from_secs(10);
@@ -49,6 +78,7 @@ pub(super) async fn read(
         let frame = match tokio::time::timeout_at(deadline, body.frame()).await {
             Err(_) => return Err(ProxyError::BodyTimeout { timeout }),
             Ok(None) => break,
+            Ok(Some(Err(e))) if client_left(&e) => return Err(ProxyError::ClientGone),
             Ok(Some(Err(e))) => return Err(ProxyError::BodyRead(e.to_string())),
             Ok(Some(Ok(f))) => f,
         };
@@ -90,4 +120,23 @@ async fn drain(body: &mut Incoming, bound: u64) {
         }
     })
     .await;
+}
+
+/// True when a body read failed because the client closed its connection early: hyper says
+/// `IncompleteBody` under an `UnexpectedEof` I/O error (or a reset, or an incomplete message).
+fn client_left(e: &hyper::Error) -> bool {
+    use std::error::Error as _;
+    if e.is_incomplete_message() || e.is_closed() {
+        return true;
+    }
+    e.source()
+        .and_then(|s| s.downcast_ref::<std::io::Error>())
+        .is_some_and(|io| {
+            matches!(
+                io.kind(),
+                std::io::ErrorKind::UnexpectedEof
+                    | std::io::ErrorKind::ConnectionReset
+                    | std::io::ErrorKind::BrokenPipe
+            )
+        })
 }

@@ -36,6 +36,10 @@ pub enum ProxyError {
     /// The body could not be read from the client.
     #[error("could not read the request body: {0}")]
     BodyRead(String),
+    /// The client closed its connection before it sent the whole body: nobody reads the
+    /// answer, and the request is counted as the client's leaving, not as a bad request.
+    #[error("the client closed the connection before sending the whole body")]
+    ClientGone,
     /// Not JSON, or not an object.
     #[error("request body is not valid JSON: {0}")]
     MalformedJson(String),
@@ -107,6 +111,7 @@ impl ProxyError {
             | ProxyError::MissingModel
             | ProxyError::EndpointNotServed { .. } => 400,
             ProxyError::UnknownModel(_) => 404,
+            ProxyError::ClientGone => 499,
             ProxyError::UpstreamUnreachable { .. } => 502,
             ProxyError::UpstreamTimeout { .. } => 504,
             ProxyError::LimitBackendDown => 503,
@@ -129,6 +134,7 @@ impl ProxyError {
             ProxyError::BodyTooLarge { .. } => "body_too_large",
             ProxyError::BodyTimeout { .. } => "body_timeout",
             ProxyError::BodyRead(_) => "body_read",
+            ProxyError::ClientGone => "client_disconnected",
             ProxyError::MalformedJson(_) => "malformed_json",
             ProxyError::MissingModel => "missing_model",
             ProxyError::UnknownModel(_) => "unknown_model",

@@ -1,13 +1,23 @@
-//! The request path for proxied endpoints, in phases: authenticate, read the request, route,
-//! (admit: rate limits, added by the limits module), forward, then observe the response body
-//! through a tap and settle usage, cost and metrics exactly once.
+//! The request path for proxied endpoints, as named phases, each in its own file:
+//! authenticate (`auth.rs`), read (`body.rs`), parse (`request.rs`), route (`route.rs`),
+//! admit (`admit.rs`), rewrite (`rewrite.rs`), send (`send.rs`), observe (`observe.rs`, then
+//! `tap.rs` as the body passes). One [`RequestContext`](context::RequestContext) is made when
+//! a request arrives and moved to its settlement (`settle.rs`), the one place that builds ledger
+//! rows and metrics, for finished and refused requests alike.
 
+mod admit;
 pub mod auth;
 mod body;
+mod context;
 mod deferred;
 pub mod error;
 mod loglimit;
+mod observe;
 mod request;
+mod respond;
+mod rewrite;
+mod route;
+mod send;
 pub mod settle;
 pub mod sse;
 pub mod tap;
@@ -18,34 +28,26 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, header};
+use http::{Request, Response};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use parking_lot::Mutex;
 
-use crate::config::{Config, KeyInfo, LimitsBackend};
-use crate::ledger::{self, Ledger, UsageRow};
-use crate::limits::{self, Demand, Limiter, Rejection};
+use crate::config::{Config, LimitsBackend};
+use crate::ledger::{self, Ledger};
+use crate::limits::{self, Limiter};
 use crate::metering::Usage;
-use crate::metrics::{Metrics, Observation, TimedOut};
-use crate::providers::{ApiFormat, Endpoint};
+use crate::metrics::Metrics;
+use crate::providers::Endpoint;
+pub use context::PendingRequest;
+use context::{Refusal, RequestContext};
 pub use deferred::Recorder;
 pub use error::ProxyError;
-use settle::{Ending, Facts, PendingRequest, status_label};
+pub use respond::{
+    BUDGET_RESET, MAX_RETRY_AFTER_SECS, error_response, json_error, rate_limited_response,
+};
+use send::Sent;
 use tap::TapBody;
-
-/// A request the gateway answered itself, for [`Gateway::record_refusal`].
-struct Refusal<'a> {
-    endpoint: Endpoint,
-    key: Option<&'a KeyInfo>,
-    provider: &'a str,
-    requested_model: &'a str,
-    model: &'a str,
-    status: u16,
-    error_type: &'static str,
-    start: Instant,
-    customer: Option<Box<str>>,
-}
 
 /// The body of every response the gateway sends.
 pub type ResponseBody = Either<Full<Bytes>, TapBody>;
@@ -115,68 +117,6 @@ impl Gateway {
             upstream_failure_log: loglimit::LogLimiter::new(loglimit::UPSTREAM_FAILURE_LOG_EVERY),
             last_implausible_log: Mutex::new(None),
         }))
-    }
-
-    /// Checks the request against its key's, team's and team-model's limits and reserves its
-    /// estimated tokens and cost. `Ok(None)`: nothing to limit, or the backend failed and
-    /// `on_backend_error = "allow"`.
-    async fn admit(
-        &self,
-        key: &KeyInfo,
-        model: &str,
-        price_model: &str,
-        facts: &request::RequestFacts<'_>,
-        body_len: usize,
-        endpoint: Endpoint,
-    ) -> Result<Option<limits::Admission>, Result<Rejection, ProxyError>> {
-        let rules = key.rules_for(model);
-        if rules.is_empty() || !endpoint.is_metered() {
-            return Ok(None);
-        }
-        // Bytes / 4 approximates input tokens without tokenizing on the request path.
-        let input = (body_len as u64).div_ceil(4);
-        // The client's `max_tokens` may be u64::MAX: no request uses more than the
-        // plausibility bound, which is also what it can be charged at settle.
-        let max = self.config.metering.max_tokens_per_request;
-        let input = input.min(max);
-        let output = match endpoint {
-            Endpoint::Embeddings => 0,
-            _ => facts
-                .max_tokens
-                .unwrap_or(self.config.limits.default_max_tokens)
-                .min(max),
-        };
-        let cost_nanos = self.config.prices.lookup(price_model).map_or(0, |p| {
-            p.cost_nanos(&Usage {
-                input,
-                output,
-                ..Usage::default()
-            })
-        });
-        let demand = Demand {
-            // `max_tokens` may be u64::MAX (the benchmark sends it).
-            tokens: input.saturating_add(output),
-            cost_nanos,
-        };
-        match self
-            .limiter
-            .admit(rules, demand, &key.team, &key.name, &key.series)
-            .await
-        {
-            Ok(Ok(admission)) => Ok(Some(admission)),
-            Ok(Err(rejection)) => Err(Ok(rejection)),
-            Err(e) => {
-                let mut last = self.last_limit_error_log.lock();
-                if last.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
-                    *last = Some(Instant::now());
-                    tracing::error!(error = %e, on_backend_error = ?self.limiter.on_backend_error(), "rate-limit backend failed (this message repeats at most every 10 s)");
-                }
-                match self.limiter.on_backend_error() {
-                    limits::OnBackendError::Allow => Ok(None),
-                    limits::OnBackendError::Deny => Err(Err(ProxyError::LimitBackendDown)),
-                }
-            }
-        }
     }
 
     /// In-memory budgets start from zero: restore this period's spend from the ledger, so a
@@ -283,412 +223,44 @@ impl Gateway {
         }
     }
 
-    /// Counts a request the gateway refused before a provider answered (bad input, unknown
-    /// key or model, a limit or budget), in the metrics and in the ledger: a row when the key
-    /// is known, a per-minute count when it is not.
-    fn record_refusal(&self, r: Refusal<'_>) {
-        let (team, key_name) = r.key.map_or(("", ""), |k| (&*k.team, &*k.name));
-        let duration = r.start.elapsed();
-        match r.key {
-            // No key, no bill: counted per minute, never a row (a flood of 401s through the
-            // rows' channel evicted billed rows: 119 of 1,000).
-            None => self
-                .ledger
-                .record_unauthenticated(r.error_type, r.endpoint.path()),
-            Some(k) => self.ledger.record_refusal(UsageRow {
-                key_name: k.name.clone(),
-                team: k.team.clone(),
-                customer: r.customer,
-                provider: r.provider.into(),
-                requested_model: ledger::row::bounded(
-                    r.requested_model,
-                    ledger::row::MAX_MODEL_CHARS,
-                ),
-                model: ledger::row::bounded(r.model, ledger::row::MAX_MODEL_CHARS),
-                endpoint: r.endpoint.path(),
-                status_code: r.status,
-                error_type: Some(r.error_type),
-                duration,
-                started_at: chrono::Utc::now() - duration,
-                ..UsageRow::blank()
-            }),
-        }
-        self.metrics.record(&Observation {
-            provider: r.provider,
-            model: r.model,
-            team,
-            key: key_name,
-            endpoint: r.endpoint.path(),
-            status_code: status_label(r.status),
-            error_type: Some(r.error_type),
-            usage: Default::default(),
-            cost_nanos: 0,
-            priced: true,
-            usage_source: crate::metering::UsageSource::Reported,
-            duration,
-            upstream: None,
-            time_to_first_token: None,
-            overhead: Some(duration),
-        });
-    }
-
-    /// A refusal before routing: no provider, model `none`.
-    fn record_rejection(
-        &self,
-        endpoint: Endpoint,
-        key: Option<&KeyInfo>,
-        err: &ProxyError,
-        start: Instant,
-        customer: Option<Box<str>>,
-    ) {
-        self.record_refusal(Refusal {
-            endpoint,
-            key,
-            provider: "none",
-            requested_model: err.requested_model().unwrap_or_default(),
-            model: "none",
-            status: err.status(),
-            error_type: err.error_type(),
-            start,
-            customer,
-        });
-    }
-
-    /// Handles one request to a proxied endpoint.
+    /// Handles one request to a proxied endpoint: the phases in order, each in its own file.
+    /// Two exits, both settled by the request context: the provider's response through the
+    /// tap, or a refusal (bad key or body, unknown model, a limit, the upstream failing).
     pub async fn forward(
         self: Arc<Self>,
         endpoint: Endpoint,
         req: Request<Incoming>,
     ) -> Response<ResponseBody> {
-        let start = Instant::now();
-        let format = endpoint.format();
-        let customer = customer_header(req.headers());
-        // Authenticate.
-        let key = match auth::authenticate(&self.config.keys, req.headers()) {
-            Ok(k) => k,
-            Err(err) => {
-                self.record_rejection(endpoint, None, &err, start, customer);
-                return error_response(format, &err);
-            }
-        };
-        match self
-            .clone()
-            .forward_as(endpoint, key.clone(), req, start, customer.clone())
-            .await
-        {
-            Ok(resp) => resp,
-            Err(err) => {
-                self.record_rejection(endpoint, Some(&key), &err, start, customer);
-                error_response(format, &err)
-            }
+        let mut ctx = RequestContext::arrive(&self, endpoint, req.headers());
+        match self.phases(&mut ctx, req).await {
+            Ok(sent) => observe::observe(ctx, sent),
+            Err(refusal) => ctx.refuse(refusal),
         }
     }
 
-    async fn forward_as(
-        self: Arc<Self>,
-        endpoint: Endpoint,
-        key: Arc<KeyInfo>,
+    async fn phases(
+        &self,
+        ctx: &mut RequestContext,
         req: Request<Incoming>,
-        start: Instant,
-        customer: Option<Box<str>>,
-    ) -> Result<Response<ResponseBody>, ProxyError> {
-        let format = endpoint.format();
+    ) -> Result<Sent, Refusal> {
         let (parts, body) = req.into_parts();
-        // Read the request.
-        let server = &self.config.server;
-        let announced = content_length(&parts.headers);
-        let expects_continue = parts
-            .headers
-            .get(header::EXPECT)
-            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
-        let read = body::read(
-            body,
-            announced,
-            expects_continue,
-            server.max_body_bytes,
-            server.body_timeout,
-        );
-        let body = match read.await {
-            Ok(b) => b,
-            Err(e) => {
-                if matches!(e, ProxyError::BodyTimeout { .. }) {
-                    self.metrics.connections.timed_out(TimedOut::Body);
-                }
-                return Err(e);
-            }
-        };
+        // authenticate
+        ctx.key = Some(auth::authenticate(&self.config.keys, &parts.headers)?);
+        // read
+        let body = body::read_request(self, &parts.headers, body).await?;
+        // parse
         let facts = request::RequestFacts::parse(&body)?;
-        // Route.
-        let route = self
-            .config
-            .router
-            .route(&facts.model)
-            .ok_or_else(|| ProxyError::UnknownModel(error::echo(&facts.model)))?
-            .clone();
-        let provider = route.provider.clone();
-        if !provider.supports(endpoint) {
-            return Err(ProxyError::EndpointNotServed {
-                model: error::echo(&facts.model),
-                provider: provider.name().to_string(),
-                kind: provider.kind().as_str(),
-                endpoint: endpoint.path(),
-            });
-        }
-        let inject = facts.stream
-            && endpoint.needs_include_usage()
-            && provider.inject_stream_usage()
-            && !facts.include_usage;
-        // Admit: limits and budgets, before anything is sent.
+        ctx.parsed(&facts);
+        // route
+        let route = route::route(&self.config, ctx.endpoint, &facts)?;
+        ctx.provider = Some(route.provider.clone());
+        // admit
         let price_model = route.upstream_model.as_deref().unwrap_or(&facts.model);
-        let admission = match self
-            .admit(
-                &key,
-                &facts.model,
-                price_model,
-                &facts,
-                body.len(),
-                endpoint,
-            )
-            .await
-        {
-            Ok(a) => a,
-            Err(Ok(rejection)) => {
-                let error_type = if rejection.limit == limits::LimitKind::Budget {
-                    "budget_exceeded"
-                } else {
-                    "gateway_rate_limited"
-                };
-                let customer = customer.or_else(|| {
-                    let user = facts.user.as_deref()?;
-                    Some(ledger::row::bounded(user, ledger::row::MAX_CUSTOMER_CHARS))
-                });
-                self.record_refusal(Refusal {
-                    endpoint,
-                    key: Some(&key),
-                    provider: provider.name(),
-                    requested_model: &facts.model,
-                    model: &facts.model,
-                    status: 429,
-                    error_type,
-                    start,
-                    customer,
-                });
-                return Ok(rate_limited_response(format, &rejection));
-            }
-            Err(Err(e)) => return Err(e),
-        };
-        let quota = admission.as_ref().map(|a| a.quota);
-        let upstream_body =
-            request::rewrite(&body, &facts, route.upstream_model.as_deref(), inject)?;
-        let requested_model: Box<str> = facts.model.as_ref().into();
-        let stream = facts.stream;
-        let customer = customer.or_else(|| {
-            facts
-                .user
-                .as_deref()
-                .map(|u| ledger::row::bounded(u, ledger::row::MAX_CUSTOMER_CHARS))
-        });
-
-        // Forward.
-        let mut headers = parts.headers;
-        provider.header_policy().filter(&mut headers);
-        provider.authorize(&mut headers);
-        let mut upstream_req = Request::new(Full::new(upstream_body));
-        *upstream_req.method_mut() = Method::POST;
-        *upstream_req.uri_mut() = provider.upstream_uri(endpoint).clone();
-        *upstream_req.headers_mut() = headers;
-
-        let in_flight = self.metrics.in_flight(provider.name());
-        in_flight.add(1);
-        let upstream_start = Instant::now();
-        let mut pending = PendingRequest {
-            gw: self.clone(),
-            provider: provider.clone(),
-            key,
-            endpoint,
-            requested_model,
-            request_body: body,
-            start,
-            upstream_start: Some(upstream_start),
-            first_byte: None,
-            first_token: None,
-            overhead: upstream_start - start,
-            status: 0,
-            stream,
-            in_flight,
-            admission,
-            settled: false,
-            customer,
-            upstream_request_id: None,
-        };
-        let sent = tokio::time::timeout(route.timeout, upstream::send(&self.client, upstream_req));
-        let (resp, lease) = match sent.await {
-            Ok(Ok(r)) => r,
-            Ok(Err(e)) => {
-                let err = ProxyError::UpstreamUnreachable {
-                    provider: provider.name().to_string(),
-                    reason: error_chain(&e),
-                };
-                if let Some(left_out) = self.upstream_failure_log.allow(provider.name()) {
-                    tracing::warn!(provider = provider.name(), error = %err, left_out, "upstream request failed (logged at most every 10 s per provider; `left_out`: failures since the last line)");
-                }
-                pending.status = err.status();
-                pending.settle(
-                    Ending::GatewayError(err.status(), err.error_type()),
-                    Facts::default(),
-                );
-                return Ok(error_response(format, &err));
-            }
-            Err(_) => {
-                let err = ProxyError::UpstreamTimeout {
-                    provider: provider.name().to_string(),
-                    timeout: route.timeout,
-                };
-                if let Some(left_out) = self.upstream_failure_log.allow(provider.name()) {
-                    tracing::warn!(provider = provider.name(), error = %err, left_out, "upstream request timed out (logged at most every 10 s per provider; `left_out`: failures since the last line)");
-                }
-                pending.status = err.status();
-                pending.settle(
-                    Ending::GatewayError(err.status(), err.error_type()),
-                    Facts::default(),
-                );
-                return Ok(error_response(format, &err));
-            }
-        };
-
-        // Observe: the body goes back through the tap, which settles at its end.
-        let headers_at = Instant::now();
-        let (mut parts, upstream_body) = resp.into_parts();
-        pending.status = parts.status.as_u16();
-        pending.upstream_request_id = upstream_request_id(&parts.headers);
-        strip_hop_headers(&mut parts.headers);
-        if let Some(q) = quota {
-            q.write_headers(&mut parts.headers);
-        }
-        let is_sse = parts
-            .headers
-            .get(header::CONTENT_TYPE)
-            .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
-        let tap = if is_sse && parts.status.is_success() {
-            parts.headers.remove(header::CONTENT_LENGTH);
-            TapBody::sse(upstream_body, pending, inject, lease, route.stream)
-        } else {
-            TapBody::json(upstream_body, pending, lease, route.stream)
-        };
-        let mut tap = tap;
-        tap.add_overhead(headers_at.elapsed());
-        Ok(Response::from_parts(parts, Either::Right(tap)))
+        ctx.admission = self.admit(ctx, price_model, &facts, body.len()).await?;
+        // rewrite
+        let upstream = rewrite::rewrite(route, ctx.endpoint, &facts, parts.headers, &body)?;
+        ctx.request_body = body;
+        // send (observe follows in `forward`)
+        self.send(ctx, route, upstream).await
     }
-}
-
-/// The end user named by the client in `x-tollgate-customer`, for the ledger.
-fn customer_header(headers: &HeaderMap) -> Option<Box<str>> {
-    let v = headers.get("x-tollgate-customer")?.to_str().ok()?.trim();
-    (!v.is_empty()).then(|| ledger::row::bounded(v, ledger::row::MAX_CUSTOMER_CHARS))
-}
-
-/// The provider's request id: `x-request-id` (OpenAI and most others) or `request-id`
-/// (Anthropic).
-fn upstream_request_id(headers: &HeaderMap) -> Option<Box<str>> {
-    let v = headers
-        .get("x-request-id")
-        .or_else(|| headers.get("request-id"))?
-        .to_str()
-        .ok()?;
-    Some(ledger::row::bounded(v, ledger::row::MAX_REQUEST_ID_CHARS))
-}
-
-fn content_length(headers: &HeaderMap) -> Option<u64> {
-    headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse().ok())
-}
-
-fn strip_hop_headers(headers: &mut HeaderMap) {
-    for h in [
-        header::CONNECTION,
-        header::TRANSFER_ENCODING,
-        header::UPGRADE,
-        header::TRAILER,
-    ] {
-        headers.remove(h);
-    }
-    headers.remove("keep-alive");
-}
-
-/// Every cause of an upstream error, without the request (which may hold secrets).
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
-}
-
-/// 429 for a request refused by a limit or budget, with `Retry-After` and the quota headers.
-pub fn rate_limited_response(format: ApiFormat, r: &Rejection) -> Response<ResponseBody> {
-    let budget = r.limit == limits::LimitKind::Budget;
-    let (kind, code) = match (format, budget) {
-        (ApiFormat::OpenAi, true) => ("insufficient_quota", Some("budget_exceeded")),
-        (ApiFormat::OpenAi, false) => (r.limit.as_str(), Some("rate_limit_exceeded")),
-        (ApiFormat::Anthropic, _) => ("rate_limit_error", None),
-    };
-    let mut resp = json_error(format, 429, kind, code, &r.message());
-    let h = resp.headers_mut();
-    r.quota.write_headers(h);
-    if let Some((_, end)) = r.budget {
-        // The SDKs' own name for "do not retry": both official SDKs honour it before anything
-        // else. The reset time is ours to tell (message and header), not a Retry-After: the
-        // anthropic SDK sleeps for any Retry-After it is given (hours, for a daily budget).
-        if let Ok(v) = HeaderValue::from_str(&limits::calendar::rfc3339(end)) {
-            h.insert(BUDGET_RESET, v);
-        }
-    }
-    if budget || r.retry_after > MAX_RETRY_AFTER_SECS {
-        h.insert(SHOULD_RETRY, HeaderValue::from_static("false"));
-    } else {
-        let retry = r.retry_after.ceil().max(1.0) as u64;
-        h.insert(header::RETRY_AFTER, HeaderValue::from(retry));
-    }
-    resp
-}
-
-/// The longest `Retry-After` the gateway sends: a rate limit that refills later than this
-/// (an hourly or daily rate) is answered `x-should-retry: false` instead. 60 s is under the
-/// openai SDK's ceiling (it ignores a Retry-After over 120 s and backs off up to 8 s
-/// instead), and as long as a caller's SDK should sit in a retry sleep.
-pub const MAX_RETRY_AFTER_SECS: f64 = 60.0;
-
-/// Whether the client may retry, as the openai and anthropic SDKs read it.
-const SHOULD_RETRY: HeaderName = HeaderName::from_static("x-should-retry");
-
-/// When the exhausted budget's period ends (RFC 3339, UTC).
-pub const BUDGET_RESET: HeaderName = HeaderName::from_static("x-tollgate-budget-reset");
-
-/// An error answered by the gateway, in the client's format.
-pub fn error_response(format: ApiFormat, err: &ProxyError) -> Response<ResponseBody> {
-    let (kind, code) = err.client_type(format);
-    json_error(format, err.status(), kind, code, &err.to_string())
-}
-
-/// A JSON error body in `format`'s shape.
-pub fn json_error(
-    format: ApiFormat,
-    status: u16,
-    kind: &str,
-    code: Option<&str>,
-    message: &str,
-) -> Response<ResponseBody> {
-    let body = format.error_body(kind, code, message);
-    let mut resp = Response::new(Either::Left(Full::new(Bytes::from(body))));
-    *resp.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    resp
 }

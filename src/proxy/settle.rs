@@ -1,27 +1,27 @@
-//! Settlement: turns what a request consumed into cost and metrics, exactly once.
+//! Settlement: turns what a request consumed into cost and metrics, exactly once, and the one
+//! place where ledger rows and metrics are built, for finished and refused requests alike.
 //!
-//! A [`PendingRequest`] is created when a request is about to be forwarded and travels with
-//! it into the response body. It settles when the body ends, when the upstream fails, or, if
-//! neither happened, when it is dropped: the client went away, status `499`.
+//! A [`RequestContext`](super::context::RequestContext) settles when its response body ends,
+//! when the gateway refuses it or the upstream fails, or, if none of these happened, when it is
+//! dropped: the client went away, status `499`.
 //!
 //! Settling takes the times and closes the request at once; reading a JSON body's usage,
 //! pricing, the limits, the metrics and the ledger row then run after the response's last
 //! bytes are written (see [`super::deferred`]), so none of it adds to the client's latency.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 
 use super::Gateway;
-use super::deferred;
 use super::tap::JsonBody;
 use crate::config::KeyInfo;
 use crate::ledger::UsageRow;
 use crate::ledger::row::{MAX_MODEL_CHARS, bounded};
 use crate::limits::Admission;
 use crate::metering::{Usage, UsageSource, estimate};
-use crate::metrics::{Gauge, Observation};
+use crate::metrics::Observation;
 use crate::providers::{Endpoint, Provider};
 
 /// What the response told us, from a whole body or a stream.
@@ -74,100 +74,6 @@ pub enum Ending {
     GatewayShutdown,
 }
 
-/// A request in flight, settled exactly once.
-pub struct PendingRequest {
-    pub(super) gw: Arc<Gateway>,
-    pub(super) provider: Arc<dyn Provider>,
-    pub(super) key: Arc<KeyInfo>,
-    pub(super) endpoint: Endpoint,
-    pub(super) requested_model: Box<str>,
-    pub(super) request_body: Bytes,
-    pub(super) start: Instant,
-    pub(super) upstream_start: Option<Instant>,
-    pub(super) first_byte: Option<Instant>,
-    /// Streams: when the first output text (or tool-call arguments) passed.
-    pub(super) first_token: Option<Instant>,
-    pub(super) overhead: Duration,
-    pub(super) status: u16,
-    pub(super) stream: bool,
-    pub(super) in_flight: Arc<Gauge>,
-    pub(super) admission: Option<Admission>,
-    pub(super) settled: bool,
-    /// The end user, for the ledger: `x-tollgate-customer`, else the body's `user`.
-    pub(super) customer: Option<Box<str>>,
-    /// The provider's id of this request, from its response headers.
-    pub(super) upstream_request_id: Option<Box<str>>,
-}
-
-impl PendingRequest {
-    /// Settles with `ending` and what the response said. Later calls do nothing.
-    pub fn settle(&mut self, ending: Ending, said: impl Into<Said>) {
-        if std::mem::replace(&mut self.settled, true) {
-            return;
-        }
-        // Past the grace period the gateway drops what is still open: not the client's doing.
-        let ending = if ending == Ending::ClientGone && self.gw.is_past_grace() {
-            Ending::GatewayShutdown
-        } else {
-            ending
-        };
-        self.in_flight.add(-1);
-        let now = Instant::now();
-        deferred::run_after_write(Closing {
-            gw: self.gw.clone(),
-            provider: self.provider.clone(),
-            key: self.key.clone(),
-            endpoint: self.endpoint,
-            requested_model: std::mem::take(&mut self.requested_model),
-            request_body: std::mem::take(&mut self.request_body),
-            said: said.into(),
-            ending,
-            upstream_status: self.status,
-            duration: now - self.start,
-            upstream: self.upstream_start.map(|s| now - s),
-            time_to_first_token: if self.stream {
-                self.first_token.or(self.first_byte).map(|t| t - self.start)
-            } else {
-                None
-            },
-            overhead: self.overhead,
-            admission: self.admission.take(),
-            stream: self.stream,
-            finished_at: chrono::Utc::now(),
-            customer: self.customer.take(),
-            upstream_request_id: self.upstream_request_id.take(),
-        });
-    }
-}
-
-impl PendingRequest {
-    /// Moves this request into a new one that will settle it (a stream read on after its
-    /// client left); this one is left settled.
-    pub(super) fn hand_off(&mut self) -> PendingRequest {
-        self.settled = true;
-        PendingRequest {
-            gw: self.gw.clone(),
-            provider: self.provider.clone(),
-            key: self.key.clone(),
-            endpoint: self.endpoint,
-            requested_model: std::mem::take(&mut self.requested_model),
-            request_body: std::mem::take(&mut self.request_body),
-            start: self.start,
-            upstream_start: self.upstream_start,
-            first_byte: self.first_byte,
-            first_token: self.first_token,
-            overhead: self.overhead,
-            status: self.status,
-            stream: self.stream,
-            in_flight: self.in_flight.clone(),
-            admission: self.admission.take(),
-            settled: false,
-            customer: self.customer.take(),
-            upstream_request_id: self.upstream_request_id.take(),
-        }
-    }
-}
-
 /// The tokens seen so far when a response did not report its usage in full: reported input,
 /// else an estimate of the request, and the larger of reported output and the output text seen.
 fn estimated_usage(reported: Option<Usage>, request_body: &[u8], text: &str) -> (Usage, bool) {
@@ -188,25 +94,25 @@ fn estimated_usage(reported: Option<Usage>, request_body: &[u8], text: &str) -> 
 /// A settled request, owned, so that what it recorded can be worked out after the response is
 /// written, or on a blocking thread when its tokens must be estimated.
 pub(super) struct Closing {
-    gw: Arc<Gateway>,
-    provider: Arc<dyn Provider>,
-    key: Arc<KeyInfo>,
-    endpoint: Endpoint,
-    requested_model: Box<str>,
-    request_body: Bytes,
-    said: Said,
-    ending: Ending,
+    pub(super) gw: Arc<Gateway>,
+    pub(super) provider: Option<Arc<dyn Provider>>,
+    pub(super) key: Option<Arc<KeyInfo>>,
+    pub(super) endpoint: Endpoint,
+    pub(super) requested_model: Box<str>,
+    pub(super) request_body: Bytes,
+    pub(super) said: Said,
+    pub(super) ending: Ending,
     /// The provider's status (0 when none answered).
-    upstream_status: u16,
-    duration: Duration,
-    upstream: Option<Duration>,
-    time_to_first_token: Option<Duration>,
-    overhead: Duration,
-    admission: Option<Admission>,
-    stream: bool,
-    finished_at: chrono::DateTime<chrono::Utc>,
-    customer: Option<Box<str>>,
-    upstream_request_id: Option<Box<str>>,
+    pub(super) upstream_status: u16,
+    pub(super) duration: Duration,
+    pub(super) upstream: Option<Duration>,
+    pub(super) time_to_first_token: Option<Duration>,
+    pub(super) overhead: Duration,
+    pub(super) admission: Option<Admission>,
+    pub(super) stream: bool,
+    pub(super) finished_at: chrono::DateTime<chrono::Utc>,
+    pub(super) customer: Option<Box<str>>,
+    pub(super) upstream_request_id: Option<Box<str>>,
 }
 
 impl Closing {
@@ -217,9 +123,10 @@ impl Closing {
         let success = (200..300).contains(&self.upstream_status);
         let facts = match std::mem::replace(&mut self.said, Said::Facts(Facts::default())) {
             Said::Facts(f) => f,
-            Said::Body { body, complete } => {
-                body.facts(&*self.provider, self.endpoint, success, complete)
-            }
+            Said::Body { body, complete } => match &self.provider {
+                Some(p) => body.facts(&**p, self.endpoint, success, complete),
+                None => Facts::default(),
+            },
         };
         let (status, error_type): (u16, Option<&'static str>) = match self.ending {
             Ending::Complete if success => (self.upstream_status, facts.error),
@@ -271,12 +178,16 @@ impl Closing {
         usage: Usage,
         source: UsageSource,
     ) {
-        let model = model.as_deref().unwrap_or(&self.requested_model);
+        // Refused before routing: no provider, and the model is `none`, not a name the
+        // client chose (an unknown model must not make a series).
+        let (provider, model) = match &self.provider {
+            Some(p) => (p.name(), model.as_deref().unwrap_or(&self.requested_model)),
+            None => ("none", "none"),
+        };
         let max = self.gw.config.metering.max_tokens_per_request;
         let (usage, source) = match usage.bounded(max) {
             (bounded, true) => {
-                self.gw
-                    .warn_implausible(self.provider.name(), model, &usage, max);
+                self.gw.warn_implausible(provider, model, &usage, max);
                 (bounded, UsageSource::Implausible)
             }
             (usage, false) => (usage, source),
@@ -286,73 +197,91 @@ impl Closing {
         // reprice a request that began before it).
         let started_at = self.finished_at - self.duration;
         let at = started_at.timestamp();
-        let price = prices
-            .lookup_at(model, at)
-            .or_else(|| prices.lookup_at(&self.requested_model, at));
+        let price = match self.provider {
+            Some(_) => prices
+                .lookup_at(model, at)
+                .or_else(|| prices.lookup_at(&self.requested_model, at)),
+            None => None,
+        };
         let cost_nanos = price.map_or(0, |p| {
             crate::metering::pricing::apply_multiplier(
                 p.cost_nanos(&usage),
-                prices.multiplier(self.provider.name()),
+                prices.multiplier(provider),
             )
         });
         if let Some(admission) = self.admission {
             self.gw.limiter.settle(admission, usage.total(), cost_nanos);
         }
         if price.is_none() && !usage.is_zero() {
-            self.gw.warn_unpriced(self.provider.name(), model);
+            self.gw.warn_unpriced(provider, model);
         }
+        let (team, key_name) = self
+            .key
+            .as_deref()
+            .map_or(("", ""), |k| (&*k.team, &*k.name));
         // The ledger row first: when `requests_total` counts a request, its row is offered.
-        if self.gw.ledger.is_enabled() {
-            self.gw.ledger.record(UsageRow {
-                id: uuid::Uuid::now_v7(),
-                started_at,
-                duration: self.duration,
-                time_to_first_token: self.time_to_first_token,
-                key_name: self.key.name.clone(),
-                team: self.key.team.clone(),
-                customer: self.customer,
-                provider: self.provider.name().into(),
-                requested_model: bounded(&self.requested_model, MAX_MODEL_CHARS),
-                model: bounded(model, MAX_MODEL_CHARS),
-                endpoint: self.endpoint.path(),
-                stream: self.stream,
-                status_code: status,
-                error_type,
-                usage,
-                // Never cut: `cost_nanos` is at most MAX_COST_NANOS, i64::MAX.
-                cost_nanos: i64::try_from(cost_nanos).unwrap_or(i64::MAX),
-                usage_source: source,
-                upstream_request_id: self.upstream_request_id,
-                price_id: price.map(|p| p.id.clone()),
-                service_tier: crate::metering::ServiceTier::Standard,
-            });
+        let ledger = &self.gw.ledger;
+        match &self.key {
+            // No key, no bill: counted per minute, never a row (a flood of 401s through the
+            // rows' channel evicted billed rows: 119 of 1,000).
+            None => {
+                ledger.record_unauthenticated(error_type.unwrap_or("none"), self.endpoint.path())
+            }
+            Some(key) if ledger.is_enabled() => {
+                let row = UsageRow {
+                    id: uuid::Uuid::now_v7(),
+                    started_at,
+                    duration: self.duration,
+                    time_to_first_token: self.time_to_first_token,
+                    key_name: key.name.clone(),
+                    team: key.team.clone(),
+                    customer: self.customer,
+                    provider: provider.into(),
+                    requested_model: bounded(&self.requested_model, MAX_MODEL_CHARS),
+                    model: bounded(model, MAX_MODEL_CHARS),
+                    endpoint: self.endpoint.path(),
+                    stream: self.stream,
+                    status_code: status,
+                    error_type,
+                    usage,
+                    // Never cut: `cost_nanos` is at most MAX_COST_NANOS, i64::MAX.
+                    cost_nanos: i64::try_from(cost_nanos).unwrap_or(i64::MAX),
+                    usage_source: source,
+                    upstream_request_id: self.upstream_request_id,
+                    price_id: price.map(|p| p.id.clone()),
+                    service_tier: crate::metering::ServiceTier::Standard,
+                };
+                // Nothing was sent upstream: a refusal, which may use only half the channel,
+                // so refusals never take the room of billed rows.
+                if self.upstream.is_none() {
+                    ledger.record_refusal(row);
+                } else {
+                    ledger.record(row);
+                }
+            }
+            Some(_) => {}
         }
-        self.gw.metrics.record_for_key(
-            &Observation {
-                provider: self.provider.name(),
-                model,
-                team: &self.key.team,
-                key: &self.key.name,
-                endpoint: self.endpoint.path(),
-                status_code: status_label(status),
-                error_type,
-                usage,
-                cost_nanos,
-                priced: price.is_some(),
-                usage_source: source,
-                duration: self.duration,
-                upstream: self.upstream,
-                time_to_first_token: self.time_to_first_token,
-                overhead: Some(self.overhead),
-            },
-            &self.key.series,
-        );
-    }
-}
-
-impl Drop for PendingRequest {
-    fn drop(&mut self) {
-        self.settle(Ending::ClientGone, Facts::default());
+        let observation = Observation {
+            provider,
+            model,
+            team,
+            key: key_name,
+            endpoint: self.endpoint.path(),
+            status_code: status_label(status),
+            error_type,
+            usage,
+            cost_nanos,
+            priced: price.is_some(),
+            usage_source: source,
+            duration: self.duration,
+            upstream: self.upstream,
+            time_to_first_token: self.time_to_first_token,
+            overhead: Some(self.overhead),
+        };
+        match &self.key {
+            Some(k) => self.gw.metrics.record_for_key(&observation, &k.series),
+            None => self.gw.metrics.record(&observation),
+        }
     }
 }
 

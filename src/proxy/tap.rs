@@ -13,7 +13,8 @@ use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
-use super::settle::{Ending, Facts, PendingRequest, Said};
+use super::context::PendingRequest;
+use super::settle::{Ending, Facts, Said};
 use super::sse::SseScanner;
 use super::upstream::Lease;
 use crate::config::StreamPolicy;
@@ -177,7 +178,7 @@ impl TapBody {
 
     /// Adds time spent in the gateway after the upstream answered (response handling).
     pub fn add_overhead(&mut self, d: std::time::Duration) {
-        self.pending.overhead += d;
+        self.pending.ctx.overhead += d;
     }
 
     fn on_data(&mut self, data: Bytes) -> Bytes {
@@ -185,7 +186,7 @@ impl TapBody {
             self.pending.first_byte = Some(Instant::now());
         }
         let provider = &self.pending.provider;
-        let endpoint = self.pending.endpoint;
+        let endpoint = self.pending.ctx.endpoint;
         match &mut self.mode {
             Mode::Json(body) => {
                 body.push(&data);
@@ -219,7 +220,7 @@ impl TapBody {
     /// the tap's buffers; a JSON body is read later, after the client has it.
     fn take_said(&mut self, ended: bool) -> (Said, Bytes) {
         let provider = &self.pending.provider;
-        let endpoint = self.pending.endpoint;
+        let endpoint = self.pending.ctx.endpoint;
         match &mut self.mode {
             Mode::Json(body) => (
                 Said::Body {
@@ -433,6 +434,7 @@ impl TapBody {
     fn spawn(mut self, bound: std::time::Duration) {
         let gauge = self
             .pending
+            .ctx
             .gw
             .metrics
             .draining(self.pending.provider.name());

@@ -1,0 +1,73 @@
+//! Observe: the provider's response goes back to the client through a tap that reads its
+//! usage as it passes and settles the request at the body's end.
+
+use std::time::Instant;
+
+use http::{HeaderMap, Response, header};
+use http_body_util::Either;
+
+use super::ResponseBody;
+use super::context::{PendingRequest, RequestContext};
+use super::send::Sent;
+use super::tap::TapBody;
+use crate::ledger;
+
+/// The client's response: the provider's status and headers (hop-by-hop ones removed, the
+/// quota headers added) and its body behind a tap.
+pub(super) fn observe(mut ctx: RequestContext, sent: Sent) -> Response<ResponseBody> {
+    let headers_at = Instant::now();
+    let (mut parts, upstream_body) = sent.response.into_parts();
+    ctx.status = parts.status.as_u16();
+    ctx.upstream_request_id = upstream_request_id(&parts.headers);
+    strip_hop_headers(&mut parts.headers);
+    if let Some(a) = &ctx.admission {
+        a.quota.write_headers(&mut parts.headers);
+    }
+    let is_sse = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
+    let pending = PendingRequest {
+        ctx,
+        provider: sent.provider,
+        first_byte: None,
+        first_token: None,
+    };
+    let mut tap = if is_sse && parts.status.is_success() {
+        parts.headers.remove(header::CONTENT_LENGTH);
+        TapBody::sse(
+            upstream_body,
+            pending,
+            sent.inject_usage,
+            sent.lease,
+            sent.policy,
+        )
+    } else {
+        TapBody::json(upstream_body, pending, sent.lease, sent.policy)
+    };
+    tap.add_overhead(headers_at.elapsed());
+    Response::from_parts(parts, Either::Right(tap))
+}
+
+/// The provider's request id: `x-request-id` (OpenAI and most others) or `request-id`
+/// (Anthropic).
+fn upstream_request_id(headers: &HeaderMap) -> Option<Box<str>> {
+    let v = headers
+        .get("x-request-id")
+        .or_else(|| headers.get("request-id"))?
+        .to_str()
+        .ok()?;
+    Some(ledger::row::bounded(v, ledger::row::MAX_REQUEST_ID_CHARS))
+}
+
+fn strip_hop_headers(headers: &mut HeaderMap) {
+    for h in [
+        header::CONNECTION,
+        header::TRANSFER_ENCODING,
+        header::UPGRADE,
+        header::TRAILER,
+    ] {
+        headers.remove(h);
+    }
+    headers.remove("keep-alive");
+}

@@ -1,0 +1,46 @@
+//! Rewrite: the request the provider gets. The client's bytes with the upstream model and
+//! `stream_options.include_usage` spliced in where needed, the client's headers filtered by
+//! the provider kind's allow-list, and the provider's own authentication added.
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, Request};
+use http_body_util::Full;
+
+use super::error::ProxyError;
+use super::request::{self, RequestFacts};
+use crate::config::Route;
+use crate::providers::Endpoint;
+
+/// The upstream request, and whether the gateway asked for stream usage the client did not
+/// (the tap then removes it again).
+pub(super) struct Rewritten {
+    pub(super) request: Request<Full<Bytes>>,
+    pub(super) inject_usage: bool,
+}
+
+/// Builds the upstream request for `route` from the client's `headers` and `body`.
+pub(super) fn rewrite(
+    route: &Route,
+    endpoint: Endpoint,
+    facts: &RequestFacts<'_>,
+    mut headers: HeaderMap,
+    body: &Bytes,
+) -> Result<Rewritten, ProxyError> {
+    let provider = &route.provider;
+    let inject_usage = facts.stream
+        && endpoint.needs_include_usage()
+        && provider.inject_stream_usage()
+        && !facts.include_usage;
+    let upstream_body =
+        request::rewrite(body, facts, route.upstream_model.as_deref(), inject_usage)?;
+    provider.header_policy().filter(&mut headers);
+    provider.authorize(&mut headers);
+    let mut upstream = Request::new(Full::new(upstream_body));
+    *upstream.method_mut() = Method::POST;
+    *upstream.uri_mut() = provider.upstream_uri(endpoint).clone();
+    *upstream.headers_mut() = headers;
+    Ok(Rewritten {
+        request: upstream,
+        inject_usage,
+    })
+}
