@@ -21,7 +21,7 @@
 //! it, swaps the client's key for the provider's, and forwards. The response body is returned
 //! wrapped in a [`proxy::tap::TapBody`], which passes every frame on as it arrives and reads
 //! usage from the JSON body or the SSE events; when the body ends, breaks, or the client goes
-//! away, [`proxy::settle::PendingRequest`] settles exactly once; on a worker thread the usage,
+//! away, [`proxy::PendingRequest`] settles exactly once; on a worker thread the usage,
 //! cost, limits, metrics and the [`ledger::UsageRow`] (handed to the ledger's writer without
 //! waiting) are recorded just after the response's last bytes are written.
 

@@ -1,7 +1,7 @@
 //! Settlement: turns what a request consumed into cost and metrics, exactly once, and the one
 //! place where ledger rows and metrics are built, for finished and refused requests alike.
 //!
-//! A [`RequestContext`](super::context::RequestContext) settles when its response body ends,
+//! A `RequestContext` (`context.rs`) settles when its response body ends,
 //! when the gateway refuses it or the upstream fails, or, if none of these happened, when it is
 //! dropped: the client went away, status `499`.
 //!
