@@ -328,12 +328,17 @@ def cost() -> Board:
             unit="currencyUSD", instant=True, w=8,
             description="What the meter does not explain, in USD over the window; GET /api/v1/billing "
                         "gives the explanation per provider, model and day.")
+    b.panel("bargauge", "Capture ratio, last complete UTC day (the alert's value)",
+            [(f"max by (provider, model) (llm_gateway_billing_capture_ratio{{{PM}}})",
+              "{{provider}}/{{model}}")], unit="percentunit", instant=True, w=8,
+            description="llm_gateway_billing_capture_ratio: metered / billed for yesterday (UTC), the day the "
+                        "provider has finished billing. TollgateBillingCaptureLow fires under 0.9 for 1h.")
     b.panel("stat", "Time since the bill was fetched",
             [("time() - max by (source) (llm_gateway_billing_last_success_timestamp_seconds)",
-              "{{source}}")], unit="s", w=12)
+              "{{source}}")], unit="s", w=8)
     b.panel("bargauge", "Billing fetch errors",
             [("sum by (source, reason) (increase(llm_gateway_billing_fetch_errors_total[$__range]))",
-              "{{source}} {{reason}}")], unit="short", instant=True, w=12)
+              "{{source}} {{reason}}")], unit="short", instant=True, w=8)
     return b
 
 

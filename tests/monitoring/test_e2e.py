@@ -73,13 +73,18 @@ def any_pending(prefix: str) -> bool:
 
 def billing_mock() -> tuple[str, "object"]:
     """OpenAI's billing API, as documented (docs: provider-apis.md), with today's bill for
-    project proj_e2e: 1.25 USD of gpt-4o-mini input, 1000 input and 100 output tokens."""
+    project proj_e2e: 1.25 USD of gpt-4o-mini input, 1000 input and 100 output tokens; and
+    yesterday's: 2.00 USD of gpt-4o that never went through the gateway (capture 0, the last
+    complete day: TollgateBillingCaptureLow goes pending)."""
     import http.server
     day = int(time.time()) // 86400 * 86400
 
-    def bucket(results):
-        return json.dumps({"object": "page", "has_more": False, "next_page": None, "data": [
-            {"object": "bucket", "start_time": day, "end_time": day + 86400, "results": results}]})
+    def bucket(results, yesterday=()):
+        data = [{"object": "bucket", "start_time": day, "end_time": day + 86400, "results": results}]
+        if yesterday:
+            data.insert(0, {"object": "bucket", "start_time": day - 86400, "end_time": day,
+                            "results": list(yesterday)})
+        return json.dumps({"object": "page", "has_more": False, "next_page": None, "data": data})
 
     class H(http.server.BaseHTTPRequestHandler):
         def do_GET(self):  # noqa: N802
@@ -89,7 +94,10 @@ def billing_mock() -> tuple[str, "object"]:
             elif path == "/v1/organization/costs":
                 code, body = 200, bucket([{"object": "organization.costs.result",
                                            "amount": {"value": 1.25, "currency": "usd"},
-                                           "line_item": "gpt-4o-mini, input_tokens", "project_id": "proj_e2e"}])
+                                           "line_item": "gpt-4o-mini, input_tokens", "project_id": "proj_e2e"}],
+                                         [{"object": "organization.costs.result",
+                                           "amount": {"value": 2.0, "currency": "usd"},
+                                           "line_item": "gpt-4o, input_tokens", "project_id": "proj_e2e"}])
             elif path == "/v1/organization/usage/completions":
                 code, body = 200, bucket([{"object": "organization.usage.completions.result",
                                            "input_tokens": 1000, "output_tokens": 100, "num_model_requests": 4,
@@ -668,6 +676,24 @@ def test_the_bill_is_scraped(stack):
     assert stack.prom.scalar('sum(llm_gateway_billed_tokens{provider="openai",token_type="output"})') == 100
     assert stack.prom.scalar('time() - max(llm_gateway_billing_last_success_timestamp_seconds)') < 3600
     assert stack.prom.scalar('sum(llm_gateway_billing_fetch_errors_total{source="openai-org"})') == 0
+
+
+def test_a_bill_the_gateway_did_not_meter_makes_the_capture_alert_pending(stack):
+    """Yesterday's bill holds 2.00 USD of gpt-4o that no request through the gateway made: the
+    last complete day's capture ratio is 0, and TollgateBillingCaptureLow (for: 1h) is pending
+    on the live Prometheus, for that model only."""
+    p = stack.prom
+    p.wait_for("capture ratio scraped", lambda: p.vector(
+        'llm_gateway_billing_capture_ratio{provider="openai",model="gpt-4o"}'))
+    assert p.scalar('sum(llm_gateway_billing_capture_ratio{provider="openai",model="gpt-4o"})') == 0
+
+    def capture_alerts():
+        return [a for a in p.api("alerts")["data"]["alerts"]
+                if a["labels"]["alertname"] == "TollgateBillingCaptureLow"]
+    p.wait_for("TollgateBillingCaptureLow pending", capture_alerts)
+    alerts = capture_alerts()
+    assert [(a["labels"]["provider"], a["labels"]["model"], a["state"]) for a in alerts] == [
+        ("openai", "gpt-4o", "pending")], alerts
 
 
 def test_docs_queries_run_and_return_data(stack):
