@@ -38,3 +38,4 @@ pub mod providers;
 pub mod proxy;
 pub mod server;
 pub mod sim;
+pub mod translate;

@@ -60,6 +60,9 @@ pub struct UsageRow {
     pub price_id: Option<Arc<str>>,
     /// The service tier the request was billed at.
     pub service_tier: ServiceTier,
+    /// The provider's endpoint when the gateway translated the request (else `None`: the
+    /// client's endpoint is the one called).
+    pub upstream_endpoint: Option<&'static str>,
 }
 
 impl UsageRow {
@@ -96,6 +99,7 @@ impl UsageRow {
             upstream_request_id: None,
             price_id: None,
             service_tier: ServiceTier::Standard,
+            upstream_endpoint: None,
         }
     }
 

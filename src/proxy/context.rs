@@ -18,10 +18,12 @@ use super::request::RequestFacts;
 use super::respond;
 use super::settle::{Closing, Ending, Facts, Said};
 use crate::config::KeyInfo;
+use crate::config::Route;
 use crate::ledger;
 use crate::limits::{Admission, Rejection};
 use crate::metrics::Gauge;
 use crate::providers::{Endpoint, Provider};
+use crate::translate::Translation;
 
 /// Why a request got no upstream response: the gateway's own error, or a limit.
 pub enum Refusal {
@@ -69,6 +71,10 @@ pub struct RequestContext {
     pub(super) customer: Option<Box<str>>,
     /// Set by `route`. `None`: refused before a provider was chosen (label `none`).
     pub(super) provider: Option<Arc<dyn Provider>>,
+    /// Set by `route`: the provider answers in another format, translated both ways.
+    pub(super) translation: Option<Translation>,
+    /// Set by `parse`: the client asked for `stream_options.include_usage`.
+    pub(super) include_usage: bool,
     /// Set by `admit`: what the limits reserved, settled with the real usage.
     pub(super) admission: Option<Admission>,
     /// Set by `rewrite`: the client's body, for estimates when no usage is reported.
@@ -98,6 +104,8 @@ impl RequestContext {
             stream: false,
             customer: customer_header(headers),
             provider: None,
+            translation: None,
+            include_usage: false,
             admission: None,
             request_body: Bytes::new(),
             upstream_start: None,
@@ -113,12 +121,25 @@ impl RequestContext {
     pub(super) fn parsed(&mut self, facts: &RequestFacts<'_>) {
         self.requested_model = ledger::row::bounded(&facts.model, ledger::row::MAX_MODEL_CHARS);
         self.stream = facts.stream;
+        self.include_usage = facts.include_usage;
         if self.customer.is_none() {
             self.customer = facts
                 .user
                 .as_deref()
                 .map(|u| ledger::row::bounded(u, ledger::row::MAX_CUSTOMER_CHARS));
         }
+    }
+
+    /// What `route` chose.
+    pub(super) fn routed(&mut self, route: &Route, translation: Option<Translation>) {
+        self.provider = Some(route.provider.clone());
+        self.translation = translation;
+    }
+
+    /// The endpoint called upstream: the client's, unless translated.
+    pub(super) fn upstream_endpoint(&self) -> Endpoint {
+        self.translation
+            .map_or(self.endpoint, Translation::upstream_endpoint)
     }
 
     /// The request leaves for the provider now.
@@ -177,6 +198,7 @@ impl RequestContext {
             provider: self.provider.take(),
             key: self.key.take(),
             endpoint: self.endpoint,
+            upstream_endpoint: self.translation.map(Translation::upstream_endpoint),
             requested_model: std::mem::take(&mut self.requested_model),
             request_body: std::mem::take(&mut self.request_body),
             said: said.into(),
@@ -209,6 +231,8 @@ impl RequestContext {
             stream: self.stream,
             customer: self.customer.take(),
             provider: self.provider.clone(),
+            translation: self.translation,
+            include_usage: self.include_usage,
             admission: self.admission.take(),
             request_body: std::mem::take(&mut self.request_body),
             upstream_start: self.upstream_start,

@@ -40,6 +40,9 @@ pub enum ProxyError {
     /// answer, and the request is counted as the client's leaving, not as a bad request.
     #[error("the client closed the connection before sending the whole body")]
     ClientGone,
+    /// The request uses a field the provider's format has no equivalent for.
+    #[error("{0}")]
+    Untranslatable(#[from] crate::translate::Untranslatable),
     /// Not JSON, or not an object.
     #[error("request body is not valid JSON: {0}")]
     MalformedJson(String),
@@ -109,7 +112,8 @@ impl ProxyError {
             ProxyError::BodyRead(_)
             | ProxyError::MalformedJson(_)
             | ProxyError::MissingModel
-            | ProxyError::EndpointNotServed { .. } => 400,
+            | ProxyError::EndpointNotServed { .. }
+            | ProxyError::Untranslatable(_) => 400,
             ProxyError::UnknownModel(_) => 404,
             ProxyError::ClientGone => 499,
             ProxyError::UpstreamUnreachable { .. } => 502,
@@ -135,6 +139,7 @@ impl ProxyError {
             ProxyError::BodyTimeout { .. } => "body_timeout",
             ProxyError::BodyRead(_) => "body_read",
             ProxyError::ClientGone => "client_disconnected",
+            ProxyError::Untranslatable(_) => "untranslatable",
             ProxyError::MalformedJson(_) => "malformed_json",
             ProxyError::MissingModel => "missing_model",
             ProxyError::UnknownModel(_) => "unknown_model",

@@ -252,13 +252,13 @@ impl Gateway {
         let facts = request::RequestFacts::parse(&body)?;
         ctx.parsed(&facts);
         // route
-        let route = route::route(&self.config, ctx.endpoint, &facts)?;
-        ctx.provider = Some(route.provider.clone());
+        let (route, translation) = route::route(&self.config, ctx.endpoint, &facts)?;
+        ctx.routed(route, translation);
         // admit
         let price_model = route.upstream_model.as_deref().unwrap_or(&facts.model);
         ctx.admission = self.admit(ctx, price_model, &facts, body.len()).await?;
         // rewrite
-        let upstream = rewrite::rewrite(route, ctx.endpoint, &facts, parts.headers, &body)?;
+        let upstream = rewrite::rewrite(route, ctx, &facts, parts.headers, &body)?;
         ctx.request_body = body;
         // send (observe follows in `forward`)
         self.send(ctx, route, upstream).await

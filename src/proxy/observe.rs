@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use http::{HeaderMap, Response, header};
+use http::{HeaderMap, HeaderValue, Response, header};
 use http_body_util::Either;
 
 use super::ResponseBody;
@@ -27,6 +27,19 @@ pub(super) fn observe(mut ctx: RequestContext, sent: Sent) -> Response<ResponseB
         .headers
         .get(header::CONTENT_TYPE)
         .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
+    let translator = ctx.translation.map(|t| {
+        // The client's format, whatever the provider's: length and type are the translation's.
+        parts.headers.remove(header::CONTENT_LENGTH);
+        let content_type = if is_sse && parts.status.is_success() {
+            "text/event-stream"
+        } else {
+            "application/json"
+        };
+        parts
+            .headers
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+        Box::new(t.response(parts.status.as_u16(), is_sse, ctx.include_usage))
+    });
     let pending = PendingRequest {
         ctx,
         provider: sent.provider,
@@ -45,6 +58,9 @@ pub(super) fn observe(mut ctx: RequestContext, sent: Sent) -> Response<ResponseB
     } else {
         TapBody::json(upstream_body, pending, sent.lease, sent.policy)
     };
+    if let Some(t) = translator {
+        tap.translate(t);
+    }
     tap.add_overhead(headers_at.elapsed());
     Response::from_parts(parts, Either::Right(tap))
 }

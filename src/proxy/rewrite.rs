@@ -6,10 +6,10 @@ use bytes::Bytes;
 use http::{HeaderMap, Method, Request};
 use http_body_util::Full;
 
+use super::context::RequestContext;
 use super::error::ProxyError;
 use super::request::{self, RequestFacts};
 use crate::config::Route;
-use crate::providers::Endpoint;
 
 /// The upstream request, and whether the gateway asked for stream usage the client did not
 /// (the tap then removes it again).
@@ -18,21 +18,31 @@ pub(super) struct Rewritten {
     pub(super) inject_usage: bool,
 }
 
-/// Builds the upstream request for `route` from the client's `headers` and `body`.
+/// Builds the upstream request for `route` from the client's `headers` and `body`: the
+/// client's bytes spliced, or translated into the provider's format.
 pub(super) fn rewrite(
     route: &Route,
-    endpoint: Endpoint,
+    ctx: &RequestContext,
     facts: &RequestFacts<'_>,
     mut headers: HeaderMap,
     body: &Bytes,
 ) -> Result<Rewritten, ProxyError> {
     let provider = &route.provider;
-    let inject_usage = facts.stream
-        && endpoint.needs_include_usage()
-        && provider.inject_stream_usage()
-        && !facts.include_usage;
-    let upstream_body =
-        request::rewrite(body, facts, route.upstream_model.as_deref(), inject_usage)?;
+    let endpoint = ctx.upstream_endpoint();
+    let upstream_model = route.upstream_model.as_deref();
+    let (upstream_body, inject_usage) = match ctx.translation {
+        Some(t) => (t.request(body, upstream_model)?, false),
+        None => {
+            let inject = facts.stream
+                && endpoint.needs_include_usage()
+                && provider.inject_stream_usage()
+                && !facts.include_usage;
+            (
+                request::rewrite(body, facts, upstream_model, inject)?,
+                inject,
+            )
+        }
+    };
     provider.header_policy().filter(&mut headers);
     provider.authorize(&mut headers);
     let mut upstream = Request::new(Full::new(upstream_body));

@@ -98,6 +98,8 @@ pub(super) struct Closing {
     pub(super) provider: Option<Arc<dyn Provider>>,
     pub(super) key: Option<Arc<KeyInfo>>,
     pub(super) endpoint: Endpoint,
+    /// The provider's endpoint when the request was translated.
+    pub(super) upstream_endpoint: Option<Endpoint>,
     pub(super) requested_model: Box<str>,
     pub(super) request_body: Bytes,
     pub(super) said: Said,
@@ -124,7 +126,12 @@ impl Closing {
         let facts = match std::mem::replace(&mut self.said, Said::Facts(Facts::default())) {
             Said::Facts(f) => f,
             Said::Body { body, complete } => match &self.provider {
-                Some(p) => body.facts(&**p, self.endpoint, success, complete),
+                Some(p) => body.facts(
+                    &**p,
+                    self.upstream_endpoint.unwrap_or(self.endpoint),
+                    success,
+                    complete,
+                ),
                 None => Facts::default(),
             },
         };
@@ -250,6 +257,7 @@ impl Closing {
                     upstream_request_id: self.upstream_request_id,
                     price_id: price.map(|p| p.id.clone()),
                     service_tier: crate::metering::ServiceTier::Standard,
+                    upstream_endpoint: self.upstream_endpoint.map(Endpoint::path),
                 };
                 // Nothing was sent upstream: a refusal, which may use only half the channel,
                 // so refusals never take the room of billed rows.

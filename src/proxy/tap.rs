@@ -19,6 +19,7 @@ use super::sse::SseScanner;
 use super::upstream::Lease;
 use crate::config::StreamPolicy;
 use crate::providers::{Endpoint, Provider, StreamFacts};
+use crate::translate::Translator;
 
 /// How much of a large JSON body is kept for reading usage: the first chunk (model, id) and
 /// at least this many bytes of the end (usage).
@@ -121,6 +122,8 @@ pub struct TapBody {
     last_frame: tokio::time::Instant,
     /// The client left and this tap reads on for the provider's usage: settles as 499.
     draining: bool,
+    /// The provider's format turned into the client's (after metering), when translated.
+    translate: Option<Box<Translator>>,
 }
 
 impl TapBody {
@@ -173,7 +176,32 @@ impl TapBody {
             idle: None,
             last_frame: tokio::time::Instant::now(),
             draining: false,
+            translate: None,
         }
+    }
+
+    /// Translates what the client receives with `t` (metering still reads the provider's
+    /// own bytes).
+    pub fn translate(&mut self, t: Box<Translator>) {
+        self.translate = Some(t);
+    }
+
+    /// The bytes the client gets for `out`; `end`: the body ended after them.
+    fn for_client(&mut self, out: Bytes, end: bool) -> Bytes {
+        let Some(t) = self.translate.as_mut() else {
+            return out;
+        };
+        let head = t.feed(out);
+        if !end {
+            return head;
+        }
+        let tail = t.finish();
+        if head.is_empty() {
+            return tail;
+        }
+        let mut joined = BytesMut::from(&head[..]);
+        joined.extend_from_slice(&tail);
+        joined.freeze()
     }
 
     /// Adds time spent in the gateway after the upstream answered (response handling).
@@ -186,7 +214,7 @@ impl TapBody {
             self.pending.first_byte = Some(Instant::now());
         }
         let provider = &self.pending.provider;
-        let endpoint = self.pending.ctx.endpoint;
+        let endpoint = self.pending.ctx.upstream_endpoint();
         match &mut self.mode {
             Mode::Json(body) => {
                 body.push(&data);
@@ -220,7 +248,7 @@ impl TapBody {
     /// the tap's buffers; a JSON body is read later, after the client has it.
     fn take_said(&mut self, ended: bool) -> (Said, Bytes) {
         let provider = &self.pending.provider;
-        let endpoint = self.pending.ctx.endpoint;
+        let endpoint = self.pending.ctx.upstream_endpoint();
         match &mut self.mode {
             Mode::Json(body) => (
                 Said::Body {
@@ -331,6 +359,7 @@ impl Body for TapBody {
                                 out = joined.freeze();
                             }
                         }
+                        let out = this.for_client(out, this.done);
                         if out.is_empty() {
                             if this.done {
                                 return Poll::Ready(None);
@@ -350,6 +379,7 @@ impl Body for TapBody {
                     this.release();
                     let (facts, rest) = this.take_said(true);
                     this.end(Ending::Complete, facts);
+                    let rest = this.for_client(rest, true);
                     if !rest.is_empty() {
                         return Poll::Ready(Some(Ok(Frame::data(rest))));
                     }
@@ -365,8 +395,9 @@ impl Body for TapBody {
 
     fn size_hint(&self) -> SizeHint {
         match (&self.mode, &self.inner) {
-            // Stripping may shorten a stream, so its length is only known for JSON bodies.
-            (Mode::Json { .. }, Some(inner)) => inner.size_hint(),
+            // Stripping may shorten a stream, so its length is only known for JSON bodies;
+            // a translated body's is not known before its end.
+            (Mode::Json { .. }, Some(inner)) if self.translate.is_none() => inner.size_hint(),
             _ => SizeHint::default(),
         }
     }
@@ -426,6 +457,7 @@ impl TapBody {
             idle: None,
             last_frame: tokio::time::Instant::now(),
             draining: true,
+            translate: self.translate.take(),
         })
     }
 

@@ -1,0 +1,189 @@
+//! An OpenAI-format client calling a model of an Anthropic provider: the request goes upstream
+//! as a Messages request, the tool-use stream comes back as chat completion chunks, and the
+//! ledger row holds both endpoints and the provider's own usage.
+
+mod support;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde_json::Value;
+use support::{MockReply, TestGateway, mock_upstream, post};
+
+const KEY: &str = "tg-translation-test";
+
+/// A Messages stream with text and a tool call, as Anthropic sends it.
+const TOOL_STREAM: &str = concat!(
+    "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_1\",\"type\":\"message\",\"role\":\"assistant\",\"model\":\"claude-sonnet-4-5\",\"content\":[],\"stop_reason\":null,\"usage\":{\"input_tokens\":120,\"cache_read_input_tokens\":30,\"output_tokens\":1}}}\n\n",
+    "event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n",
+    "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"Let me check.\"}}\n\n",
+    "event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":0}\n\n",
+    "event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":1,\"content_block\":{\"type\":\"tool_use\",\"id\":\"toolu_9\",\"name\":\"weather\",\"input\":{}}}\n\n",
+    "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":1,\"delta\":{\"type\":\"input_json_delta\",\"partial_json\":\"{\\\"city\\\": \\\"Paris\\\"}\"}}\n\n",
+    "event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":1}\n\n",
+    "event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"tool_use\",\"stop_sequence\":null},\"usage\":{\"output_tokens\":42}}\n\n",
+    "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n",
+);
+
+/// A fresh ledger file for one test.
+fn temp_db(tag: &str) -> std::path::PathBuf {
+    let dir =
+        std::env::temp_dir().join(format!("tollgate-translation-{}-{tag}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir.join("ledger.db")
+}
+
+fn config(upstream: std::net::SocketAddr, db: &std::path::Path) -> String {
+    format!(
+        r#"
+[ledger]
+url = "sqlite://{}"
+flush_interval_ms = 20
+
+[[providers]]
+name = "anthropic"
+kind = "anthropic"
+base_url = "http://{upstream}"
+api_key = "sk-ant-upstream"
+models = ["claude-sonnet-4-5"]
+
+[[keys]]
+name = "app"
+key = "{KEY}"
+team = "agents"
+"#,
+        db.display()
+    )
+}
+
+#[tokio::test]
+async fn a_tool_call_stream_of_a_claude_model_reaches_an_openai_client_and_is_metered() {
+    // The upstream's bytes in small pieces: translation must not depend on how they arrive.
+    let frames = TOOL_STREAM
+        .as_bytes()
+        .chunks(37)
+        .map(Bytes::copy_from_slice)
+        .collect();
+    let (upstream, seen) = mock_upstream(MockReply {
+        status: 200,
+        content_type: "text/event-stream".into(),
+        frames,
+        cut: false,
+        frame_delay: Duration::ZERO,
+    })
+    .await;
+    let db = temp_db("tools");
+    let mut gw = TestGateway::start_with_ledger(&config(upstream, &db)).await;
+    let (status, headers, body) = post(
+        &gw.url("/v1/chat/completions"),
+        &[("authorization", &format!("Bearer {KEY}"))],
+        r#"{"model":"claude-sonnet-4-5","stream":true,"stream_options":{"include_usage":true},
+            "messages":[{"role":"user","content":"Weather in Paris?"}],
+            "tools":[{"type":"function","function":{"name":"weather","parameters":{"type":"object","properties":{"city":{"type":"string"}}}}}]}"#,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(headers["content-type"], "text/event-stream");
+
+    // Upstream: a Messages request on /v1/messages with the provider's key, not the client's.
+    {
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.paths, ["/v1/messages"]);
+        assert_eq!(seen.headers[0]["x-api-key"], "sk-ant-upstream");
+        assert!(seen.headers[0].get("authorization").is_none());
+        let sent: Value = serde_json::from_slice(&seen.bodies[0]).unwrap();
+        assert_eq!(sent["max_tokens"], tollgate::translate::DEFAULT_MAX_TOKENS);
+        assert_eq!(sent["tools"][0]["name"], "weather");
+        assert_eq!(
+            sent["messages"][0]["content"][0]["text"],
+            "Weather in Paris?"
+        );
+    }
+
+    // Client: chat completion chunks, the tool call whole, the usage chunk, [DONE].
+    let text = std::str::from_utf8(&body).unwrap();
+    assert!(text.ends_with("data: [DONE]\n\n"), "{text}");
+    let chunks: Vec<Value> = text
+        .split("\n\n")
+        .filter(|e| !e.is_empty() && *e != "data: [DONE]")
+        .map(|e| serde_json::from_str(e.strip_prefix("data: ").expect("data line")).unwrap())
+        .collect();
+    let args: String = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"]["tool_calls"][0]["function"]["arguments"].as_str())
+        .collect();
+    assert_eq!(args, r#"{"city": "Paris"}"#);
+    let finish: Vec<&str> = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["finish_reason"].as_str())
+        .collect();
+    assert_eq!(finish, ["tool_calls"]);
+    let usage = &chunks.last().unwrap()["usage"];
+    assert_eq!(usage["prompt_tokens"], 150);
+    assert_eq!(usage["completion_tokens"], 42);
+    assert_eq!(usage["prompt_tokens_details"]["cached_tokens"], 30);
+
+    // Metrics and ledger: the provider's usage, both endpoints.
+    let s = gw.wait_requests(1.0).await;
+    assert_eq!(
+        s.sum(
+            "llm_gateway_requests_total",
+            &[("endpoint", "/v1/chat/completions"), ("status_code", "200")]
+        ),
+        1.0
+    );
+    assert_eq!(s.sum("llm_gateway_prompt_tokens_total", &[]), 150.0);
+    assert_eq!(s.sum("llm_gateway_completion_tokens_total", &[]), 42.0);
+    assert_eq!(s.sum("llm_gateway_cached_prompt_tokens_total", &[]), 30.0);
+    gw.shutdown().await;
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", db.display()))
+        .await
+        .unwrap();
+    let row: (String, Option<String>, i64, i64, i64) = sqlx::query_as(
+        "SELECT endpoint, upstream_endpoint, input_tokens, output_tokens, status_code FROM tollgate_usage",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        row,
+        (
+            "/v1/chat/completions".to_string(),
+            Some("/v1/messages".to_string()),
+            150,
+            42,
+            200
+        )
+    );
+}
+
+#[tokio::test]
+async fn an_anthropic_error_reaches_the_openai_client_in_its_own_shape() {
+    let (upstream, _) = mock_upstream(MockReply {
+        status: 529,
+        content_type: "application/json".into(),
+        frames: vec![Bytes::from_static(
+            br#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#,
+        )],
+        cut: false,
+        frame_delay: Duration::ZERO,
+    })
+    .await;
+    let gw = TestGateway::start_with_ledger(&config(upstream, &temp_db("error"))).await;
+    let (status, _, body) = post(
+        &gw.url("/v1/chat/completions"),
+        &[("authorization", &format!("Bearer {KEY}"))],
+        r#"{"model":"claude-sonnet-4-5","messages":[{"role":"user","content":"hi"}]}"#,
+    )
+    .await;
+    assert_eq!(status, 529);
+    let v: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v["error"]["message"], "Overloaded");
+    assert_eq!(v["error"]["type"], "overloaded_error");
+    let s = gw.wait_requests(1.0).await;
+    assert_eq!(
+        s.sum("llm_gateway_errors_total", &[("error_type", "overloaded")]),
+        1.0
+    );
+}
