@@ -109,9 +109,9 @@ async fn bad_input_gets_the_clients_error_shape_and_is_counted() {
             "unknown_model",
         ),
         (
-            "/v1/messages",
+            "/v1/messages/count_tokens",
             &an,
-            r#"{"model":"gpt-4o-mini","max_tokens":5,"messages":[]}"#.into(),
+            r#"{"model":"gpt-4o-mini","messages":[]}"#.into(),
             400,
             "endpoint_not_served",
         ),

@@ -21,7 +21,8 @@ pub(super) fn route<'c>(
     if provider.supports(endpoint) {
         return Ok((route, None));
     }
-    match Translation::between(endpoint, |e| provider.supports(e)) {
+    let openai = provider.kind() == crate::providers::ProviderKind::OpenAi;
+    match Translation::between(endpoint, |e| provider.supports(e), openai) {
         Some(t) => Ok((route, Some(t))),
         None => Err(ProxyError::EndpointNotServed {
             model: error::echo(&facts.model),

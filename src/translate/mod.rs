@@ -1,6 +1,7 @@
 //! Format translation: a client of one API format calling a model whose provider speaks
-//! another. Today: OpenAI chat completions (`/v1/chat/completions`, plain and streamed, tools
-//! and images) served by an Anthropic Messages provider.
+//! another. OpenAI chat completions (`/v1/chat/completions`, plain and streamed, tools and
+//! images) served by an Anthropic Messages provider, and Anthropic Messages (`/v1/messages`)
+//! served by an OpenAI-format provider.
 //!
 //! The request is translated before it is sent; the response and its stream after the tap has
 //! metered them, so metering always reads the provider's native usage (the tap parses the
@@ -11,16 +12,20 @@
 //! (one parse and one serialisation of the request, each response event parsed twice), and is
 //! only ever used for requests that need it.
 
-mod chat_to_messages;
-mod messages_to_chat;
+mod chat_via_messages;
+mod messages_via_chat;
 
 use bytes::Bytes;
 
 use crate::providers::Endpoint;
 use crate::proxy::sse::SseScanner;
 
-pub use chat_to_messages::chat_to_messages;
-pub use messages_to_chat::{MessagesToChatStream, error_to_openai, message_to_chat};
+pub use chat_via_messages::{
+    MessagesToChatStream, chat_to_messages, error_to_openai, message_to_chat,
+};
+pub use messages_via_chat::{
+    ChatToMessagesStream, chat_to_message, error_to_anthropic, messages_to_chat,
+};
 
 /// A request field that has no faithful equivalent in the provider's format.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -46,15 +51,28 @@ impl Untranslatable {
 pub enum Translation {
     /// OpenAI chat completions from the client, Anthropic Messages upstream.
     ChatViaMessages,
+    /// Anthropic Messages from the client, OpenAI chat completions upstream; `openai`: the
+    /// provider is OpenAI itself (its reasoning models take only `max_completion_tokens`).
+    MessagesViaChat {
+        /// OpenAI itself, not an OpenAI-compatible server.
+        openai: bool,
+    },
 }
 
 impl Translation {
-    /// The translation that lets a provider serving `served` endpoints answer `endpoint`, if
-    /// there is one.
-    pub fn between(endpoint: Endpoint, serves: impl Fn(Endpoint) -> bool) -> Option<Translation> {
+    /// The translation that lets a provider serving the endpoints `serves` answer `endpoint`,
+    /// if there is one; `openai`: the provider is OpenAI itself.
+    pub fn between(
+        endpoint: Endpoint,
+        serves: impl Fn(Endpoint) -> bool,
+        openai: bool,
+    ) -> Option<Translation> {
         match endpoint {
             Endpoint::ChatCompletions if serves(Endpoint::Messages) => {
                 Some(Translation::ChatViaMessages)
+            }
+            Endpoint::Messages if serves(Endpoint::ChatCompletions) => {
+                Some(Translation::MessagesViaChat { openai })
             }
             _ => None,
         }
@@ -64,6 +82,7 @@ impl Translation {
     pub fn upstream_endpoint(self) -> Endpoint {
         match self {
             Translation::ChatViaMessages => Endpoint::Messages,
+            Translation::MessagesViaChat { .. } => Endpoint::ChatCompletions,
         }
     }
 
@@ -77,24 +96,71 @@ impl Translation {
             Translation::ChatViaMessages => {
                 chat_to_messages(body, upstream_model, DEFAULT_MAX_TOKENS).map(Bytes::from)
             }
+            Translation::MessagesViaChat { openai } => {
+                let field = if openai {
+                    "max_completion_tokens"
+                } else {
+                    "max_tokens"
+                };
+                messages_to_chat(body, upstream_model, field).map(Bytes::from)
+            }
         }
     }
 
     /// The translator of the response: `status` and whether the upstream streams SSE;
     /// `include_usage`: the client asked for the final usage chunk.
     pub fn response(self, status: u16, sse: bool, include_usage: bool) -> Translator {
-        match self {
-            Translation::ChatViaMessages if sse && (200..300).contains(&status) => {
-                Translator::Stream {
-                    scanner: SseScanner::new(MAX_EVENT_BYTES),
-                    stream: Box::new(MessagesToChatStream::new(include_usage)),
-                }
-            }
-            Translation::ChatViaMessages => Translator::Whole {
+        let success = (200..300).contains(&status);
+        if !(sse && success) {
+            return Translator::Whole {
+                translation: self,
                 body: Vec::new(),
-                success: (200..300).contains(&status),
+                status,
                 over: false,
-            },
+            };
+        }
+        let stream = match self {
+            Translation::ChatViaMessages => {
+                EventTranslator::ToChat(MessagesToChatStream::new(include_usage))
+            }
+            Translation::MessagesViaChat { .. } => {
+                EventTranslator::ToMessages(ChatToMessagesStream::new())
+            }
+        };
+        Translator::Stream {
+            scanner: SseScanner::new(MAX_EVENT_BYTES),
+            stream: Box::new(stream),
+        }
+    }
+}
+
+/// The event translator of a stream.
+pub enum EventTranslator {
+    /// Messages events to chat chunks.
+    ToChat(MessagesToChatStream),
+    /// Chat chunks to Messages events.
+    ToMessages(ChatToMessagesStream),
+}
+
+impl EventTranslator {
+    fn event(&mut self, name: Option<&[u8]>, data: &[u8]) {
+        match self {
+            EventTranslator::ToChat(s) => s.event(name, data),
+            EventTranslator::ToMessages(s) => s.event(data),
+        }
+    }
+
+    fn lost_event(&mut self) {
+        match self {
+            EventTranslator::ToChat(s) => s.lost_event(),
+            EventTranslator::ToMessages(s) => s.lost_event(),
+        }
+    }
+
+    fn take_output(&mut self) -> Bytes {
+        match self {
+            EventTranslator::ToChat(s) => s.take_output(),
+            EventTranslator::ToMessages(s) => s.take_output(),
         }
     }
 }
@@ -110,17 +176,18 @@ const MAX_EVENT_BYTES: usize = 16 << 20;
 
 /// Turns the provider's response bytes into the client's, as they pass.
 pub enum Translator {
-    /// A whole body (a message or an error), translated at its end.
+    /// A whole body (an answer or an error), translated at its end.
     Whole {
+        translation: Translation,
         body: Vec<u8>,
-        success: bool,
+        status: u16,
         /// The body outgrew [`MAX_EVENT_BYTES`]: answered with an error at its end.
         over: bool,
     },
     /// An SSE stream, translated event by event.
     Stream {
         scanner: SseScanner,
-        stream: Box<MessagesToChatStream>,
+        stream: Box<EventTranslator>,
     },
 }
 
@@ -142,7 +209,7 @@ impl Translator {
                     crate::providers::EventKind::UsageOnly
                 });
                 // Only an event over the bound passes the scanner untranslated: drop it (the
-                // client could not parse it either) and say so at the end.
+                // client could not parse it either) and end the stream with an error.
                 if !passed.is_empty() {
                     stream.lost_event();
                 }
@@ -155,18 +222,28 @@ impl Translator {
     pub fn finish(&mut self) -> Bytes {
         match self {
             Translator::Whole {
+                translation,
                 body,
-                success,
+                status,
                 over,
             } => {
-                let out = if *over {
-                    error_to_openai(b"", "the provider's response is too large to translate")
-                } else if *success {
-                    message_to_chat(body).unwrap_or_else(|e| {
-                        error_to_openai(b"", &format!("the provider's response: {e}"))
-                    })
-                } else {
-                    error_to_openai(body, "")
+                let success = (200..300).contains(status);
+                let too_large = "the provider's response is too large to translate";
+                let out = match translation {
+                    Translation::ChatViaMessages if *over => error_to_openai(b"", too_large),
+                    Translation::ChatViaMessages if success => message_to_chat(body)
+                        .unwrap_or_else(|e| {
+                            error_to_openai(b"", &format!("the provider's response: {e}"))
+                        }),
+                    Translation::ChatViaMessages => error_to_openai(body, ""),
+                    Translation::MessagesViaChat { .. } if *over => {
+                        error_to_anthropic(500, b"", too_large)
+                    }
+                    Translation::MessagesViaChat { .. } if success => chat_to_message(body)
+                        .unwrap_or_else(|e| {
+                            error_to_anthropic(500, b"", &format!("the provider's response: {e}"))
+                        }),
+                    Translation::MessagesViaChat { .. } => error_to_anthropic(*status, body, ""),
                 };
                 Bytes::from(out)
             }

@@ -291,12 +291,195 @@ fn only_chat_completions_translate_and_only_to_a_messages_provider() {
     use crate::providers::Endpoint;
     let anthropic = |e: Endpoint| matches!(e, Endpoint::Messages | Endpoint::CountTokens);
     assert_eq!(
-        Translation::between(Endpoint::ChatCompletions, anthropic),
+        Translation::between(Endpoint::ChatCompletions, anthropic, false),
         Some(Translation::ChatViaMessages)
     );
-    assert_eq!(Translation::between(Endpoint::Embeddings, anthropic), None);
     assert_eq!(
-        Translation::between(Endpoint::ChatCompletions, |_| false),
+        Translation::between(Endpoint::Embeddings, anthropic, false),
         None
     );
+    assert_eq!(
+        Translation::between(Endpoint::ChatCompletions, |_| false, false),
+        None
+    );
+}
+
+fn to_chat(req: Value, openai: bool) -> Result<Value, Untranslatable> {
+    let body = serde_json::to_vec(&req).unwrap();
+    let out = Translation::MessagesViaChat { openai }.request(&body, None)?;
+    Ok(serde_json::from_slice(&out).unwrap())
+}
+
+#[test]
+fn a_messages_request_with_tools_and_results_becomes_a_chat_request() {
+    let out = to_chat(
+        json!({
+            "model": "gpt-4o-mini",
+            "max_tokens": 100,
+            "system": [{"type": "text", "text": "Be brief.", "cache_control": {"type": "ephemeral"}}],
+            "messages": [
+                {"role": "user", "content": [
+                    {"type": "text", "text": "Weather?"},
+                    {"type": "image", "source": {"type": "base64", "media_type": "image/jpeg", "data": "AAAA"}}
+                ]},
+                {"role": "assistant", "content": [
+                    {"type": "thinking", "thinking": "hmm", "signature": "s"},
+                    {"type": "text", "text": "Checking."},
+                    {"type": "tool_use", "id": "toolu_1", "name": "weather", "input": {"city": "Paris"}}
+                ]},
+                {"role": "user", "content": [
+                    {"type": "tool_result", "tool_use_id": "toolu_1", "content": [{"type": "text", "text": "sunny"}]},
+                    {"type": "text", "text": "Thanks"}
+                ]}
+            ],
+            "stream": true,
+            "stop_sequences": ["END"],
+            "tools": [{"name": "weather", "input_schema": {"type": "object"}}],
+            "tool_choice": {"type": "any", "disable_parallel_tool_use": true},
+            "metadata": {"user_id": "u-1"}
+        }),
+        true,
+    )
+    .unwrap();
+    assert_eq!(
+        out,
+        json!({
+            "model": "gpt-4o-mini",
+            "max_completion_tokens": 100,
+            "messages": [
+                {"role": "system", "content": "Be brief."},
+                {"role": "user", "content": [
+                    {"type": "text", "text": "Weather?"},
+                    {"type": "image_url", "image_url": {"url": "data:image/jpeg;base64,AAAA"}}
+                ]},
+                {"role": "assistant", "content": "Checking.", "tool_calls": [
+                    {"id": "toolu_1", "type": "function", "function": {"name": "weather", "arguments": "{\"city\":\"Paris\"}"}}
+                ]},
+                {"role": "tool", "tool_call_id": "toolu_1", "content": "sunny"},
+                {"role": "user", "content": [{"type": "text", "text": "Thanks"}]}
+            ],
+            "stream": true,
+            "stream_options": {"include_usage": true},
+            "stop": ["END"],
+            "tools": [{"type": "function", "function": {"name": "weather", "parameters": {"type": "object"}}}],
+            "tool_choice": "required",
+            "parallel_tool_calls": false,
+            "user": "u-1"
+        })
+    );
+    // An OpenAI-compatible server gets the classic field.
+    let v = to_chat(
+        json!({"model": "m", "max_tokens": 5, "messages": []}),
+        false,
+    )
+    .unwrap();
+    assert_eq!(v["max_tokens"], 5);
+    for (extra, field) in [
+        (json!({"top_k": 5}), "top_k"),
+        (
+            json!({"thinking": {"type": "enabled", "budget_tokens": 1024}}),
+            "thinking",
+        ),
+        (
+            json!({"tools": [{"type": "web_search_20250305", "name": "web_search"}]}),
+            "tools[0].type",
+        ),
+        (
+            json!({"messages": [{"role": "user", "content": [{"type": "document"}]}]}),
+            "messages[0].content[0].type",
+        ),
+    ] {
+        let mut req = json!({"model": "m", "max_tokens": 5, "messages": []});
+        for (k, v) in extra.as_object().unwrap() {
+            req[k] = v.clone();
+        }
+        assert_eq!(to_chat(req, true).unwrap_err().field, field);
+    }
+}
+
+#[test]
+fn a_chat_completion_becomes_a_message_and_errors_get_anthropic_types() {
+    let body = json!({
+        "id": "chatcmpl-1", "object": "chat.completion", "model": "gpt-4o-mini",
+        "choices": [{"index": 0, "finish_reason": "tool_calls", "message": {"role": "assistant", "content": "Checking.",
+            "tool_calls": [{"id": "call_1", "type": "function", "function": {"name": "weather", "arguments": "{\"city\":\"Paris\"}"}}]}}],
+        "usage": {"prompt_tokens": 100, "completion_tokens": 20, "total_tokens": 120, "prompt_tokens_details": {"cached_tokens": 40}}
+    });
+    let mut t = Translation::MessagesViaChat { openai: true }.response(200, false, false);
+    t.feed(Bytes::from(serde_json::to_vec(&body).unwrap()));
+    let out: Value = serde_json::from_slice(&t.finish()).unwrap();
+    assert_eq!(
+        out,
+        json!({"id": "chatcmpl-1", "type": "message", "role": "assistant", "model": "gpt-4o-mini",
+               "content": [{"type": "text", "text": "Checking."},
+                           {"type": "tool_use", "id": "call_1", "name": "weather", "input": {"city": "Paris"}}],
+               "stop_reason": "tool_use", "stop_sequence": null,
+               "usage": {"input_tokens": 60, "cache_read_input_tokens": 40, "cache_creation_input_tokens": 0, "output_tokens": 20}})
+    );
+    let mut t = Translation::MessagesViaChat { openai: true }.response(429, false, false);
+    t.feed(Bytes::from_static(br#"{"error":{"message":"Rate limit reached","type":"requests","code":"rate_limit_exceeded"}}"#));
+    let out: Value = serde_json::from_slice(&t.finish()).unwrap();
+    assert_eq!(
+        out,
+        json!({"type": "error", "error": {"type": "rate_limit_error", "message": "Rate limit reached"}})
+    );
+}
+
+#[test]
+fn chat_chunks_become_a_messages_stream() {
+    let chunks = [
+        r#"{"id":"c1","object":"chat.completion.chunk","model":"gpt-4o-mini","choices":[{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null}]}"#,
+        r#"{"id":"c1","object":"chat.completion.chunk","model":"gpt-4o-mini","choices":[{"index":0,"delta":{"content":"Hel"},"finish_reason":null}]}"#,
+        r#"{"id":"c1","object":"chat.completion.chunk","model":"gpt-4o-mini","choices":[{"index":0,"delta":{"content":"lo"},"finish_reason":null}]}"#,
+        r#"{"id":"c1","object":"chat.completion.chunk","model":"gpt-4o-mini","choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"id":"call_1","type":"function","function":{"name":"weather","arguments":""}}]},"finish_reason":null}]}"#,
+        r#"{"id":"c1","object":"chat.completion.chunk","model":"gpt-4o-mini","choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"function":{"arguments":"{\"city\":\"Paris\"}"}}]},"finish_reason":null}]}"#,
+        r#"{"id":"c1","object":"chat.completion.chunk","model":"gpt-4o-mini","choices":[{"index":0,"delta":{},"finish_reason":"tool_calls"}]}"#,
+        r#"{"id":"c1","object":"chat.completion.chunk","model":"gpt-4o-mini","choices":[],"usage":{"prompt_tokens":10,"completion_tokens":5,"total_tokens":15}}"#,
+        "[DONE]",
+    ];
+    let upstream: String = chunks.iter().map(|c| format!("data: {c}\n\n")).collect();
+    let mut t = Translation::MessagesViaChat { openai: true }.response(200, true, false);
+    let mut out = Vec::new();
+    for piece in upstream.as_bytes().chunks(11) {
+        out.extend_from_slice(&t.feed(Bytes::copy_from_slice(piece)));
+    }
+    out.extend_from_slice(&t.finish());
+    let text = String::from_utf8(out).unwrap();
+    let events: Vec<(String, Value)> = text
+        .split("\n\n")
+        .filter(|e| !e.is_empty())
+        .map(|e| {
+            let (name, data) = e.split_once('\n').unwrap();
+            (
+                name.strip_prefix("event: ").unwrap().to_string(),
+                serde_json::from_str(data.strip_prefix("data: ").unwrap()).unwrap(),
+            )
+        })
+        .collect();
+    let names: Vec<&str> = events.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "message_start",
+            "content_block_start",
+            "content_block_delta",
+            "content_block_delta",
+            "content_block_stop",
+            "content_block_start",
+            "content_block_delta",
+            "content_block_stop",
+            "message_delta",
+            "message_stop"
+        ]
+    );
+    assert_eq!(events[0].1["message"]["model"], "gpt-4o-mini");
+    assert_eq!(
+        events[5].1["content_block"],
+        json!({"type": "tool_use", "id": "call_1", "name": "weather", "input": {}})
+    );
+    assert_eq!(events[6].1["delta"]["partial_json"], "{\"city\":\"Paris\"}");
+    assert_eq!(events[6].1["index"], 1);
+    assert_eq!(events[8].1["delta"]["stop_reason"], "tool_use");
+    assert_eq!(events[8].1["usage"]["input_tokens"], 10);
+    assert_eq!(events[8].1["usage"]["output_tokens"], 5);
 }

@@ -82,3 +82,44 @@ def test_a_field_without_an_equivalent_is_a_400_naming_it(oai, metrics):
     assert "`n`" in e.value.message
     expected = {"errors": 1}
     assert metrics.wait_for_deltas(before, expected, team=TEAM, error_type="untranslatable") == expected
+
+
+# ------------------------------------------------------- the anthropic SDK calling an OpenAI model
+
+OPENAI_MODEL = "gpt-4o-mini"
+
+
+def anthropic_expectation(usage) -> dict:
+    prompt = usage.input_tokens + (usage.cache_read_input_tokens or 0)
+    return {"prompt": prompt, "completion": usage.output_tokens,
+            "total": prompt + usage.output_tokens, "requests": 1}
+
+
+def test_anthropic_sdk_calls_an_openai_model(claude, metrics):
+    before = metrics.scrape()
+    msg = claude.messages.create(model=OPENAI_MODEL, max_tokens=11, system="Be terse.",
+                                 messages=[{"role": "user", "content": "Name three rivers."}])
+    assert msg.type == "message" and msg.role == "assistant"
+    assert msg.model == OPENAI_MODEL
+    assert msg.content[0].type == "text" and msg.content[0].text
+    assert msg.usage.input_tokens > 0 and msg.usage.output_tokens == 11
+    expected = anthropic_expectation(msg.usage)
+    assert metrics.wait_for_deltas(before, expected, model=OPENAI_MODEL, team=TEAM,
+                                   provider="sim-openai") == expected
+    one = {"requests": 1}
+    assert metrics.wait_for_deltas(before, one, model=OPENAI_MODEL, endpoint="/v1/messages",
+                                   status_code="200") == one
+
+
+def test_anthropic_sdk_streams_an_openai_model(claude, metrics):
+    before = metrics.scrape()
+    with claude.messages.stream(model=OPENAI_MODEL, max_tokens=8,
+                                messages=[{"role": "user", "content": "Name three rivers."}]) as stream:
+        text = "".join(stream.text_stream)
+        final = stream.get_final_message()
+    assert text.strip() and final.content[0].text == text
+    assert final.usage.output_tokens == 8 and final.usage.input_tokens > 0
+    expected = anthropic_expectation(final.usage)
+    assert metrics.wait_for_deltas(before, expected, model=OPENAI_MODEL, team=TEAM) == expected
+    one = {"requests": 1}
+    assert metrics.wait_for_deltas(before, one, model=OPENAI_MODEL, team=TEAM, status_code="200") == one

@@ -14,7 +14,7 @@
 
 use serde_json::{Map, Value, json};
 
-use super::Untranslatable;
+use crate::translate::Untranslatable;
 
 /// The Messages request for the chat completions request `body`, with `upstream_model` in
 /// place of the client's model when the route names one.
