@@ -28,6 +28,7 @@
 #![forbid(unsafe_code)]
 
 pub mod billing;
+pub mod cache;
 pub mod config;
 pub mod demo;
 pub mod ledger;

@@ -60,6 +60,10 @@ pub struct UsageRow {
     pub price_id: Option<Arc<str>>,
     /// The service tier the request was billed at.
     pub service_tier: ServiceTier,
+    /// The response cache: `hit`, `miss` or `bypass`; `None` when it was off for the request.
+    pub cache_status: Option<&'static str>,
+    /// On a hit, what the original request cost (nano-USD).
+    pub saved_cost_nanos: Option<i64>,
 }
 
 impl UsageRow {
@@ -96,6 +100,8 @@ impl UsageRow {
             upstream_request_id: None,
             price_id: None,
             service_tier: ServiceTier::Standard,
+            cache_status: None,
+            saved_cost_nanos: None,
         }
     }
 

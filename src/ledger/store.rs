@@ -35,6 +35,7 @@ const SQLITE_MIGRATIONS: &[(i64, &str)] = &[
     (5, include_str!("migrations/sqlite/0005_price_columns.sql")),
     (6, include_str!("migrations/sqlite/0006_usage_source.sql")),
     (7, include_str!("migrations/sqlite/0007_billing.sql")),
+    (8, include_str!("migrations/sqlite/0008_cache.sql")),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("migrations/postgres/0001_usage.sql")),
@@ -53,6 +54,7 @@ const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
     ),
     (6, include_str!("migrations/postgres/0006_usage_source.sql")),
     (7, include_str!("migrations/postgres/0007_billing.sql")),
+    (8, include_str!("migrations/postgres/0008_cache.sql")),
 ];
 
 /// Columns of `tollgate_usage`, in insert order.
@@ -60,7 +62,7 @@ const COLUMNS: &str = "id, started_at, duration_us, ttft_us, key_name, team, cus
     requested_model, model, endpoint, stream, status_code, error_type, input_tokens, \
     output_tokens, cached_read_tokens, cache_write_tokens, cache_write_1h_tokens, \
     reasoning_tokens, cost_nanos, estimated, upstream_request_id, price_id, cost_source, \
-    service_tier, usage_source";
+    service_tier, usage_source, cache_status, saved_cost_nanos";
 
 /// Which rows a spend query sums.
 #[derive(Debug, Clone, Copy)]
@@ -338,7 +340,7 @@ impl Store {
                      $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], \
                      $12::bool[], $13::int4[], $14::text[], $15::int8[], $16::int8[], \
                      $17::int8[], $18::int8[], $19::int8[], $20::int8[], $21::int8[], \
-                     $22::bool[], $23::text[], $24::text[], $25::text[], $26::text[], $27::text[]) \
+                     $22::bool[], $23::text[], $24::text[], $25::text[], $26::text[], $27::text[], $28::text[], $29::int8[]) \
                      ON CONFLICT (id) DO NOTHING"
                 );
                 let col = |f: &dyn Fn(&UsageRow) -> i64| rows.iter().map(f).collect::<Vec<i64>>();
@@ -398,6 +400,8 @@ impl Store {
                             .map(|r| r.usage_source.as_str())
                             .collect::<Vec<_>>(),
                     )
+                    .bind(rows.iter().map(|r| r.cache_status).collect::<Vec<_>>())
+                    .bind(rows.iter().map(|r| r.saved_cost_nanos).collect::<Vec<_>>())
                     .execute(&mut **conn)
                     .await?
                     .rows_affected();
@@ -838,7 +842,9 @@ fn sqlite_insert(rows: &[UsageRow]) -> Query<'_, sqlx::Sqlite, SqliteArguments<'
             .bind(r.price_id.as_deref())
             .bind(r.cost_source())
             .bind(r.service_tier.as_str())
-            .bind(r.usage_source.as_str());
+            .bind(r.usage_source.as_str())
+            .bind(r.cache_status)
+            .bind(r.saved_cost_nanos);
     }
     q
 }

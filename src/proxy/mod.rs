@@ -62,6 +62,8 @@ pub struct Gateway {
     pub ledger: Ledger,
     /// The billing pollers and the bill's gauges (off without `[[billing]]`).
     pub billing: crate::billing::Billing,
+    /// The response cache (`None`: `[cache]` is off, and the request path skips it in one branch).
+    pub cache: Option<Arc<crate::cache::Cache>>,
     client: upstream::UpstreamClient,
     warned_unpriced: Mutex<HashSet<(String, String)>>,
     last_limit_error_log: Mutex<Option<Instant>>,
@@ -102,19 +104,28 @@ impl Gateway {
         ));
         limiter.publish_all(&config.rules);
         let billing = crate::billing::Billing::new(&config.billing, &ledger, metrics.clone());
-        Ok(Arc::new(Gateway {
+        let cache = match &config.cache {
+            Some(c) => Some(crate::cache::Cache::new(c.clone(), metrics.clone())?),
+            None => None,
+        };
+        let gw = Arc::new(Gateway {
             config,
             metrics,
             limiter,
             ledger,
             billing,
+            cache,
             client: upstream::tls_client(),
             warned_unpriced: Mutex::new(HashSet::new()),
             last_limit_error_log: Mutex::new(None),
             past_grace: std::sync::atomic::AtomicBool::new(false),
             upstream_failure_log: loglimit::LogLimiter::new(loglimit::UPSTREAM_FAILURE_LOG_EVERY),
             last_implausible_log: Mutex::new(None),
-        }))
+        });
+        if let Some(c) = &gw.cache {
+            c.attach(&gw);
+        }
+        Ok(gw)
     }
 
     /// Checks the request against its key's, team's and team-model's limits and reserves its
@@ -329,6 +340,7 @@ impl Gateway {
             upstream: None,
             time_to_first_token: None,
             overhead: Some(duration),
+            cache: Default::default(),
         });
     }
 
@@ -489,6 +501,37 @@ impl Gateway {
                 .map(|u| ledger::row::bounded(u, ledger::row::MAX_CUSTOMER_CHARS))
         });
 
+        // Cache (src/cache): a hit is answered and recorded here; a miss carries its ticket
+        // on to the tap (capture) and settlement (store). Off: one branch.
+        let cache = match &self.cache {
+            None => None,
+            Some(c) => {
+                let query = crate::cache::Query {
+                    key: &key,
+                    provider: &provider,
+                    endpoint,
+                    model: &requested_model,
+                    upstream_model: price_model,
+                    body: &body,
+                    headers: &parts.headers,
+                };
+                match c.lookup(query).await {
+                    crate::cache::Lookup::Hit(hit) => {
+                        let served = crate::cache::Served {
+                            key: &key,
+                            requested_model: &requested_model,
+                            admission,
+                            start,
+                            customer,
+                            strip_usage: inject,
+                        };
+                        return Ok(hit.serve(&self, served).map(Either::Left));
+                    }
+                    crate::cache::Lookup::Forward(f) => Some(f),
+                }
+            }
+        };
+
         // Forward.
         let mut headers = parts.headers;
         provider.header_policy().filter(&mut headers);
@@ -520,6 +563,7 @@ impl Gateway {
             settled: false,
             customer,
             upstream_request_id: None,
+            cache,
         };
         let sent = tokio::time::timeout(route.timeout, upstream::send(&self.client, upstream_req));
         let (resp, lease) = match sent.await {
@@ -564,6 +608,9 @@ impl Gateway {
         strip_hop_headers(&mut parts.headers);
         if let Some(q) = quota {
             q.write_headers(&mut parts.headers);
+        }
+        if let Some(c) = &pending.cache {
+            c.write_headers(&mut parts.headers);
         }
         let is_sse = parts
             .headers

@@ -97,6 +97,8 @@ pub struct PendingRequest {
     pub(super) customer: Option<Box<str>>,
     /// The provider's id of this request, from its response headers.
     pub(super) upstream_request_id: Option<Box<str>>,
+    /// The response cache's part in this request (None: cache off).
+    pub(super) cache: Option<crate::cache::Forward>,
 }
 
 impl PendingRequest {
@@ -136,6 +138,7 @@ impl PendingRequest {
             finished_at: chrono::Utc::now(),
             customer: self.customer.take(),
             upstream_request_id: self.upstream_request_id.take(),
+            cache: self.cache.take(),
         });
     }
 }
@@ -164,6 +167,7 @@ impl PendingRequest {
             settled: false,
             customer: self.customer.take(),
             upstream_request_id: self.upstream_request_id.take(),
+            cache: self.cache.take(),
         }
     }
 }
@@ -207,6 +211,7 @@ pub(super) struct Closing {
     finished_at: chrono::DateTime<chrono::Utc>,
     customer: Option<Box<str>>,
     upstream_request_id: Option<Box<str>>,
+    cache: Option<crate::cache::Forward>,
 }
 
 impl Closing {
@@ -301,6 +306,13 @@ impl Closing {
         if price.is_none() && !usage.is_zero() {
             self.gw.warn_unpriced(self.provider.name(), model);
         }
+        // Cache (src/cache): a complete successful response is stored with its usage and cost.
+        let cache_labels = self.cache.as_ref().map(|c| c.labels()).unwrap_or_default();
+        let cache_status = self.cache.as_ref().and_then(|c| c.ledger_status());
+        if let Some(c) = self.cache {
+            let ok = error_type.is_none() && (200..300).contains(&status);
+            c.finish(ok, self.stream, model, &usage, cost_nanos);
+        }
         // The ledger row first: when `requests_total` counts a request, its row is offered.
         if self.gw.ledger.is_enabled() {
             self.gw.ledger.record(UsageRow {
@@ -325,6 +337,8 @@ impl Closing {
                 upstream_request_id: self.upstream_request_id,
                 price_id: price.map(|p| p.id.clone()),
                 service_tier: crate::metering::ServiceTier::Standard,
+                cache_status,
+                saved_cost_nanos: None,
             });
         }
         self.gw.metrics.record_for_key(
@@ -344,6 +358,7 @@ impl Closing {
                 upstream: self.upstream,
                 time_to_first_token: self.time_to_first_token,
                 overhead: Some(self.overhead),
+                cache: cache_labels,
             },
             &self.key.series,
         );
