@@ -757,3 +757,74 @@ async fn semantic_index_is_rebuilt_from_redis_at_start() {
     }
     assert!(hit, "the second gateway's index was rebuilt from Redis");
 }
+
+/// CPU seconds (user + system) of this process, from /proc (100 ticks a second).
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").expect("/proc/self/stat");
+    let after = &stat[stat.rfind(')').expect("comm") + 2..];
+    let f: Vec<&str> = after.split(' ').collect();
+    let ticks: f64 = f[11].parse::<f64>().expect("utime") + f[12].parse::<f64>().expect("stime");
+    ticks / 100.0
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+/// The benchmark of the hit path: a bounded run of sequential misses (each a new prompt, so
+/// through the mock provider) and hits (one prompt) on one connection-reusing client, with
+/// latency percentiles and the CPU of the whole process (client, gateway and mock) per request.
+/// Run with `--no-capture` to read the numbers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hit_path_is_faster_than_a_miss_bounded_run() {
+    const N: usize = 400;
+    let (up, seen) = mock_upstream(json_reply(Duration::ZERO)).await;
+    let gw = TestGateway::start(&config(up, "mode = \"exact\"")).await;
+    let run = |prompt: &dyn Fn(usize) -> String| {
+        let gw = &gw;
+        let bodies: Vec<String> = (0..N).map(prompt).collect();
+        async move {
+            let mut lat = Vec::with_capacity(N);
+            let cpu0 = cpu_seconds();
+            let t0 = std::time::Instant::now();
+            for b in &bodies {
+                let t = std::time::Instant::now();
+                let (s, _, _) = chat(gw, KEY_A, &[], b).await;
+                lat.push(t.elapsed());
+                assert_eq!(s, 200);
+            }
+            let wall = t0.elapsed();
+            let cpu = cpu_seconds() - cpu0;
+            lat.sort();
+            (lat, wall, cpu)
+        }
+    };
+    // Warm up (connections, the first hit's entry).
+    chat(&gw, KEY_A, &[], PROMPT).await;
+    gw.wait_requests(1.0).await;
+    let (miss, miss_wall, miss_cpu) =
+        run(&|i| PROMPT.replace("France", &format!("France {i}"))).await;
+    let (hit, hit_wall, hit_cpu) = run(&|_| PROMPT.to_string()).await;
+    assert_eq!(
+        upstream_calls(&seen),
+        N + 1,
+        "hits never reached the provider"
+    );
+    let show = |name: &str, l: &[Duration], wall: Duration, cpu: f64| {
+        println!(
+            "cache bench {name}: n={N} p50={:?} p90={:?} p99={:?} max={:?} mean={:?} cpu/request={:.0}us",
+            percentile(l, 0.5),
+            percentile(l, 0.9),
+            percentile(l, 0.99),
+            l[l.len() - 1],
+            wall / N as u32,
+            cpu * 1e6 / N as f64
+        );
+    };
+    show("miss", &miss, miss_wall, miss_cpu);
+    show("hit", &hit, hit_wall, hit_cpu);
+    assert!(
+        percentile(&hit, 0.5) < percentile(&miss, 0.5),
+        "a hit is answered without the provider round trip"
+    );
+}
