@@ -14,26 +14,39 @@ pub type Key = [u8; 32];
 const IGNORED: &[&str] = &["user", "metadata", "stream_options"];
 
 /// The key of `body` (already parsed) for `scope` (`team:<name>`, `key:<name>` or `global`),
-/// `provider`, `endpoint` and the upstream `model`.
-pub fn key(scope: &str, provider: &str, endpoint: &str, model: &str, body: &Value) -> Key {
+/// `provider`, `endpoint` and the upstream `model`. `keep_stream_options`: the provider's
+/// streams carry usage only when asked (no injection), so whether it was asked is part of the
+/// answer.
+pub fn key(
+    scope: &str,
+    provider: &str,
+    endpoint: &str,
+    model: &str,
+    body: &Value,
+    keep_stream_options: bool,
+) -> Key {
     let mut h = Sha256::new();
     for part in [scope, provider, endpoint, model] {
         h.update(part.as_bytes());
         h.update([0]);
     }
     let mut buf = Vec::with_capacity(512);
-    canonical(body, true, &mut buf);
+    canonical(body, true, keep_stream_options, &mut buf);
     h.update(&buf);
     h.finalize().into()
 }
 
 /// `v` as compact JSON with object keys in byte order (at the top level without `IGNORED`).
-fn canonical(v: &Value, top: bool, out: &mut Vec<u8>) {
+fn canonical(v: &Value, top: bool, keep_stream_options: bool, out: &mut Vec<u8>) {
     match v {
         Value::Object(m) => {
             let mut keys: Vec<&String> = m
                 .keys()
-                .filter(|k| !(top && IGNORED.contains(&k.as_str())))
+                .filter(|k| {
+                    !(top
+                        && IGNORED.contains(&k.as_str())
+                        && !(keep_stream_options && *k == "stream_options"))
+                })
                 .collect();
             keys.sort_unstable();
             out.push(b'{');
@@ -43,7 +56,7 @@ fn canonical(v: &Value, top: bool, out: &mut Vec<u8>) {
                 }
                 write_leaf(&Value::String((*k).clone()), out);
                 out.push(b':');
-                canonical(&m[k.as_str()], false, out);
+                canonical(&m[k.as_str()], false, false, out);
             }
             out.push(b'}');
         }
@@ -53,7 +66,7 @@ fn canonical(v: &Value, top: bool, out: &mut Vec<u8>) {
                 if i > 0 {
                     out.push(b',');
                 }
-                canonical(x, false, out);
+                canonical(x, false, false, out);
             }
             out.push(b']');
         }
@@ -82,7 +95,7 @@ mod tests {
 
     fn k(scope: &str, body: &str) -> Key {
         let v: Value = serde_json::from_str(body).expect("json");
-        key(scope, "p", "/v1/chat/completions", "m", &v)
+        key(scope, "p", "/v1/chat/completions", "m", &v, false)
     }
 
     #[test]
@@ -115,5 +128,17 @@ mod tests {
             k("team:a", r#"{"model":"m","messages":[{"user":"x"}]}"#),
             k("team:a", r#"{"model":"m","messages":[{"user":"y"}]}"#)
         );
+    }
+
+    #[test]
+    fn stream_options_count_where_the_provider_does_not_inject_usage() {
+        let a: Value = serde_json::from_str(r#"{"model":"m","stream":true}"#).expect("json");
+        let b: Value = serde_json::from_str(
+            r#"{"model":"m","stream":true,"stream_options":{"include_usage":true}}"#,
+        )
+        .expect("json");
+        let k = |v: &Value, keep| key("team:a", "p", "/v1/chat/completions", "m", v, keep);
+        assert_eq!(k(&a, false), k(&b, false));
+        assert_ne!(k(&a, true), k(&b, true));
     }
 }

@@ -353,12 +353,16 @@ impl Cache {
             Scope::Key => format!("key:{}", q.key.name),
             Scope::Global => "global".to_string(),
         };
+        // Without injection a stream has a usage chunk only if the client asked for one.
+        let keep_stream_options =
+            !(q.endpoint.needs_include_usage() && q.provider.inject_stream_usage());
         let k = key::key(
             &scope,
             q.provider.name(),
             q.endpoint.path(),
             q.upstream_model,
             &body,
+            keep_stream_options,
         );
         let stream = body.get("stream").and_then(Value::as_bool) == Some(true);
         let max_age = controls.max_age.map_or(self.config.ttl, |s| {

@@ -85,6 +85,7 @@ impl Hit {
                 // The tokens the cached answer had; the cost is what the hit charged.
                 usage: e.usage,
                 cost_nanos: i64::try_from(cost).unwrap_or(i64::MAX),
+                price_id: gw.config.prices.lookup(&e.model).map(|p| p.id.clone()),
                 cache_status: Some("hit"),
                 saved_cost_nanos: Some(i64::try_from(e.cost_nanos).unwrap_or(i64::MAX)),
                 ..UsageRow::blank()
