@@ -169,6 +169,8 @@ pub async fn ledger_bench(url: &str, rows: usize, batch: usize, keys: usize) -> 
         price_id: Some(price_id.clone()),
         service_tier: tollgate::metering::ServiceTier::Standard,
         upstream_endpoint: None,
+        cache_status: None,
+        saved_cost_nanos: None,
     };
     for built_on_the_path in [false, true] {
         let metrics = Metrics::new(&MetricsOptions::default());

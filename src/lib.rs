@@ -9,6 +9,8 @@
 //! - [`metrics`]: every metric family and the Prometheus/OpenMetrics exposition;
 //! - [`ledger`]: one usage row per request, batched into SQLite or PostgreSQL, and the usage
 //!   reports;
+//! - [`cache`]: the response cache (exact and semantic), looked up after admission and stored at
+//!   settlement;
 //! - [`billing`]: the providers' billing APIs polled into the ledger database, and the bill
 //!   reconciled with the ledger per provider, model and day;
 //! - [`sim`]: the simulated provider used by `tollgate demo`, the tests and the benchmark;
@@ -28,6 +30,7 @@
 #![forbid(unsafe_code)]
 
 pub mod billing;
+pub mod cache;
 pub mod config;
 pub mod demo;
 pub mod ledger;

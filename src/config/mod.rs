@@ -68,6 +68,8 @@ pub struct Config {
     pub warnings: Vec<ConfigError>,
     /// `[[billing]]`
     pub billing: Vec<crate::billing::SourceConfig>,
+    /// `[cache]` (None: off).
+    pub cache: Option<crate::cache::CacheConfig>,
 }
 
 /// `[metering]`

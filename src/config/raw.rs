@@ -43,6 +43,68 @@ pub struct RawConfig {
     /// `[[billing]]`: the providers' billing APIs, reconciled with the ledger.
     #[serde(default)]
     pub billing: Vec<crate::billing::RawBilling>,
+    /// `[cache]`: the response cache (off when absent).
+    #[serde(default)]
+    pub cache: RawCache,
+}
+
+/// `[cache]` (validated in `crate::cache::config`).
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawCache {
+    /// `off` (default), `exact` or `semantic`.
+    pub mode: Option<String>,
+    /// Entry lifetime in seconds (default 3600).
+    pub ttl_secs: Option<u64>,
+    /// `team` (default), `key` or `global`.
+    pub scope: Option<String>,
+    /// `memory` (default) or a `redis://` URL.
+    pub backend: Option<String>,
+    /// Redis key prefix (default `tollgate:cache:`).
+    pub redis_prefix: Option<String>,
+    /// Bound on one Redis call in milliseconds (default 100).
+    pub redis_timeout_ms: Option<u64>,
+    /// Memory backend: bytes kept at most (default 256 MiB).
+    pub max_bytes: Option<usize>,
+    /// Largest response stored (default 1 MiB).
+    pub max_entry_bytes: Option<usize>,
+    /// Models opted in (default: all).
+    #[serde(default)]
+    pub models: Vec<String>,
+    /// Teams opted in (default: all).
+    #[serde(default)]
+    pub teams: Vec<String>,
+    /// Keys opted in, by name (default: all).
+    #[serde(default)]
+    pub keys: Vec<String>,
+    /// `temperature_zero` (default: temperature absent or 0) or `any`.
+    pub deterministic: Option<String>,
+    /// How long concurrent identical misses wait for the first (default 30000 ms).
+    pub collapse_wait_ms: Option<u64>,
+    /// What a hit charges to budgets: `provider` (0, default) or `full`.
+    pub charge: Option<String>,
+    /// `[cache.semantic]`
+    pub semantic: Option<RawSemantic>,
+}
+
+/// `[cache.semantic]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSemantic {
+    /// A configured model that serves `/v1/embeddings`.
+    pub embeddings_model: String,
+    /// Cosine similarity for a hit (default 0.9).
+    pub similarity_threshold: Option<f64>,
+    /// Messages embedded, from the last (default 1).
+    pub messages: Option<usize>,
+    /// Leave the system prompt out (default true).
+    pub ignore_system: Option<bool>,
+    /// Vectors kept at most (default 10000).
+    pub max_entries: Option<usize>,
+    /// Bytes of vectors kept at most (default 64 MiB).
+    pub max_bytes: Option<usize>,
+    /// Bound on the embeddings call in milliseconds (default 2000).
+    pub timeout_ms: Option<u64>,
 }
 
 /// `[metering]`

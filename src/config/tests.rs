@@ -419,3 +419,53 @@ fn a_provider_used_only_through_aliases_needs_no_models_list() {
     ));
     assert_eq!(errs[0].path, "providers[0].models", "{errs:?}");
 }
+
+#[test]
+fn cache_section_is_validated_with_key_paths() {
+    let ok = format!(
+        "[cache]\nmode = \"semantic\"\nbackend = \"redis://127.0.0.1:6379\"\n[cache.semantic]\nembeddings_model = \"text-embedding-3-small\"\n{GOOD}"
+    );
+    let c = Config::from_toml(&ok, &vars()).expect("valid");
+    let cache = c.cache.expect("on");
+    assert_eq!(cache.mode, crate::cache::config::Mode::Semantic);
+    assert_eq!(cache.scope, crate::cache::config::Scope::Team);
+    assert!(c.metrics.options.cache && c.metrics.options.semantic);
+    assert!(
+        Config::from_toml(GOOD, &vars())
+            .expect("valid")
+            .cache
+            .is_none()
+    );
+
+    let bad = format!(
+        "[cache]\nmode = \"fuzzy\"\nscope = \"world\"\nttl_secs = 0\nbackend = \"memcached\"\ndeterministic = \"maybe\"\n{GOOD}"
+    );
+    let paths: Vec<String> = errors_of(&bad).into_iter().map(|e| e.path).collect();
+    for p in [
+        "cache.mode",
+        "cache.scope",
+        "cache.ttl_secs",
+        "cache.backend",
+        "cache.deterministic",
+    ] {
+        assert!(paths.iter().any(|x| x == p), "{p} in {paths:?}");
+    }
+    let no_section = format!("[cache]\nmode = \"semantic\"\n{GOOD}");
+    assert!(
+        errors_of(&no_section)
+            .iter()
+            .any(|e| e.path == "cache.semantic")
+    );
+    let unrouted = format!(
+        "[cache]\nmode = \"semantic\"\n[cache.semantic]\nembeddings_model = \"nomic-embed\"\n{}",
+        GOOD.replace("models = [\"*\"]", "models = [\"llama3.2\"]")
+    );
+    let paths: Vec<String> = errors_of(&unrouted).into_iter().map(|e| e.path).collect();
+    assert_eq!(paths, ["cache.semantic.embeddings_model"]);
+    let threshold = ok.replace(
+        "embeddings_model = \"text-embedding-3-small\"",
+        "embeddings_model = \"text-embedding-3-small\"\nsimilarity_threshold = 1.5",
+    );
+    let paths: Vec<String> = errors_of(&threshold).into_iter().map(|e| e.path).collect();
+    assert_eq!(paths, ["cache.semantic.similarity_threshold"]);
+}

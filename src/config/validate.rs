@@ -707,6 +707,27 @@ pub fn validate(raw: RawConfig, vars: &dyn Vars) -> Result<Config, ConfigErrors>
         );
     }
 
+    let cache = crate::cache::config::validate(&raw.cache).unwrap_or_else(|errs| {
+        for (path, message) in errs {
+            errors.push(path, message);
+        }
+        None
+    });
+    if let Some(s) = cache.as_ref().and_then(|c| c.semantic.as_ref()) {
+        match router.route(&s.embeddings_model) {
+            Some(r) if r.provider.supports(crate::providers::Endpoint::Embeddings) => {}
+            _ => errors.push(
+                "cache.semantic.embeddings_model",
+                format!(
+                    "{:?} is not routed to a provider that serves /v1/embeddings",
+                    s.embeddings_model
+                ),
+            ),
+        }
+    }
+    options.cache = cache.is_some();
+    options.semantic = cache.as_ref().is_some_and(|c| c.semantic.is_some());
+
     let workers = match raw.server.workers {
         Some(0) => {
             errors.push("server.workers", "must be at least 1");
@@ -813,6 +834,7 @@ pub fn validate(raw: RawConfig, vars: &dyn Vars) -> Result<Config, ConfigErrors>
         },
         warnings,
         billing,
+        cache,
     })
 }
 

@@ -63,6 +63,10 @@ pub struct UsageRow {
     /// The provider's endpoint when the gateway translated the request (else `None`: the
     /// client's endpoint is the one called).
     pub upstream_endpoint: Option<&'static str>,
+    /// The response cache: `hit`, `miss` or `bypass`; `None` when it was off for the request.
+    pub cache_status: Option<&'static str>,
+    /// On a hit, what the original request cost (nano-USD).
+    pub saved_cost_nanos: Option<i64>,
 }
 
 impl UsageRow {
@@ -100,6 +104,8 @@ impl UsageRow {
             price_id: None,
             service_tier: ServiceTier::Standard,
             upstream_endpoint: None,
+            cache_status: None,
+            saved_cost_nanos: None,
         }
     }
 

@@ -39,6 +39,7 @@ const SQLITE_MIGRATIONS: &[(i64, &str)] = &[
         8,
         include_str!("migrations/sqlite/0008_upstream_endpoint.sql"),
     ),
+    (9, include_str!("migrations/sqlite/0009_cache.sql")),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("migrations/postgres/0001_usage.sql")),
@@ -61,6 +62,7 @@ const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
         8,
         include_str!("migrations/postgres/0008_upstream_endpoint.sql"),
     ),
+    (9, include_str!("migrations/postgres/0009_cache.sql")),
 ];
 
 /// Columns of `tollgate_usage`, in insert order.
@@ -68,7 +70,7 @@ const COLUMNS: &str = "id, started_at, duration_us, ttft_us, key_name, team, cus
     requested_model, model, endpoint, stream, status_code, error_type, input_tokens, \
     output_tokens, cached_read_tokens, cache_write_tokens, cache_write_1h_tokens, \
     reasoning_tokens, cost_nanos, estimated, upstream_request_id, price_id, cost_source, \
-    service_tier, usage_source, upstream_endpoint";
+    service_tier, usage_source, upstream_endpoint, cache_status, saved_cost_nanos";
 
 /// Which rows a spend query sums.
 #[derive(Debug, Clone, Copy)]
@@ -347,7 +349,7 @@ impl Store {
                      $12::bool[], $13::int4[], $14::text[], $15::int8[], $16::int8[], \
                      $17::int8[], $18::int8[], $19::int8[], $20::int8[], $21::int8[], \
                      $22::bool[], $23::text[], $24::text[], $25::text[], $26::text[], $27::text[], \
-                     $28::text[]) \
+                     $28::text[], $29::text[], $30::int8[]) \
                      ON CONFLICT (id) DO NOTHING"
                 );
                 let col = |f: &dyn Fn(&UsageRow) -> i64| rows.iter().map(f).collect::<Vec<i64>>();
@@ -408,6 +410,8 @@ impl Store {
                             .collect::<Vec<_>>(),
                     )
                     .bind(rows.iter().map(|r| r.upstream_endpoint).collect::<Vec<_>>())
+                    .bind(rows.iter().map(|r| r.cache_status).collect::<Vec<_>>())
+                    .bind(rows.iter().map(|r| r.saved_cost_nanos).collect::<Vec<_>>())
                     .execute(&mut **conn)
                     .await?
                     .rows_affected();
@@ -849,7 +853,9 @@ fn sqlite_insert(rows: &[UsageRow]) -> Query<'_, sqlx::Sqlite, SqliteArguments<'
             .bind(r.cost_source())
             .bind(r.service_tier.as_str())
             .bind(r.usage_source.as_str())
-            .bind(r.upstream_endpoint);
+            .bind(r.upstream_endpoint)
+            .bind(r.cache_status)
+            .bind(r.saved_cost_nanos);
     }
     q
 }

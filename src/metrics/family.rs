@@ -193,7 +193,7 @@ impl<T: Default> Family<T> {
     ///
     /// [`get`]: Family::get
     pub fn with<R>(&self, values: &[&str], f: impl FnOnce(&T) -> R) -> R {
-        let mut buf = [""; 8];
+        let mut buf = [""; 12];
         let values = self.masked(values, &mut buf);
         if let Some(cell) = self.series.read().get(&LabelRef(values)) {
             return f(cell);
@@ -202,7 +202,7 @@ impl<T: Default> Family<T> {
     }
 
     /// `values` with disabled labels blanked and values over the bound folded, in `buf`.
-    fn masked<'a>(&self, values: &[&'a str], buf: &'a mut [&'a str; 8]) -> &'a [&'a str] {
+    fn masked<'a>(&self, values: &[&'a str], buf: &'a mut [&'a str; 12]) -> &'a [&'a str] {
         debug_assert_eq!(values.len(), self.label_names.len(), "{}", self.name);
         let n = values.len().min(buf.len());
         for (i, v) in values.iter().take(n).enumerate() {
@@ -217,7 +217,7 @@ impl<T: Default> Family<T> {
 
     /// The cell for `values` (one per label name, in order), created on first use.
     pub fn get(&self, values: &[&str]) -> Arc<T> {
-        let mut buf = [""; 8];
+        let mut buf = [""; 12];
         let values = self.masked(values, &mut buf);
         self.get_masked(values)
     }

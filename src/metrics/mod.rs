@@ -4,6 +4,7 @@
 //! (see [`Metrics::record`]). Names follow `llm_gateway_<name>_<unit>[_total]`.
 
 mod billing;
+mod cache;
 mod cells;
 mod connections;
 mod family;
@@ -14,6 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub use billing::{BillingCells, BillingGauges};
+pub use cache::{Bypass, CacheMetrics};
 pub use cells::{Counter, Gauge, Histogram, LatencyHistogram, OverheadHistogram, UsageCells};
 pub use connections::{ConnectionMetrics, Rejected, TimedOut};
 pub use family::{BOUNDED_LABELS, Family, OVERFLOW_VALUE, ValueBound};
@@ -41,6 +43,11 @@ pub struct MetricsOptions {
     pub max_series_per_family: usize,
     /// Longest label value kept, in bytes; longer ones become `__other__`.
     pub max_label_value_bytes: usize,
+    /// `[cache]` is on: `requests_total` carries `cache_status`.
+    pub cache: bool,
+    /// Semantic cache: `requests_total` also carries `vector_db`, `embeddings_provider` and
+    /// `embeddings_model`.
+    pub semantic: bool,
 }
 
 /// Default of `[metrics] max_label_value_bytes`. The longest model ids in use are about 100
@@ -56,6 +63,8 @@ impl Default for MetricsOptions {
             labels: CONFIGURABLE_LABELS.iter().map(|s| s.to_string()).collect(),
             max_series_per_family: 10_000,
             max_label_value_bytes: DEFAULT_MAX_LABEL_VALUE_BYTES,
+            cache: false,
+            semantic: false,
         }
     }
 }
@@ -94,11 +103,27 @@ pub struct Observation<'a> {
     pub time_to_first_token: Option<Duration>,
     /// Time spent in the gateway itself.
     pub overhead: Option<Duration>,
+    /// The response cache's labels (empty when the cache is off).
+    pub cache: CacheLabels<'a>,
+}
+
+/// The labels the response cache adds to `requests_total` (Kong's names). Few-valued: the
+/// status has four values, the other three one per gateway.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CacheLabels<'a> {
+    /// `hit`, `miss`, `bypass`, or `""` when the cache is off or the request not cacheable.
+    pub status: &'a str,
+    /// Semantic mode: where vectors live (`memory`).
+    pub vector_db: &'a str,
+    /// Semantic mode: the provider of the embeddings model.
+    pub embeddings_provider: &'a str,
+    /// Semantic mode: the embeddings model.
+    pub embeddings_model: &'a str,
 }
 
 impl<'a> Observation<'a> {
     /// The labels of its `llm_gateway_requests_total` series.
-    fn requests_labels(&self) -> [&'a str; 6] {
+    fn requests_labels(&self) -> [&'a str; 10] {
         [
             self.provider,
             self.model,
@@ -106,6 +131,10 @@ impl<'a> Observation<'a> {
             self.key,
             self.endpoint,
             self.status_code,
+            self.cache.status,
+            self.cache.vector_db,
+            self.cache.embeddings_provider,
+            self.cache.embeddings_model,
         ]
     }
 
@@ -194,6 +223,8 @@ pub struct Metrics {
     pub ledger_unauthenticated: Counter,
     /// Failed billing-API requests (`llm_gateway_billing_fetch_errors_total`).
     pub billing: BillingCells,
+    /// The response cache's families.
+    pub cache: CacheMetrics,
     start_time: f64,
 }
 
@@ -218,6 +249,7 @@ pub struct KeySeries {
     model: Box<str>,
     endpoint: Box<str>,
     status: Box<str>,
+    cache_status: Box<str>,
     usage: Option<Arc<UsageCells>>,
     requests: Arc<Counter>,
 }
@@ -261,6 +293,10 @@ const REQUEST_LABELS: &[&str] = &[
     "key",
     "endpoint",
     "status_code",
+    "cache_status",
+    "vector_db",
+    "embeddings_provider",
+    "embeddings_model",
 ];
 const ERROR_LABELS: &[&str] = &[
     "provider",
@@ -277,7 +313,12 @@ impl Metrics {
     /// Creates every family.
     pub fn new(opts: &MetricsOptions) -> Arc<Metrics> {
         // Only the configurable labels can be switched off; the others are always on.
-        let on = |l: &str| !CONFIGURABLE_LABELS.contains(&l) || opts.labels.iter().any(|x| x == l);
+        let on = |l: &str| match l {
+            // The cache's labels exist only with a cache: without one the series are as before.
+            "cache_status" => opts.cache,
+            "vector_db" | "embeddings_provider" | "embeddings_model" => opts.semantic,
+            _ => !CONFIGURABLE_LABELS.contains(&l) || opts.labels.iter().any(|x| x == l),
+        };
         let cap = opts.max_series_per_family;
         let bound = Arc::new(ValueBound::new(opts.max_label_value_bytes));
         Arc::new(Metrics {
@@ -401,6 +442,7 @@ impl Metrics {
             ledger_rewritten: Counter::default(),
             ledger_unauthenticated: Counter::default(),
             billing: BillingCells::default(),
+            cache: CacheMetrics::new(opts.cache, &on, cap),
             start_time: SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map_or(0.0, |d| d.as_secs_f64()),
@@ -500,6 +542,7 @@ impl Metrics {
             Some(c)
                 if *c.endpoint == *o.endpoint
                     && *c.status == *o.status_code
+                    && *c.cache_status == *o.cache.status
                     && *c.model == *o.model
                     && *c.provider == *o.provider =>
             {
@@ -510,6 +553,7 @@ impl Metrics {
                 model: o.model.into(),
                 endpoint: o.endpoint.into(),
                 status: o.status_code.into(),
+                cache_status: o.cache.status.into(),
                 usage: None,
                 requests: self.requests.get(&o.requests_labels()),
             }),

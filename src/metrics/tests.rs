@@ -19,6 +19,7 @@ fn observation<'a>(model: &'a str, usage: Usage, cost_nanos: u64) -> Observation
         upstream: Some(Duration::from_millis(119)),
         time_to_first_token: None,
         overhead: Some(Duration::from_micros(40)),
+        cache: Default::default(),
     }
 }
 

@@ -89,6 +89,8 @@ pub struct RequestContext {
     pub(super) status: u16,
     /// The provider's id of this request, from its response headers.
     pub(super) upstream_request_id: Option<Box<str>>,
+    /// Set by `cache` on a cacheable miss: captures the answer in the tap, stores it at record.
+    pub(super) cache: Option<crate::cache::Forward>,
     settled: bool,
 }
 
@@ -113,6 +115,7 @@ impl RequestContext {
             overhead: Duration::ZERO,
             status: 0,
             upstream_request_id: None,
+            cache: None,
             settled: false,
         }
     }
@@ -217,7 +220,32 @@ impl RequestContext {
             finished_at: chrono::Utc::now(),
             customer: self.customer.take(),
             upstream_request_id: self.upstream_request_id.take(),
+            cache: self.cache.take(),
         });
+    }
+
+    /// A cache hit answers the request: it records itself (`cache/record.rs`), so the context
+    /// is settled without recording.
+    pub(super) fn serve_cached(
+        mut self,
+        hit: crate::cache::Hit,
+        strip_usage: bool,
+    ) -> http::Response<super::ResponseBody> {
+        self.settled = true;
+        let Some(key) = self.key.clone() else {
+            // Unreachable: `cache` runs after `authenticate`.
+            return respond::error_response(self.endpoint.format(), &ProxyError::MissingKey);
+        };
+        let served = crate::cache::Served {
+            key: &key,
+            requested_model: &self.requested_model,
+            admission: self.admission.take(),
+            start: self.start,
+            customer: self.customer.take(),
+            strip_usage,
+        };
+        hit.serve(&self.gw, served)
+            .map(http_body_util::Either::Left)
     }
 
     /// Moves this request out, to be settled by its new owner; this one is left settled.
@@ -240,6 +268,7 @@ impl RequestContext {
             overhead: self.overhead,
             status: self.status,
             upstream_request_id: self.upstream_request_id.take(),
+            cache: self.cache.take(),
             settled: false,
         };
         self.settled = true;

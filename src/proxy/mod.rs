@@ -33,6 +33,7 @@ use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use parking_lot::Mutex;
 
+use crate::cache;
 use crate::config::{Config, LimitsBackend};
 use crate::ledger::{self, Ledger};
 use crate::limits::{self, Limiter};
@@ -64,6 +65,8 @@ pub struct Gateway {
     pub ledger: Ledger,
     /// The billing pollers and the bill's gauges (off without `[[billing]]`).
     pub billing: crate::billing::Billing,
+    /// The response cache (`None`: `[cache]` is off, and the request path skips it in one branch).
+    pub cache: Option<Arc<crate::cache::Cache>>,
     client: upstream::UpstreamClient,
     warned_unpriced: Mutex<HashSet<(String, String)>>,
     last_limit_error_log: Mutex<Option<Instant>>,
@@ -104,19 +107,28 @@ impl Gateway {
         ));
         limiter.publish_all(&config.rules);
         let billing = crate::billing::Billing::new(&config.billing, &ledger, metrics.clone());
-        Ok(Arc::new(Gateway {
+        let cache = match &config.cache {
+            Some(c) => Some(crate::cache::Cache::new(c.clone(), metrics.clone())?),
+            None => None,
+        };
+        let gw = Arc::new(Gateway {
             config,
             metrics,
             limiter,
             ledger,
             billing,
+            cache,
             client: upstream::tls_client(),
             warned_unpriced: Mutex::new(HashSet::new()),
             last_limit_error_log: Mutex::new(None),
             past_grace: std::sync::atomic::AtomicBool::new(false),
             upstream_failure_log: loglimit::LogLimiter::new(loglimit::UPSTREAM_FAILURE_LOG_EVERY),
             last_implausible_log: Mutex::new(None),
-        }))
+        });
+        if let Some(c) = &gw.cache {
+            c.attach(&gw);
+        }
+        Ok(gw)
     }
 
     /// In-memory budgets start from zero: restore this period's spend from the ledger, so a
@@ -233,7 +245,8 @@ impl Gateway {
     ) -> Response<ResponseBody> {
         let mut ctx = RequestContext::arrive(&self, endpoint, req.headers());
         match self.phases(&mut ctx, req).await {
-            Ok(sent) => observe::observe(ctx, sent),
+            Ok(Answer::Sent(sent)) => observe::observe(ctx, sent),
+            Ok(Answer::Cached(hit, strip_usage)) => ctx.serve_cached(hit, strip_usage),
             Err(refusal) => ctx.refuse(refusal),
         }
     }
@@ -242,7 +255,7 @@ impl Gateway {
         &self,
         ctx: &mut RequestContext,
         req: Request<Incoming>,
-    ) -> Result<Sent, Refusal> {
+    ) -> Result<Answer, Refusal> {
         let (parts, body) = req.into_parts();
         // authenticate
         ctx.key = Some(auth::authenticate(&self.config.keys, &parts.headers)?);
@@ -257,10 +270,42 @@ impl Gateway {
         // admit
         let price_model = route.upstream_model.as_deref().unwrap_or(&facts.model);
         ctx.admission = self.admit(ctx, price_model, &facts, body.len()).await?;
+        // cache (only with [cache])
+        if let Some(c) = &self.cache
+            && ctx.translation.is_none()
+        {
+            let query = cache::Query {
+                key: ctx.key.as_deref().ok_or(ProxyError::MissingKey)?,
+                provider: &route.provider,
+                endpoint: ctx.endpoint,
+                model: &facts.model,
+                upstream_model: price_model,
+                body: &body,
+                headers: &parts.headers,
+            };
+            match c.lookup(query).await {
+                cache::Lookup::Hit(hit) => {
+                    let strip = facts.stream
+                        && ctx.endpoint.needs_include_usage()
+                        && route.provider.inject_stream_usage()
+                        && !facts.include_usage;
+                    return Ok(Answer::Cached(hit, strip));
+                }
+                cache::Lookup::Forward(f) => ctx.cache = Some(f),
+            }
+        }
         // rewrite
         let upstream = rewrite::rewrite(route, ctx, &facts, parts.headers, &body)?;
         ctx.request_body = body;
         // send (observe follows in `forward`)
-        self.send(ctx, route, upstream).await
+        self.send(ctx, route, upstream).await.map(Answer::Sent)
     }
+}
+
+/// How the phases ended, short of a refusal.
+enum Answer {
+    /// The provider answered: observe its response.
+    Sent(Sent),
+    /// The response cache answered (and whether to leave a stream's usage chunk out).
+    Cached(cache::Hit, bool),
 }

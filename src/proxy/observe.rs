@@ -23,6 +23,9 @@ pub(super) fn observe(mut ctx: RequestContext, sent: Sent) -> Response<ResponseB
     if let Some(a) = &ctx.admission {
         a.quota.write_headers(&mut parts.headers);
     }
+    if let Some(c) = &ctx.cache {
+        c.write_headers(&mut parts.headers);
+    }
     let is_sse = parts
         .headers
         .get(header::CONTENT_TYPE)

@@ -115,6 +115,8 @@ pub(super) struct Closing {
     pub(super) finished_at: chrono::DateTime<chrono::Utc>,
     pub(super) customer: Option<Box<str>>,
     pub(super) upstream_request_id: Option<Box<str>>,
+    /// The response cache's part in this request (None: cache off or a hit).
+    pub(super) cache: Option<crate::cache::Forward>,
 }
 
 impl Closing {
@@ -222,6 +224,13 @@ impl Closing {
         if price.is_none() && !usage.is_zero() {
             self.gw.warn_unpriced(provider, model);
         }
+        // Cache (src/cache): a complete successful response is stored with its usage and cost.
+        let cache_labels = self.cache.as_ref().map(|c| c.labels()).unwrap_or_default();
+        let cache_status = self.cache.as_ref().and_then(|c| c.ledger_status());
+        if let Some(c) = self.cache {
+            let ok = error_type.is_none() && (200..300).contains(&status);
+            c.finish(ok, self.stream, model, &usage, cost_nanos);
+        }
         let (team, key_name) = self
             .key
             .as_deref()
@@ -258,6 +267,8 @@ impl Closing {
                     price_id: price.map(|p| p.id.clone()),
                     service_tier: crate::metering::ServiceTier::Standard,
                     upstream_endpoint: self.upstream_endpoint.map(Endpoint::path),
+                    cache_status,
+                    saved_cost_nanos: None,
                 };
                 // Nothing was sent upstream: a refusal, which may use only half the channel,
                 // so refusals never take the room of billed rows.
@@ -285,6 +296,7 @@ impl Closing {
             upstream: self.upstream,
             time_to_first_token: self.time_to_first_token,
             overhead: Some(self.overhead),
+            cache: cache_labels,
         };
         match &self.key {
             Some(k) => self.gw.metrics.record_for_key(&observation, &k.series),

@@ -213,6 +213,10 @@ impl TapBody {
         if self.pending.first_byte.is_none() {
             self.pending.first_byte = Some(Instant::now());
         }
+        // Cache (src/cache): keeps the provider's bytes of a cacheable miss.
+        if let Some(c) = self.pending.ctx.cache.as_mut() {
+            c.capture(&data);
+        }
         let provider = &self.pending.provider;
         let endpoint = self.pending.ctx.upstream_endpoint();
         match &mut self.mode {
