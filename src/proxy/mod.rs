@@ -6,6 +6,7 @@ pub mod auth;
 mod body;
 mod deferred;
 pub mod error;
+pub mod jsonarray;
 mod loglimit;
 mod request;
 pub mod settle;
@@ -28,7 +29,7 @@ use crate::ledger::{self, Ledger, UsageRow};
 use crate::limits::{self, Demand, Limiter, Rejection};
 use crate::metering::Usage;
 use crate::metrics::{Metrics, Observation, TimedOut};
-use crate::providers::{ApiFormat, Endpoint};
+use crate::providers::{self, ApiFormat, Endpoint, Framing};
 pub use deferred::Recorder;
 pub use error::ProxyError;
 use settle::{Ending, Facts, PendingRequest, status_label};
@@ -140,7 +141,7 @@ impl Gateway {
         let max = self.config.metering.max_tokens_per_request;
         let input = input.min(max);
         let output = match endpoint {
-            Endpoint::Embeddings => 0,
+            ep if ep.is_embedding() => 0,
             _ => facts
                 .max_tokens
                 .unwrap_or(self.config.limits.default_max_tokens)
@@ -364,7 +365,11 @@ impl Gateway {
         let format = endpoint.format();
         let customer = customer_header(req.headers());
         // Authenticate.
-        let key = match auth::authenticate(&self.config.keys, req.headers()) {
+        let key = match auth::authenticate_with_query(
+            &self.config.keys,
+            req.headers(),
+            req.uri().query(),
+        ) {
             Ok(k) => k,
             Err(err) => {
                 self.record_rejection(endpoint, None, &err, start, customer);
@@ -417,7 +422,9 @@ impl Gateway {
                 return Err(e);
             }
         };
-        let facts = request::RequestFacts::parse(&body)?;
+        // Azure's deployment paths and Gemini's name the model in the path.
+        let path_model = Endpoint::from_path(parts.uri.path()).and_then(|(_, m)| m);
+        let facts = request::RequestFacts::parse(&body, path_model)?;
         // Route.
         let route = self
             .config
@@ -478,10 +485,26 @@ impl Gateway {
             Err(Err(e)) => return Err(e),
         };
         let quota = admission.as_ref().map(|a| a.quota);
-        let upstream_body =
-            request::rewrite(&body, &facts, route.upstream_model.as_deref(), inject)?;
+        let upstream_model = route.upstream_model.as_deref();
+        let body_model = upstream_model.filter(|_| provider.model_in_body(endpoint));
+        let upstream_body = request::rewrite(&body, &facts, body_model, inject)?;
+        let target = providers::Target {
+            endpoint,
+            model: upstream_model.unwrap_or(&facts.model),
+            query: parts.uri.query(),
+        };
+        let uri = match provider.upstream_uri(&target) {
+            Ok(uri) => uri.into_owned(),
+            Err(reason) => {
+                return Err(ProxyError::InvalidModel {
+                    model: error::echo(&facts.model),
+                    provider: provider.name().to_string(),
+                    reason,
+                });
+            }
+        };
         let requested_model: Box<str> = facts.model.as_ref().into();
-        let stream = facts.stream;
+        let stream = facts.stream || endpoint.always_streams();
         let customer = customer.or_else(|| {
             facts
                 .user
@@ -492,11 +515,12 @@ impl Gateway {
         // Forward.
         let mut headers = parts.headers;
         provider.header_policy().filter(&mut headers);
-        provider.authorize(&mut headers);
-        let mut upstream_req = Request::new(Full::new(upstream_body));
+        let mut upstream_req = Request::new(upstream_body);
         *upstream_req.method_mut() = Method::POST;
-        *upstream_req.uri_mut() = provider.upstream_uri(endpoint).clone();
+        *upstream_req.uri_mut() = uri;
         *upstream_req.headers_mut() = headers;
+        provider.authorize(&mut upstream_req);
+        let upstream_req = upstream_req.map(Full::new);
 
         let in_flight = self.metrics.in_flight(provider.name());
         in_flight.add(1);
@@ -565,15 +589,25 @@ impl Gateway {
         if let Some(q) = quota {
             q.write_headers(&mut parts.headers);
         }
-        let is_sse = parts
-            .headers
-            .get(header::CONTENT_TYPE)
-            .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
-        let tap = if is_sse && parts.status.is_success() {
-            parts.headers.remove(header::CONTENT_LENGTH);
-            TapBody::sse(upstream_body, pending, inject, lease, route.stream)
-        } else {
-            TapBody::json(upstream_body, pending, lease, route.stream)
+        let framing = match parts.status.is_success() {
+            true => provider.framing(
+                endpoint,
+                parts
+                    .headers
+                    .get(header::CONTENT_TYPE)
+                    .map(|v| v.as_bytes()),
+            ),
+            false => Framing::Json,
+        };
+        let tap = match framing {
+            Framing::Sse => {
+                parts.headers.remove(header::CONTENT_LENGTH);
+                TapBody::sse(upstream_body, pending, inject, lease, route.stream)
+            }
+            Framing::JsonArray => TapBody::json_array(upstream_body, pending, lease, route.stream),
+            Framing::Json | Framing::AwsEventStream => {
+                TapBody::json(upstream_body, pending, lease, route.stream)
+            }
         };
         let mut tap = tap;
         tap.add_overhead(headers_at.elapsed());
@@ -636,6 +670,7 @@ pub fn rate_limited_response(format: ApiFormat, r: &Rejection) -> Response<Respo
         (ApiFormat::OpenAi, true) => ("insufficient_quota", Some("budget_exceeded")),
         (ApiFormat::OpenAi, false) => (r.limit.as_str(), Some("rate_limit_exceeded")),
         (ApiFormat::Anthropic, _) => ("rate_limit_error", None),
+        (ApiFormat::Gemini, _) => ("RESOURCE_EXHAUSTED", None),
     };
     let mut resp = json_error(format, 429, kind, code, &r.message());
     let h = resp.headers_mut();
@@ -683,7 +718,7 @@ pub fn json_error(
     code: Option<&str>,
     message: &str,
 ) -> Response<ResponseBody> {
-    let body = format.error_body(kind, code, message);
+    let body = format.error_body(status, kind, code, message);
     let mut resp = Response::new(Either::Left(Full::new(Bytes::from(body))));
     *resp.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     resp.headers_mut().insert(
