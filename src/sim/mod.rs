@@ -127,9 +127,9 @@ async fn handle(req: Request<Incoming>, opts: &SimOptions) -> Response<SimBody> 
     let Ok(mut v) = serde_json::from_slice::<Value>(&bytes) else {
         return json(400, error(400));
     };
-    // Azure's deployment and Gemini's model are in the path: echoed as the model.
+    // Azure's deployment and Gemini's model are in the path, and win over a body's model.
     if let (Some(m), Some(o)) = (path_model, v.as_object_mut()) {
-        o.entry("model").or_insert_with(|| m.into());
+        o.insert("model".into(), m.into());
     }
     let sim = SimRequest::from_body(&v, h, opts.default_output_tokens, opts.max_output_tokens);
     let stream = v.get("stream").and_then(Value::as_bool).unwrap_or(false);
