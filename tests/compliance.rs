@@ -14,7 +14,7 @@ use http_body_util::BodyExt;
 use serde::Deserialize;
 use support::{MockReply, Scrape, TestGateway, mock_upstream, post_streaming, sse_events};
 use tollgate::metering::{PriceTable, Usage};
-use tollgate::providers::Endpoint;
+use tollgate::providers::{Endpoint, ProviderKind};
 
 #[derive(Deserialize)]
 struct Case {
