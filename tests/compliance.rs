@@ -454,16 +454,12 @@ async fn every_provider_folder_passes() {
         .iter()
         .filter_map(|p| p.file_name()?.to_str().map(String::from))
         .collect();
-    for kind in [
-        "openai",
-        "anthropic",
-        "openai-compatible",
-        "azure-openai",
-        "gemini",
-    ] {
+    // Every registered kind has its folder.
+    for kind in ProviderKind::ALL {
         assert!(
-            names.iter().any(|n| n == kind),
-            "no fixture folder {kind}: {names:?}"
+            names.iter().any(|n| n == kind.as_str()),
+            "no fixture folder tests/fixtures/{}: {names:?}",
+            kind.as_str()
         );
     }
     let mut failures = Vec::new();
