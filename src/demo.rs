@@ -42,6 +42,28 @@ base_url = "http://{sim_addr}/v1"
 forward_headers = ["x-sim-*"]
 models = ["meta-llama/Llama-3.1-8B-Instruct"]
 
+[[providers]]
+name = "gemini"
+kind = "gemini"
+base_url = "http://{sim_addr}"
+forward_headers = ["x-sim-*"]
+api_key = "AIza-demo-gemini"
+model_prefixes = ["gemini-"]
+
+[[providers]]
+name = "azure"
+kind = "azure-openai"
+base_url = "http://{sim_addr}"
+api_version = "2024-10-21"
+forward_headers = ["x-sim-*"]
+api_key = "az-demo-key"
+
+[[models]]
+name = "azure-gpt-4o"
+provider = "azure"
+deployment = "gpt4o-prod"
+base_model = "gpt-4o-2024-11-20"
+
 [[keys]]
 name = "search-app"
 key = "tg-demo-search"
@@ -82,7 +104,7 @@ fn workload(
     String,
     Option<(&'static str, &'static str)>,
 ) {
-    match i % 7 {
+    match i % 9 {
         0 => ("tg-demo-search", "/v1/chat/completions",
             r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Find documents about token metering"}],"max_tokens":40}"#.into(), None),
         1 => ("tg-demo-search", "/v1/embeddings",
@@ -97,6 +119,11 @@ fn workload(
             Some(("x-sim-reasoning-tokens", "64"))),
         5 => ("tg-demo-research", "/v1/chat/completions",
             r#"{"model":"meta-llama/Llama-3.1-8B-Instruct","messages":[{"role":"user","content":"hello"}]}"#.into(), None),
+        6 => ("tg-demo-search", "/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse",
+            r#"{"contents":[{"role":"user","parts":[{"text":"Rank these results by relevance"}]}],"generationConfig":{"maxOutputTokens":50}}"#.into(),
+            Some(("x-sim-reasoning-tokens", "32"))),
+        7 => ("tg-demo-support", "/openai/deployments/azure-gpt-4o/chat/completions?api-version=2024-10-21",
+            r#"{"messages":[{"role":"user","content":"Draft a reply to this customer"}],"max_tokens":50}"#.into(), None),
         _ => ("tg-demo-research", "/v1/messages",
             r#"{"model":"claude-haiku-4-5","max_tokens":30,"messages":[{"role":"user","content":"ping"}]}"#.into(),
             Some(("x-sim-status", "529"))),

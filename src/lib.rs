@@ -4,7 +4,8 @@
 //! - [`config`]: the TOML file, `${ENV}` secrets, validation with key paths;
 //! - [`server`]: listeners, routing, graceful shutdown, connection caps and timeouts;
 //! - [`proxy`]: the request path (authenticate, read, route, forward, tap, settle);
-//! - [`providers`]: one module per provider, each implementing [`providers::Provider`];
+//! - [`providers`]: one module per provider kind (openai, anthropic, azure-openai, gemini), each
+//!   implementing [`providers::Provider`] and registered in [`providers::ProviderKind`];
 //! - [`metering`]: normalised [`metering::Usage`], the price table, token estimates;
 //! - [`metrics`]: every metric family and the Prometheus/OpenMetrics exposition;
 //! - [`ledger`]: one usage row per request, batched into SQLite or PostgreSQL, and the usage

@@ -1,6 +1,8 @@
-//! The provider compliance suite: every recorded fixture under `tests/fixtures/<provider>/` is
-//! replayed by a mock upstream through a real gateway, asserting the client's bytes, what the
-//! upstream received, and the usage, cost and error metrics.
+//! The provider compliance suite: every folder `tests/fixtures/<provider>/` is discovered, and
+//! every recorded fixture in it replayed by a mock upstream through a real gateway, asserting
+//! the client's bytes, what the upstream received, and the usage, cost and error metrics. How
+//! the provider is configured, what its clients send and what the upstream must receive is the
+//! folder's `provider.toml`: nothing here branches on a provider.
 
 mod support;
 
@@ -12,6 +14,7 @@ use http_body_util::BodyExt;
 use serde::Deserialize;
 use support::{MockReply, Scrape, TestGateway, mock_upstream, post_streaming, sse_events};
 use tollgate::metering::{PriceTable, Usage};
+use tollgate::providers::{Endpoint, ProviderKind};
 
 #[derive(Deserialize)]
 struct Case {
@@ -24,7 +27,38 @@ struct Case {
     cut_after_bytes: Option<usize>,
     client_disconnect_after_events: Option<usize>,
     error_type: Option<String>,
+    /// The path and query the upstream must see (when it differs by provider).
+    upstream_path: Option<String>,
     expect: Expect,
+}
+
+/// A folder's `provider.toml`. `{upstream}`, `{client_key}` and `{upstream_key}` are filled in.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ProviderFile {
+    kind: String,
+    base_url: String,
+    /// More keys of the `[[providers]]` entry (the kind's own), as TOML lines.
+    #[serde(default)]
+    extra: String,
+    /// Headers the provider's official client sends.
+    client_headers: std::collections::BTreeMap<String, String>,
+    /// Headers the upstream must receive: the provider's own credentials.
+    upstream_headers: std::collections::BTreeMap<String, String>,
+}
+
+impl ProviderFile {
+    fn read(dir: &Path) -> ProviderFile {
+        let text = std::fs::read_to_string(dir.join("provider.toml"))
+            .unwrap_or_else(|e| panic!("{}/provider.toml: {e}", dir.display()));
+        toml::from_str(&text).unwrap_or_else(|e| panic!("{}/provider.toml: {e}", dir.display()))
+    }
+}
+
+fn fill(s: &str, upstream: &str) -> String {
+    s.replace("{upstream}", upstream)
+        .replace("{client_key}", CLIENT_KEY)
+        .replace("{upstream_key}", UPSTREAM_KEY)
 }
 
 #[derive(Deserialize)]
@@ -42,12 +76,7 @@ struct Expect {
 const CLIENT_KEY: &str = "tg-compliance-key";
 const UPSTREAM_KEY: &str = "sk-upstream-secret";
 
-fn config(provider: &str, upstream: &str) -> String {
-    let (kind, base) = match provider {
-        "anthropic" => ("anthropic", format!("http://{upstream}")),
-        "openai" => ("openai", format!("http://{upstream}/v1")),
-        _ => ("openai-compatible", format!("http://{upstream}/v1")),
-    };
+fn config(provider: &str, file: &ProviderFile, upstream: &str) -> String {
     format!(
         r#"
 [[providers]]
@@ -56,12 +85,16 @@ kind = "{kind}"
 base_url = "{base}"
 api_key = "{UPSTREAM_KEY}"
 models = ["*"]
+{extra}
 
 [[keys]]
 name = "ck"
 key = "{CLIENT_KEY}"
 team = "compliance"
-"#
+"#,
+        kind = file.kind,
+        base = fill(&file.base_url, upstream),
+        extra = file.extra,
     )
 }
 
@@ -86,7 +119,12 @@ async fn read_client(
     out
 }
 
-async fn run_case(provider: &str, dir: &Path, name: &str) -> Result<(), String> {
+async fn run_case(
+    provider: &str,
+    file: &ProviderFile,
+    dir: &Path,
+    name: &str,
+) -> Result<(), String> {
     let case: Case = toml::from_str(
         &std::fs::read_to_string(dir.join(format!("{name}.toml"))).map_err(|e| e.to_string())?,
     )
@@ -118,17 +156,19 @@ async fn run_case(provider: &str, dir: &Path, name: &str) -> Result<(), String> 
         },
     })
     .await;
-    let gw = TestGateway::start(&config(provider, &addr.to_string())).await;
-    let bearer = format!("Bearer {CLIENT_KEY}");
-    let headers: Vec<(&str, &str)> = if provider == "anthropic" {
-        vec![
-            ("x-api-key", CLIENT_KEY),
-            ("anthropic-version", "2023-06-01"),
-        ]
-    } else {
-        vec![("authorization", &bearer)]
-    };
-    let resp = post_streaming(&gw.url(&case.endpoint), &headers, &case.request).await;
+    let upstream = addr.to_string();
+    let gw = TestGateway::start(&config(provider, file, &upstream)).await;
+    let client_headers: Vec<(String, String)> = file
+        .client_headers
+        .iter()
+        .map(|(k, v)| (k.clone(), fill(v, &upstream)))
+        .collect();
+    let headers: Vec<(&str, &str)> = client_headers
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let client_path = fill(&case.endpoint, &upstream);
+    let resp = post_streaming(&gw.url(&client_path), &headers, &case.request).await;
     let status = resp.status().as_u16();
     let client_bytes = read_client(resp, case.client_disconnect_after_events).await;
     let scrape: Scrape = gw.wait_requests(1.0).await;
@@ -183,13 +223,16 @@ async fn run_case(provider: &str, dir: &Path, name: &str) -> Result<(), String> 
             !all.contains(CLIENT_KEY),
             "the client's key reached the upstream".into(),
         );
-        let auth_ok = if provider == "anthropic" {
-            h.get("x-api-key").and_then(|v| v.to_str().ok()) == Some(UPSTREAM_KEY)
-        } else {
-            h.get("authorization").and_then(|v| v.to_str().ok())
-                == Some(&format!("Bearer {UPSTREAM_KEY}"))
-        };
+        let auth_ok = file.upstream_headers.iter().all(|(k, v)| {
+            h.get(k.as_str()).and_then(|v| v.to_str().ok()) == Some(fill(v, &upstream).as_str())
+        });
         check(auth_ok, format!("upstream auth headers wrong:\n{all}"));
+        if let (Some(want), Some(got)) = (&case.upstream_path, seen.paths.first()) {
+            check(
+                got == want && !got.contains(CLIENT_KEY),
+                format!("upstream path {got:?}, want {want:?}"),
+            );
+        }
         let v: serde_json::Value =
             serde_json::from_slice(body).map_err(|e| format!("upstream body: {e}"))?;
         if case.client_file.is_some() {
@@ -201,7 +244,9 @@ async fn run_case(provider: &str, dir: &Path, name: &str) -> Result<(), String> 
         let original: serde_json::Value =
             serde_json::from_str(&case.request).map_err(|e| e.to_string())?;
         check(
-            v["messages"] == original["messages"] && v["model"] == original["model"],
+            v["messages"] == original["messages"]
+                && v["contents"] == original["contents"]
+                && v["model"] == original["model"],
             "request content changed".into(),
         );
     }
@@ -209,8 +254,15 @@ async fn run_case(provider: &str, dir: &Path, name: &str) -> Result<(), String> 
     // Usage, cost and error metrics.
     let requested: serde_json::Value =
         serde_json::from_str(&case.request).map_err(|e| e.to_string())?;
+    // The endpoint label, and the model when the path names it (Azure, Gemini).
+    let (endpoint, path_model) = Endpoint::from_path(client_path.split('?').next().unwrap_or(""))
+        .ok_or_else(|| format!("{client_path} is not a proxied path"))?;
+    let requested_model = path_model
+        .or(requested["model"].as_str())
+        .unwrap_or("")
+        .to_string();
     let model = if case.expect.response_model.is_empty() {
-        requested["model"].as_str().unwrap_or("").to_string()
+        requested_model.clone()
     } else {
         case.expect.response_model.clone()
     };
@@ -276,7 +328,7 @@ async fn run_case(provider: &str, dir: &Path, name: &str) -> Result<(), String> 
     // Priced by the model that served, else by the one requested (as the gateway does).
     match prices
         .lookup(&model)
-        .or_else(|| prices.lookup(requested["model"].as_str().unwrap_or("")))
+        .or_else(|| prices.lookup(&requested_model))
     {
         Some(p) => {
             let want = p.cost_nanos(&usage) as f64 / 1e9;
@@ -314,7 +366,7 @@ async fn run_case(provider: &str, dir: &Path, name: &str) -> Result<(), String> 
     check(
         scrape.sum(
             "llm_gateway_requests_total",
-            &[("status_code", &want_status), ("endpoint", &case.endpoint)],
+            &[("status_code", &want_status), ("endpoint", endpoint.path())],
         ) == 1.0,
         format!(
             "requests_total{{status_code={want_status}}} != 1: {:?}",
@@ -360,16 +412,15 @@ async fn run_case(provider: &str, dir: &Path, name: &str) -> Result<(), String> 
     }
 }
 
-async fn run_provider(provider: &str) {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(provider);
-    let mut names: Vec<String> = std::fs::read_dir(&dir)
+async fn run_provider(provider: &str, dir: &Path) -> Vec<String> {
+    let file = ProviderFile::read(dir);
+    let mut names: Vec<String> = std::fs::read_dir(dir)
         .expect("fixture folder")
         .filter_map(|e| e.ok())
         .filter_map(|e| {
             e.file_name()
                 .to_str()
+                .filter(|n| *n != "provider.toml")
                 .and_then(|n| n.strip_suffix(".toml"))
                 .map(String::from)
         })
@@ -381,30 +432,44 @@ async fn run_provider(provider: &str) {
     );
     let mut failures = Vec::new();
     for name in &names {
-        if let Err(e) = run_case(provider, &dir, name).await {
+        if let Err(e) = run_case(provider, &file, dir, name).await {
             failures.push(format!("{provider}/{name}:\n  {e}"));
         }
     }
+    failures
+}
+
+/// Every folder under `tests/fixtures/`, each a provider kind's recorded shapes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_provider_folder_passes() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let mut folders: Vec<PathBuf> = std::fs::read_dir(&root)
+        .expect("tests/fixtures")
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| p.is_dir())
+        .collect();
+    folders.sort();
+    let names: Vec<String> = folders
+        .iter()
+        .filter_map(|p| p.file_name()?.to_str().map(String::from))
+        .collect();
+    // Every registered kind has its folder.
+    for kind in ProviderKind::ALL {
+        assert!(
+            names.iter().any(|n| n == kind.as_str()),
+            "no fixture folder tests/fixtures/{}: {names:?}",
+            kind.as_str()
+        );
+    }
+    let mut failures = Vec::new();
+    for (dir, name) in folders.iter().zip(&names) {
+        failures.extend(run_provider(name, dir).await);
+    }
     assert!(
         failures.is_empty(),
-        "{} of {} cases failed:\n{}",
+        "{} cases failed:\n{}",
         failures.len(),
-        names.len(),
         failures.join("\n")
     );
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn openai_fixtures() {
-    run_provider("openai").await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn anthropic_fixtures() {
-    run_provider("anthropic").await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn openai_compatible_fixtures() {
-    run_provider("openai-compatible").await;
 }

@@ -12,7 +12,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, Method, Request, header};
+use http::{HeaderValue, Method, Request, header};
 use http_body_util::{BodyExt, Full};
 use parking_lot::Mutex;
 use serde_json::Value;
@@ -301,16 +301,24 @@ impl Embedder {
     /// One `/v1/embeddings` call: the vector (or why not), the usage and the status.
     async fn embed(&self, text: &str) -> (Result<Vec<f32>, SemanticError>, Usage, u16) {
         let body = serde_json::json!({"model": self.upstream_model, "input": text});
-        let mut req = Request::new(Full::new(Bytes::from(body.to_string())));
+        let target = crate::providers::Target {
+            endpoint: Endpoint::Embeddings,
+            model: &self.upstream_model,
+            query: None,
+        };
+        let uri = match self.provider.upstream_uri(&target) {
+            Ok(u) => u.into_owned(),
+            Err(e) => return (Err(SemanticError::Call(e)), Usage::default(), 0),
+        };
+        let mut req = Request::new(Bytes::from(body.to_string()));
         *req.method_mut() = Method::POST;
-        *req.uri_mut() = self.provider.upstream_uri(Endpoint::Embeddings).clone();
-        let mut h = HeaderMap::new();
-        h.insert(
+        *req.uri_mut() = uri;
+        req.headers_mut().insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
-        self.provider.authorize(&mut h);
-        *req.headers_mut() = h;
+        self.provider.authorize(&mut req);
+        let req = req.map(Full::new);
         let resp = match self.client.request(req).await {
             Ok(r) => r,
             Err(e) => return (Err(SemanticError::Call(e.to_string())), Usage::default(), 0),

@@ -231,13 +231,13 @@ pub struct RawMetrics {
     pub max_label_value_bytes: Option<usize>,
 }
 
-/// `[[providers]]`
+/// `[[providers]]`: the keys every kind shares. The rest are the kind's own
+/// (`providers/<kind>.rs` reads them into its config struct, which denies unknown fields).
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RawProvider {
     /// Unique name, the `provider` label.
     pub name: String,
-    /// `openai`, `anthropic` or `openai-compatible`.
+    /// `openai`, `anthropic`, `openai-compatible`, `azure-openai` or `gemini`.
     pub kind: String,
     /// Upstream base URL (required for `openai-compatible`).
     pub base_url: Option<String>,
@@ -260,8 +260,6 @@ pub struct RawProvider {
     pub anthropic_beta: Option<Vec<String>>,
     /// Time to wait for the response headers (default 600 s).
     pub timeout_secs: Option<u64>,
-    /// Add `stream_options.include_usage` to OpenAI-format streams (default true).
-    pub inject_stream_usage: Option<bool>,
     /// Multiplies every cost of this provider (a negotiated discount "0.85", a regional
     /// uplift "1.1"); default "1".
     pub price_multiplier: Option<String>,
@@ -274,6 +272,9 @@ pub struct RawProvider {
     pub on_client_disconnect: Option<String>,
     /// How long a drained stream is read after its client left (default 30 s).
     pub drain_timeout_secs: Option<u64>,
+    /// The kind's own keys (`inject_stream_usage`, `api_version`, ...).
+    #[serde(flatten)]
+    pub options: toml::Table,
 }
 
 /// `[[models]]`
@@ -286,6 +287,12 @@ pub struct RawModel {
     pub provider: String,
     /// The model id sent upstream, when it differs from `name`.
     pub upstream_model: Option<String>,
+    /// Azure OpenAI: the deployment serving `name` (the upstream model; not with
+    /// `upstream_model`).
+    pub deployment: Option<String>,
+    /// The model whose price applies (Azure: the deployment's base model, since deployment
+    /// names say nothing about price).
+    pub base_model: Option<String>,
     /// Price override for this model.
     pub price: Option<PriceSpec>,
 }

@@ -469,3 +469,109 @@ fn cache_section_is_validated_with_key_paths() {
     let paths: Vec<String> = errors_of(&threshold).into_iter().map(|e| e.path).collect();
     assert_eq!(paths, ["cache.semantic.similarity_threshold"]);
 }
+
+#[test]
+fn every_kind_is_known_and_its_own_keys_are_checked() {
+    let errs = errors_of(&format!(
+        "[[providers]]\nname = \"x\"\nkind = \"bedrockk\"\nmodels = [\"*\"]\n{SIM_KEY}"
+    ));
+    assert!(
+        errs.iter().any(|e| e.path == "providers[0].kind"
+            && e.message.contains("azure-openai")
+            && e.message.contains("gemini")),
+        "{errs:?}"
+    );
+    // A key of another kind is an error at the entry, naming the key.
+    let errs = errors_of(&format!(
+        "[[providers]]\nname = \"g\"\nkind = \"gemini\"\napi_key = \"k\"\nmodels = [\"*\"]\ninject_stream_usage = false\n{SIM_KEY}"
+    ));
+    assert!(
+        errs.iter()
+            .any(|e| e.path == "providers[0]" && e.message.contains("inject_stream_usage")),
+        "{errs:?}"
+    );
+    let errs = errors_of(&format!(
+        "[[providers]]\nname = \"az\"\nkind = \"azure-openai\"\napi_key = \"k\"\nmodels = [\"*\"]\n{SIM_KEY}"
+    ));
+    assert!(
+        errs.iter().any(|e| e.path == "providers[0].base_url"),
+        "{errs:?}"
+    );
+    let errs = errors_of(&format!(
+        "[[providers]]\nname = \"az\"\nkind = \"azure-openai\"\nbase_url = \"https://r.openai.azure.com\"\napi_key = \"k\"\nmodels = [\"*\"]\n{SIM_KEY}"
+    ));
+    assert!(
+        errs.iter().any(|e| e.path == "providers[0].api_version"),
+        "{errs:?}"
+    );
+}
+
+#[test]
+fn azure_deployments_are_priced_as_their_base_model() {
+    let text = format!(
+        r#"
+[[providers]]
+name = "azure"
+kind = "azure-openai"
+base_url = "https://res.openai.azure.com"
+api_key = "az"
+api_version = "2024-10-21"
+
+[[models]]
+name = "gpt-4o"
+provider = "azure"
+deployment = "gpt4o-prod-eastus"
+base_model = "gpt-4o-2024-11-20"
+
+[[prices]]
+model = "my-base"
+input = "1"
+output = "2"
+
+[[models]]
+name = "cheap"
+provider = "azure"
+deployment = "cheap-dep"
+base_model = "my-base"
+{SIM_KEY}"#
+    );
+    let c = Config::from_toml(&text, &vars()).expect("valid");
+    let route = c.router.route("gpt-4o").expect("routed");
+    assert_eq!(route.upstream_model.as_deref(), Some("gpt4o-prod-eastus"));
+    let base = c
+        .prices
+        .lookup("gpt-4o-2024-11-20")
+        .expect("catalog")
+        .clone();
+    let usage = crate::metering::Usage {
+        input: 1000,
+        output: 100,
+        ..Default::default()
+    };
+    for name in ["gpt-4o", "gpt4o-prod-eastus"] {
+        let p = c.prices.lookup(name).expect("priced");
+        assert_eq!(p.cost_nanos(&usage), base.cost_nanos(&usage), "{name}");
+    }
+    // A base model from [[prices]] (read after [[models]]).
+    let p = c.prices.lookup("cheap-dep").expect("priced");
+    assert_eq!(p.cost_nanos(&usage), 1000 * 1000 + 100 * 2000);
+    let errs = errors_of(&format!(
+        r#"
+[[providers]]
+name = "openai"
+kind = "openai"
+api_key = "k"
+
+[[models]]
+name = "m"
+provider = "openai"
+deployment = "d"
+base_model = "no-such-model"
+{SIM_KEY}"#
+    ));
+    assert!(
+        errs.iter().any(|e| e.path == "models[0].deployment")
+            && errs.iter().any(|e| e.path == "models[0].base_model"),
+        "{errs:?}"
+    );
+}

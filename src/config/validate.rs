@@ -21,9 +21,7 @@ use crate::limits::{
 use crate::metering::{PriceSource, PriceTable};
 use crate::metrics::{CONFIGURABLE_LABELS, MetricsOptions};
 use crate::providers::headers::{ANTHROPIC_BETA, BetaValues, never_forwarded};
-use crate::providers::{
-    HeaderPolicy, Provider, ProviderKind, anthropic::Anthropic, openai::OpenAi,
-};
+use crate::providers::{Build, HeaderPolicy, Provider, ProviderKind};
 
 /// A virtual key's identity and the limit rules that apply to it.
 #[derive(Debug)]
@@ -449,6 +447,8 @@ pub fn validate(raw: RawConfig, vars: &dyn Vars) -> Result<Config, ConfigErrors>
             PriceTable::default()
         }
     };
+    // [[models]] priced as their base model, once [[prices]] are in.
+    let mut based: Vec<(String, &str, Option<&String>, &str)> = Vec::new();
     for (i, m) in raw.models.iter().enumerate() {
         let path = format!("models[{i}]");
         let Some(provider) = by_name.get(&m.provider) else {
@@ -465,9 +465,22 @@ pub fn validate(raw: RawConfig, vars: &dyn Vars) -> Result<Config, ConfigErrors>
             .get(&m.provider)
             .copied()
             .unwrap_or((Duration::from_secs(600), StreamPolicy::default()));
+        if m.deployment.is_some() && provider.kind() != ProviderKind::AzureOpenAi {
+            errors.push(
+                format!("{path}.deployment"),
+                "only for providers of kind = \"azure-openai\" (use upstream_model)",
+            );
+        }
+        if m.deployment.is_some() && m.upstream_model.is_some() {
+            errors.push(
+                format!("{path}.deployment"),
+                "a deployment is the upstream model: give deployment or upstream_model, not both",
+            );
+        }
+        let upstream = m.deployment.as_ref().or(m.upstream_model.as_ref());
         let route = Route {
             provider: provider.clone(),
-            upstream_model: m.upstream_model.as_deref().map(Arc::from),
+            upstream_model: upstream.map(|u| Arc::from(u.as_str())),
             timeout,
             stream,
         };
@@ -482,13 +495,15 @@ pub fn validate(raw: RawConfig, vars: &dyn Vars) -> Result<Config, ConfigErrors>
         if let Some(spec) = &m.price {
             match spec.to_price_for(&m.name, PriceSource::Config) {
                 Ok(p) => {
-                    if let Some(up) = &m.upstream_model {
+                    if let Some(up) = upstream {
                         prices.set(up, p.clone());
                     }
                     prices.set(&m.name, p);
                 }
                 Err(e) => errors.push(format!("{path}.price"), e),
             }
+        } else if let Some(base) = &m.base_model {
+            based.push((path, m.name.as_str(), upstream, base.as_str()));
         }
     }
     for (name, ppm) in &multipliers {
@@ -498,6 +513,21 @@ pub fn validate(raw: RawConfig, vars: &dyn Vars) -> Result<Config, ConfigErrors>
         match p.spec.to_price_for(&p.model, PriceSource::Config) {
             Ok(price) => prices.set(&p.model, price),
             Err(e) => errors.push(format!("prices[{i}]"), e),
+        }
+    }
+    for (path, name, upstream, base) in based {
+        // The name and the deployment cost what the base model costs.
+        match prices.lookup(base).cloned() {
+            Some(p) => {
+                if let Some(up) = upstream {
+                    prices.set(up, p.clone());
+                }
+                prices.set(name, p);
+            }
+            None => errors.push(
+                format!("{path}.base_model"),
+                format!("no price known for {base:?} (add a [[prices]] entry, or price it here)"),
+            ),
         }
     }
     router.list_prefix_routed(&prices);
@@ -1015,39 +1045,34 @@ fn build_provider(
     if p.name.is_empty() {
         errors.push(format!("{path}.name"), "must not be empty");
     }
-    let kind = match p.kind.as_str() {
-        "openai" => Some(ProviderKind::OpenAi),
-        "anthropic" => Some(ProviderKind::Anthropic),
-        "openai-compatible" => Some(ProviderKind::OpenAiCompatible),
-        other => {
-            errors.push(
-                format!("{path}.kind"),
-                format!("unknown kind {other:?}; one of openai, anthropic, openai-compatible"),
-            );
-            None
-        }
-    };
+    let kind = ProviderKind::from_name(&p.kind);
+    if kind.is_none() {
+        let names: Vec<&str> = ProviderKind::ALL.iter().map(|k| k.as_str()).collect();
+        errors.push(
+            format!("{path}.kind"),
+            format!("unknown kind {:?}; one of {}", p.kind, names.join(", ")),
+        );
+    }
+    let spec = kind.map(ProviderKind::spec);
     let api_key = p
         .api_key
         .as_deref()
         .and_then(|k| resolve(errors, &format!("{path}.api_key"), k, vars));
-    let base_url = match (&p.base_url, kind) {
+    let base_url = match (&p.base_url, spec) {
         (Some(u), _) => resolve(errors, &format!("{path}.base_url"), u, vars),
-        (None, Some(ProviderKind::OpenAi)) => {
-            Some(crate::providers::openai::DEFAULT_BASE_URL.into())
-        }
-        (None, Some(ProviderKind::Anthropic)) => {
-            Some(crate::providers::anthropic::DEFAULT_BASE_URL.into())
-        }
-        (None, _) => {
-            errors.push(
-                format!("{path}.base_url"),
-                "required for openai-compatible providers",
-            );
-            None
-        }
+        (None, Some(spec)) => match spec.default_base_url {
+            Some(url) => Some(url.into()),
+            None => {
+                errors.push(
+                    format!("{path}.base_url"),
+                    format!("required for {} providers", spec.name),
+                );
+                None
+            }
+        },
+        (None, None) => None,
     };
-    if matches!(kind, Some(ProviderKind::OpenAi | ProviderKind::Anthropic))
+    if spec.is_some_and(|s| s.needs_key)
         && api_key.as_deref().is_none_or(str::is_empty)
         && p.api_key.is_none()
     {
@@ -1098,26 +1123,23 @@ fn build_provider(
     if errors.0.len() > before {
         return None;
     }
-    let built: Result<Arc<dyn Provider>, String> = match kind {
-        ProviderKind::Anthropic => {
-            Anthropic::new(&p.name, &base_url, api_key.as_deref(), headers, policy)
-                .map(|a| Arc::new(a) as _)
-        }
-        _ => OpenAi::new(
-            &p.name,
-            kind,
-            &base_url,
-            api_key.as_deref(),
-            headers,
-            policy,
-            p.inject_stream_usage.unwrap_or(true),
-        )
-        .map(|o| Arc::new(o) as _),
-    };
+    let built = (kind.spec().build)(Build {
+        name: &p.name,
+        kind,
+        base_url: &base_url,
+        api_key: api_key.as_deref(),
+        headers,
+        header_policy: policy,
+        options: &p.options,
+    });
     match built {
         Ok(b) => Some(b),
+        Err(e) if e.key.is_empty() => {
+            errors.push(path.to_string(), e.message);
+            None
+        }
         Err(e) => {
-            errors.push(format!("{path}.base_url"), e);
+            errors.push(format!("{path}.{}", e.key), e.message);
             None
         }
     }

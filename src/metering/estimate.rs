@@ -40,7 +40,18 @@ pub fn estimate_request_tokens(body: &[u8]) -> u64 {
     let mut text = String::new();
     let mut messages = 0u64;
     if let Some(obj) = v.as_object() {
-        for key in ["messages", "prompt", "input", "system", "instructions"] {
+        // OpenAI's and Anthropic's fields, then Gemini's (`content`: embedContent).
+        for key in [
+            "messages",
+            "prompt",
+            "input",
+            "system",
+            "instructions",
+            "contents",
+            "content",
+            "requests",
+            "systemInstruction",
+        ] {
             if let Some(field) = obj.get(key) {
                 if key == "messages" {
                     messages += field.as_array().map_or(0, |a| a.len() as u64);

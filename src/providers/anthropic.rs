@@ -5,14 +5,47 @@
 //! `cache_creation`). Streams report input at `message_start` and cumulative output in every
 //! `message_delta`.
 
-use http::{HeaderMap, HeaderName, HeaderValue, Uri, header};
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{HeaderName, HeaderValue, Request, Uri, header};
 use serde::Deserialize;
 
 use super::{
-    BodyFacts, Endpoint, EventKind, HeaderPolicy, Provider, ProviderKind, Str, StreamFacts,
-    find_key_value, first_key_value, join_uri,
+    BodyFacts, Build, BuildError, Endpoint, EventKind, HeaderPolicy, KindSpec, Provider,
+    ProviderKind, Str, StreamFacts, Target, find_key_value, first_key_value, join_uri,
 };
 use crate::metering::Usage;
+
+/// The media types and the API version (`anthropic-beta` is filtered by value).
+pub static CLIENT_HEADERS: [HeaderName; 3] = [
+    header::CONTENT_TYPE,
+    header::ACCEPT,
+    HeaderName::from_static("anthropic-version"),
+];
+
+/// `kind = "anthropic"`.
+pub static SPEC: KindSpec = KindSpec {
+    name: "anthropic",
+    default_base_url: Some(DEFAULT_BASE_URL),
+    needs_key: true,
+    client_headers: &CLIENT_HEADERS,
+    build,
+};
+
+/// An `anthropic` entry has no keys of its own (`anthropic_beta` is shared: the header
+/// filter reads it).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Options {}
+
+fn build(b: Build<'_>) -> Result<Arc<dyn Provider>, BuildError> {
+    let Options {} = super::kind_options(b.options)?;
+    let p = Anthropic::new(b.name, b.base_url, b.api_key, b.headers, b.header_policy)
+        .map_err(|e| BuildError::at("base_url", e))?;
+    Ok(Arc::new(p))
+}
 
 /// Default base URL.
 pub const DEFAULT_BASE_URL: &str = "https://api.anthropic.com";
@@ -169,18 +202,19 @@ impl Provider for Anthropic {
         matches!(endpoint, Endpoint::Messages | Endpoint::CountTokens)
     }
 
-    fn upstream_uri(&self, endpoint: Endpoint) -> &Uri {
-        match endpoint {
+    fn upstream_uri(&self, target: &Target<'_>) -> Result<Cow<'_, Uri>, String> {
+        Ok(Cow::Borrowed(match target.endpoint {
             Endpoint::CountTokens => &self.count_tokens,
             _ => &self.messages,
-        }
+        }))
     }
 
     fn header_policy(&self) -> &HeaderPolicy {
         &self.header_policy
     }
 
-    fn authorize(&self, headers: &mut HeaderMap) {
+    fn authorize(&self, request: &mut Request<Bytes>) {
+        let headers = request.headers_mut();
         if let Some(k) = &self.api_key {
             headers.insert(X_API_KEY.clone(), k.clone());
         }
@@ -190,9 +224,7 @@ impl Provider for Anthropic {
                 HeaderValue::from_static(DEFAULT_VERSION),
             );
         }
-        for (k, v) in &self.extra_headers {
-            headers.insert(k.clone(), v.clone());
-        }
+        super::pin_headers(request, &self.extra_headers);
     }
 
     fn body_facts(&self, endpoint: Endpoint, body: &[u8]) -> BodyFacts {
@@ -203,6 +235,7 @@ impl Provider for Anthropic {
             usage: find_key_value::<AnthropicUsage>(body, "usage").map(|u| u.normalise()),
             model: first_key_value::<String>(body, "model"),
             response_id: first_key_value::<String>(body, "id"),
+            error: None,
         }
     }
 

@@ -1,4 +1,5 @@
-//! Which client headers reach a provider. An allow-list per provider kind: what the provider's
+//! Which client headers reach a provider. An allow-list per provider kind (its
+//! `KindSpec::client_headers`): what the provider's
 //! API documents as request options for the endpoints the gateway serves, and nothing else.
 //! Every other header is dropped, so that a key holder cannot choose what the gateway's
 //! provider key bills (`OpenAI-Organization`, `OpenAI-Project`), turn on beta features the
@@ -14,27 +15,12 @@
 //! request option; they only describe the client to the provider), `idempotency-key` (neither
 //! API documents one for these endpoints). `forward_headers` can add any of them.
 
-use http::{HeaderMap, HeaderName, HeaderValue, header};
+use http::{HeaderMap, HeaderName, HeaderValue};
 
 use super::ProviderKind;
 
 /// `anthropic-beta`: comma-separated beta feature names.
 pub static ANTHROPIC_BETA: HeaderName = HeaderName::from_static("anthropic-beta");
-
-/// OpenAI and OpenAI-compatible servers: the media types, and the client's own request id
-/// (`X-Client-Request-Id`, documented for tracing a request at OpenAI).
-static OPENAI: [HeaderName; 3] = [
-    header::CONTENT_TYPE,
-    header::ACCEPT,
-    HeaderName::from_static("x-client-request-id"),
-];
-
-/// Anthropic: the media types and the API version (`anthropic-beta` is filtered by value).
-static ANTHROPIC: [HeaderName; 3] = [
-    header::CONTENT_TYPE,
-    header::ACCEPT,
-    HeaderName::from_static("anthropic-version"),
-];
 
 /// Headers `forward_headers` may not name: credentials (the gateway sets the provider's own),
 /// hop-by-hop headers, the body's framing (the gateway sets it), `accept-encoding` (the gateway
@@ -46,6 +32,8 @@ pub fn never_forwarded(name: &HeaderName) -> bool {
             | "authorization"
             | "proxy-authorization"
             | "x-api-key"
+            | "api-key"
+            | "x-goog-api-key"
             | "content-length"
             | "connection"
             | "keep-alive"
@@ -89,9 +77,10 @@ impl HeaderPolicy {
         prefixes: Vec<Box<str>>,
         beta: BetaValues,
     ) -> HeaderPolicy {
-        let (defaults, beta): (&'static [HeaderName], _) = match kind {
-            ProviderKind::Anthropic => (&ANTHROPIC, beta),
-            ProviderKind::OpenAi | ProviderKind::OpenAiCompatible => (&OPENAI, BetaValues::Dropped),
+        let defaults = kind.spec().client_headers;
+        let beta = match kind {
+            ProviderKind::Anthropic => beta,
+            _ => BetaValues::Dropped,
         };
         HeaderPolicy {
             defaults,
@@ -191,6 +180,7 @@ fn filter_beta(headers: &mut HeaderMap, allowed: &[Box<str>]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::header;
 
     fn request(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();

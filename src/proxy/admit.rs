@@ -8,7 +8,6 @@ use super::error::ProxyError;
 use super::request::RequestFacts;
 use crate::limits::{self, Admission, Demand};
 use crate::metering::Usage;
-use crate::providers::Endpoint;
 
 impl Gateway {
     /// Checks the request against its key's, team's and team-model's limits and reserves its
@@ -35,7 +34,7 @@ impl Gateway {
         let max = self.config.metering.max_tokens_per_request;
         let input = input.min(max);
         let output = match endpoint {
-            Endpoint::Embeddings => 0,
+            ep if ep.is_embedding() => 0,
             _ => facts
                 .max_tokens
                 .unwrap_or(self.config.limits.default_max_tokens)

@@ -21,23 +21,44 @@ pub fn bearer_token(headers: &HeaderMap) -> Option<&str> {
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
-/// The client's virtual key: `Authorization: Bearer <key>`, else `x-api-key: <key>` (what the
-/// Anthropic SDK sends).
+/// The client's virtual key: `Authorization: Bearer <key>`, else `x-api-key` (what the
+/// Anthropic SDK sends), `api-key` (`openai.AzureOpenAI`) or `x-goog-api-key` (google-genai).
 pub fn presented_key(headers: &HeaderMap) -> Option<&str> {
     bearer_token(headers).or_else(|| {
-        headers
-            .get("x-api-key")
-            .and_then(|v| v.to_str().ok())
-            .map(str::trim)
-            .filter(|k| !k.is_empty())
+        ["x-api-key", "api-key", "x-goog-api-key"]
+            .into_iter()
+            .find_map(|name| {
+                headers
+                    .get(name)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::trim)
+                    .filter(|k| !k.is_empty())
+            })
     })
+}
+
+/// The key of a `?key=` query parameter (Google's other way to present a key).
+pub fn query_key(query: Option<&str>) -> Option<&str> {
+    query?
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("key="))
+        .filter(|k| !k.is_empty())
 }
 
 /// The key the request authenticates as, or why not: [`ProxyError::MissingKey`] when it
 /// presents none (and the gateway is not open), [`ProxyError::InvalidKey`] when the one it
 /// presents is unknown.
 pub fn authenticate(keys: &KeyStore, headers: &HeaderMap) -> Result<Arc<KeyInfo>, ProxyError> {
-    let presented = presented_key(headers);
+    authenticate_with_query(keys, headers, None)
+}
+
+/// [`authenticate`], with a key in the request's query (`?key=`) when no header has one.
+pub fn authenticate_with_query(
+    keys: &KeyStore,
+    headers: &HeaderMap,
+    query: Option<&str>,
+) -> Result<Arc<KeyInfo>, ProxyError> {
+    let presented = presented_key(headers).or_else(|| query_key(query));
     match keys.authenticate(presented) {
         Some(k) => Ok(k),
         None if presented.is_none() => Err(ProxyError::MissingKey),
@@ -81,6 +102,10 @@ mod tests {
         );
         assert_eq!(presented_key(&with("x-api-key", "tg-456")), Some("tg-456"));
         assert_eq!(presented_key(&with("x-api-key", " ")), None);
+        assert_eq!(presented_key(&with("api-key", "tg-az")), Some("tg-az"));
+        assert_eq!(presented_key(&with("x-goog-api-key", "tg-g")), Some("tg-g"));
+        assert_eq!(query_key(Some("alt=sse&key=tg-q")), Some("tg-q"));
+        assert_eq!(query_key(Some("alt=sse&monkey=x")), None);
         assert_eq!(presented_key(&HeaderMap::new()), None);
     }
 }

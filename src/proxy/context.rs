@@ -123,7 +123,7 @@ impl RequestContext {
     /// What `parse` learnt that settlement needs.
     pub(super) fn parsed(&mut self, facts: &RequestFacts<'_>) {
         self.requested_model = ledger::row::bounded(&facts.model, ledger::row::MAX_MODEL_CHARS);
-        self.stream = facts.stream;
+        self.stream = facts.stream || self.endpoint.always_streams();
         self.include_usage = facts.include_usage;
         if self.customer.is_none() {
             self.customer = facts

@@ -68,6 +68,16 @@ pub enum ProxyError {
         /// Endpoint path.
         endpoint: &'static str,
     },
+    /// The model cannot be put in the provider's URL path.
+    #[error("the model `{model}` cannot be sent to provider `{provider}`: {reason}")]
+    InvalidModel {
+        /// Requested model.
+        model: String,
+        /// Provider name.
+        provider: String,
+        /// Why not.
+        reason: String,
+    },
     /// Connecting to or talking with the provider failed.
     #[error("the upstream provider `{provider}` could not be reached: {reason}")]
     UpstreamUnreachable {
@@ -113,7 +123,8 @@ impl ProxyError {
             | ProxyError::MalformedJson(_)
             | ProxyError::MissingModel
             | ProxyError::EndpointNotServed { .. }
-            | ProxyError::Untranslatable(_) => 400,
+            | ProxyError::Untranslatable(_)
+            | ProxyError::InvalidModel { .. } => 400,
             ProxyError::UnknownModel(_) => 404,
             ProxyError::ClientGone => 499,
             ProxyError::UpstreamUnreachable { .. } => 502,
@@ -125,7 +136,9 @@ impl ProxyError {
     /// The model the client asked for, when the error is about it.
     pub fn requested_model(&self) -> Option<&str> {
         match self {
-            ProxyError::UnknownModel(m) | ProxyError::EndpointNotServed { model: m, .. } => Some(m),
+            ProxyError::UnknownModel(m)
+            | ProxyError::EndpointNotServed { model: m, .. }
+            | ProxyError::InvalidModel { model: m, .. } => Some(m),
             _ => None,
         }
     }
@@ -144,6 +157,7 @@ impl ProxyError {
             ProxyError::MissingModel => "missing_model",
             ProxyError::UnknownModel(_) => "unknown_model",
             ProxyError::EndpointNotServed { .. } => "endpoint_not_served",
+            ProxyError::InvalidModel { .. } => "invalid_model",
             ProxyError::UpstreamUnreachable { .. } => "upstream_unreachable",
             ProxyError::UpstreamTimeout { .. } => "upstream_timeout",
             ProxyError::LimitBackendDown => "limit_backend_down",
@@ -172,7 +186,24 @@ impl ProxyError {
                 },
                 None,
             ),
+            ApiFormat::Gemini => (gemini_status(self.status()), None),
         }
+    }
+}
+
+/// Google's canonical error `status` of an HTTP status (google.rpc.Code), which the
+/// google-genai SDK reads.
+pub fn gemini_status(status: u16) -> &'static str {
+    match status {
+        400 | 413 => "INVALID_ARGUMENT",
+        401 => "UNAUTHENTICATED",
+        403 => "PERMISSION_DENIED",
+        404 => "NOT_FOUND",
+        408 | 504 => "DEADLINE_EXCEEDED",
+        429 => "RESOURCE_EXHAUSTED",
+        499 => "CANCELLED",
+        502 | 503 => "UNAVAILABLE",
+        _ => "INTERNAL",
     }
 }
 

@@ -11,6 +11,7 @@ mod body;
 mod context;
 mod deferred;
 pub mod error;
+pub mod jsonarray;
 mod loglimit;
 mod observe;
 mod request;
@@ -258,11 +259,18 @@ impl Gateway {
     ) -> Result<Answer, Refusal> {
         let (parts, body) = req.into_parts();
         // authenticate
-        ctx.key = Some(auth::authenticate(&self.config.keys, &parts.headers)?);
+        let query = parts.uri.query();
+        ctx.key = Some(auth::authenticate_with_query(
+            &self.config.keys,
+            &parts.headers,
+            query,
+        )?);
         // read
         let body = body::read_request(self, &parts.headers, body).await?;
         // parse
-        let facts = request::RequestFacts::parse(&body)?;
+        // Azure's deployment paths and Gemini's name the model in the path.
+        let path_model = Endpoint::from_path(parts.uri.path()).and_then(|(_, m)| m);
+        let facts = request::RequestFacts::parse(&body, path_model)?;
         ctx.parsed(&facts);
         // route
         let (route, translation) = route::route(&self.config, ctx.endpoint, &facts)?;
@@ -295,7 +303,7 @@ impl Gateway {
             }
         }
         // rewrite
-        let upstream = rewrite::rewrite(route, ctx, &facts, parts.headers, &body)?;
+        let upstream = rewrite::rewrite(route, ctx, &facts, query, parts.headers, &body)?;
         ctx.request_body = body;
         // send (observe follows in `forward`)
         self.send(ctx, route, upstream).await.map(Answer::Sent)

@@ -11,6 +11,7 @@ use super::context::{PendingRequest, RequestContext};
 use super::send::Sent;
 use super::tap::TapBody;
 use crate::ledger;
+use crate::providers::Framing;
 
 /// The client's response: the provider's status and headers (hop-by-hop ones removed, the
 /// quota headers added) and its body behind a tap.
@@ -26,10 +27,16 @@ pub(super) fn observe(mut ctx: RequestContext, sent: Sent) -> Response<ResponseB
     if let Some(c) = &ctx.cache {
         c.write_headers(&mut parts.headers);
     }
-    let is_sse = parts
-        .headers
-        .get(header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
+    let framing = if parts.status.is_success() {
+        let content_type = parts
+            .headers
+            .get(header::CONTENT_TYPE)
+            .map(|v| v.as_bytes());
+        sent.provider.framing(ctx.upstream_endpoint(), content_type)
+    } else {
+        Framing::Json
+    };
+    let is_sse = framing == Framing::Sse;
     let translator = ctx.translation.map(|t| {
         // The client's format, whatever the provider's: length and type are the translation's.
         parts.headers.remove(header::CONTENT_LENGTH);
@@ -49,17 +56,21 @@ pub(super) fn observe(mut ctx: RequestContext, sent: Sent) -> Response<ResponseB
         first_byte: None,
         first_token: None,
     };
-    let mut tap = if is_sse && parts.status.is_success() {
-        parts.headers.remove(header::CONTENT_LENGTH);
-        TapBody::sse(
-            upstream_body,
-            pending,
-            sent.inject_usage,
-            sent.lease,
-            sent.policy,
-        )
-    } else {
-        TapBody::json(upstream_body, pending, sent.lease, sent.policy)
+    let mut tap = match framing {
+        Framing::Sse => {
+            parts.headers.remove(header::CONTENT_LENGTH);
+            TapBody::sse(
+                upstream_body,
+                pending,
+                sent.inject_usage,
+                sent.lease,
+                sent.policy,
+            )
+        }
+        Framing::JsonArray => TapBody::json_array(upstream_body, pending, sent.lease, sent.policy),
+        Framing::Json | Framing::AwsEventStream => {
+            TapBody::json(upstream_body, pending, sent.lease, sent.policy)
+        }
     };
     if let Some(t) = translator {
         tap.translate(t);

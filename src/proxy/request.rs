@@ -35,6 +35,16 @@ struct Raw<'a> {
     user: Option<Lenient<'a>>,
     #[serde(borrow, default)]
     metadata: Option<Metadata<'a>>,
+    /// Gemini's options, `maxOutputTokens` among them.
+    #[serde(default, rename = "generationConfig")]
+    generation_config: Option<GenerationConfig>,
+}
+
+/// Gemini's `generationConfig`.
+#[derive(Deserialize)]
+struct GenerationConfig {
+    #[serde(default, rename = "maxOutputTokens")]
+    max_output_tokens: Option<u64>,
 }
 
 /// Anthropic's `metadata.user_id`.
@@ -123,8 +133,12 @@ pub struct RequestFacts<'a> {
 }
 
 impl<'a> RequestFacts<'a> {
-    /// Reads `body`: it must be a JSON object with a string `model`.
-    pub fn parse(body: &'a [u8]) -> Result<RequestFacts<'a>, ProxyError> {
+    /// Reads `body`: it must be a JSON object with a string `model`, unless the path named
+    /// the model (`path_model`: Azure's deployment, Gemini's model), which then stands.
+    pub fn parse(
+        body: &'a [u8],
+        path_model: Option<&'a str>,
+    ) -> Result<RequestFacts<'a>, ProxyError> {
         let raw: Raw<'a> = serde_json::from_slice(body).map_err(|e| {
             ProxyError::MalformedJson(if e.is_data() {
                 format!("{e} (the body must be a JSON object with a string `model`)")
@@ -132,13 +146,15 @@ impl<'a> RequestFacts<'a> {
                 e.to_string()
             })
         })?;
-        let model = match raw.model {
-            Some(m) if !m.is_empty() => m.0,
+        let model = match (path_model, raw.model) {
+            (Some(m), _) => Cow::Borrowed(m),
+            (None, Some(m)) if !m.is_empty() => m.0,
             _ => return Err(ProxyError::MissingModel),
         };
         // Where the model string sits in the body, to splice an alias; only when it has no
         // escapes (then it is borrowed from the body).
         let model_span = match &model {
+            Cow::Borrowed(_) if path_model.is_some() => None,
             Cow::Borrowed(m) => {
                 let start = m.as_ptr() as usize - body.as_ptr() as usize;
                 Some((start, start + m.len()))
@@ -158,7 +174,8 @@ impl<'a> RequestFacts<'a> {
             max_tokens: raw
                 .max_tokens
                 .or(raw.max_completion_tokens)
-                .or(raw.max_output_tokens),
+                .or(raw.max_output_tokens)
+                .or(raw.generation_config.and_then(|g| g.max_output_tokens)),
             user: raw
                 .user
                 .as_ref()
@@ -237,7 +254,7 @@ mod tests {
     use super::*;
 
     fn facts(body: &[u8]) -> RequestFacts<'_> {
-        RequestFacts::parse(body).expect("valid")
+        RequestFacts::parse(body, None).expect("valid")
     }
 
     #[test]
@@ -264,25 +281,35 @@ mod tests {
     }
 
     #[test]
+    fn a_model_in_the_path_stands_and_needs_none_in_the_body() {
+        let body = br#"{"contents":[{"parts":[{"text":"hi"}]}],"generationConfig":{"maxOutputTokens":64}}"#;
+        let f = RequestFacts::parse(body, Some("gemini-2.5-flash")).expect("valid");
+        assert_eq!((&*f.model, f.max_tokens), ("gemini-2.5-flash", Some(64)));
+        assert_eq!(f.model_span, None);
+        let f = RequestFacts::parse(br#"{"model":"x","messages":[]}"#, Some("dep")).expect("ok");
+        assert_eq!(&*f.model, "dep");
+    }
+
+    #[test]
     fn bad_bodies_are_rejected() {
         assert!(matches!(
-            RequestFacts::parse(b"{not json"),
+            RequestFacts::parse(b"{not json", None),
             Err(ProxyError::MalformedJson(_))
         ));
         assert!(matches!(
-            RequestFacts::parse(b"[1,2]"),
+            RequestFacts::parse(b"[1,2]", None),
             Err(ProxyError::MalformedJson(_))
         ));
         assert!(matches!(
-            RequestFacts::parse(br#"{"messages":[]}"#),
+            RequestFacts::parse(br#"{"messages":[]}"#, None),
             Err(ProxyError::MissingModel)
         ));
         assert!(matches!(
-            RequestFacts::parse(br#"{"model":5}"#),
+            RequestFacts::parse(br#"{"model":5}"#, None),
             Err(ProxyError::MalformedJson(_))
         ));
         assert!(matches!(
-            RequestFacts::parse(b""),
+            RequestFacts::parse(b"", None),
             Err(ProxyError::MalformedJson(_))
         ));
     }

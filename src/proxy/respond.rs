@@ -16,6 +16,7 @@ pub fn rate_limited_response(format: ApiFormat, r: &Rejection) -> Response<Respo
         (ApiFormat::OpenAi, true) => ("insufficient_quota", Some("budget_exceeded")),
         (ApiFormat::OpenAi, false) => (r.limit.as_str(), Some("rate_limit_exceeded")),
         (ApiFormat::Anthropic, _) => ("rate_limit_error", None),
+        (ApiFormat::Gemini, _) => ("RESOURCE_EXHAUSTED", None),
     };
     let mut resp = json_error(format, 429, kind, code, &r.message());
     let h = resp.headers_mut();
@@ -63,7 +64,7 @@ pub fn json_error(
     code: Option<&str>,
     message: &str,
 ) -> Response<ResponseBody> {
-    let body = format.error_body(kind, code, message);
+    let body = format.error_body(status, kind, code, message);
     let mut resp = Response::new(Either::Left(Full::new(Bytes::from(body))));
     *resp.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     resp.headers_mut().insert(

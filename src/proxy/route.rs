@@ -21,7 +21,11 @@ pub(super) fn route<'c>(
     if provider.supports(endpoint) {
         return Ok((route, None));
     }
-    let openai = provider.kind() == crate::providers::ProviderKind::OpenAi;
+    // OpenAI's and Azure's reasoning models take only `max_completion_tokens`.
+    let openai = matches!(
+        provider.kind(),
+        crate::providers::ProviderKind::OpenAi | crate::providers::ProviderKind::AzureOpenAi
+    );
     match Translation::between(endpoint, |e| provider.supports(e), openai) {
         Some(t) => Ok((route, Some(t))),
         None => Err(ProxyError::EndpointNotServed {

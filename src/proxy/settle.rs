@@ -141,7 +141,11 @@ impl Closing {
             Ending::Complete if success => (self.upstream_status, facts.error),
             Ending::Complete => (
                 self.upstream_status,
-                Some(upstream_error_type(self.upstream_status)),
+                Some(
+                    facts
+                        .error
+                        .unwrap_or_else(|| upstream_error_type(self.upstream_status)),
+                ),
             ),
             Ending::UpstreamBroken => (self.upstream_status, Some("stream_interrupted")),
             Ending::GatewayError(s, t) => (s, Some(t)),
@@ -152,7 +156,7 @@ impl Closing {
         };
         let finished = self.ending == Ending::Complete && facts.finished;
         let reported_in_full = match facts.usage {
-            Some(u) => finished && (u.total() > 0 || self.endpoint == Endpoint::Embeddings),
+            Some(u) => finished && (u.total() > 0 || self.endpoint.is_embedding()),
             None => false,
         };
         let needs_estimate = self.endpoint.is_metered() && success && !reported_in_full;

@@ -14,6 +14,7 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
 use super::context::PendingRequest;
+use super::jsonarray::ArrayScanner;
 use super::settle::{Ending, Facts, Said};
 use super::sse::SseScanner;
 use super::upstream::Lease;
@@ -92,7 +93,7 @@ impl JsonBody {
             model: f.model,
             text,
             finished: complete,
-            error: None,
+            error: f.error,
         }
     }
 }
@@ -103,6 +104,11 @@ enum Mode {
         scanner: SseScanner,
         facts: StreamFacts,
         strip_usage: bool,
+    },
+    /// A JSON-array stream: the bytes pass unchanged, each element is read as an event.
+    Array {
+        scanner: ArrayScanner,
+        facts: StreamFacts,
     },
 }
 
@@ -155,6 +161,20 @@ impl TapBody {
             scanner: SseScanner::new(policy.max_event_bytes),
             facts: StreamFacts::default(),
             strip_usage,
+        };
+        TapBody::new(inner, mode, pending, lease, policy)
+    }
+
+    /// Taps a JSON-array stream (Gemini's `streamGenerateContent` without `alt=sse`).
+    pub fn json_array(
+        inner: Incoming,
+        pending: PendingRequest,
+        lease: Option<Lease>,
+        policy: StreamPolicy,
+    ) -> TapBody {
+        let mode = Mode::Array {
+            scanner: ArrayScanner::new(policy.max_event_bytes),
+            facts: StreamFacts::default(),
         };
         TapBody::new(inner, mode, pending, lease, policy)
     }
@@ -238,6 +258,15 @@ impl TapBody {
                 }
                 out
             }
+            Mode::Array { scanner, facts } => {
+                scanner.feed(&data, &mut |el| {
+                    provider.stream_event(endpoint, None, el, facts);
+                });
+                if self.pending.first_token.is_none() && !facts.text.is_empty() {
+                    self.pending.first_token = Some(Instant::now());
+                }
+                data
+            }
         }
     }
 
@@ -269,21 +298,22 @@ impl TapBody {
                 let rest = scanner.finish(*strip_usage, &mut |ev| {
                     provider.stream_event(endpoint, ev.name, ev.data, facts)
                 });
-                let facts = std::mem::take(facts);
-                (
-                    Said::Facts(Facts {
-                        usage: facts.usage,
-                        model: facts.model,
-                        text: facts.text,
-                        finished: facts.error.is_none()
-                            && (facts.finished || (ended && facts.usage.is_some())),
-                        error: facts.error,
-                    }),
-                    rest,
-                )
+                (stream_said(std::mem::take(facts), ended), rest)
             }
+            Mode::Array { facts, .. } => (stream_said(std::mem::take(facts), ended), Bytes::new()),
         }
     }
+}
+
+/// What a stream said, for settlement (`ended`: read to its end).
+fn stream_said(facts: StreamFacts, ended: bool) -> Said {
+    Said::Facts(Facts {
+        usage: facts.usage,
+        model: facts.model,
+        text: facts.text,
+        finished: facts.error.is_none() && (facts.finished || (ended && facts.usage.is_some())),
+        error: facts.error,
+    })
 }
 
 impl TapBody {
@@ -401,7 +431,9 @@ impl Body for TapBody {
         match (&self.mode, &self.inner) {
             // Stripping may shorten a stream, so its length is only known for JSON bodies;
             // a translated body's is not known before its end.
-            (Mode::Json { .. }, Some(inner)) if self.translate.is_none() => inner.size_hint(),
+            (Mode::Json { .. } | Mode::Array { .. }, Some(inner)) if self.translate.is_none() => {
+                inner.size_hint()
+            }
             _ => SizeHint::default(),
         }
     }
@@ -414,7 +446,7 @@ impl Drop for TapBody {
         }
         let at_end = self.inner.as_ref().is_none_or(Body::is_end_stream);
         let terminal_seen = match &self.mode {
-            Mode::Sse { facts, .. } => facts.finished,
+            Mode::Sse { facts, .. } | Mode::Array { facts, .. } => facts.finished,
             Mode::Json(_) => false,
         };
         if !at_end && !terminal_seen {
@@ -444,7 +476,7 @@ impl TapBody {
     /// For `on_client_disconnect = "drain"`: a stream whose client left is moved into a new
     /// tap that reads it on. `None` off a runtime (the stream settles as cut).
     fn hand_off(&mut self) -> Option<TapBody> {
-        if !matches!(self.mode, Mode::Sse { .. }) {
+        if matches!(self.mode, Mode::Json(_)) {
             return None;
         }
         tokio::runtime::Handle::try_current().ok()?;

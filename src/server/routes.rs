@@ -37,7 +37,7 @@ impl Routes {
     pub async fn handle(&self, req: Request<Incoming>) -> Response<ResponseBody> {
         let path = req.uri().path();
         if self.proxy
-            && let Some(endpoint) = Endpoint::from_path(path)
+            && let Some((endpoint, _)) = Endpoint::from_path(path)
         {
             if req.method() != Method::POST {
                 return json_error(
@@ -69,10 +69,10 @@ impl Routes {
                 json_error(
                     format,
                     404,
-                    if format == ApiFormat::Anthropic {
-                        "not_found_error"
-                    } else {
-                        "invalid_request_error"
+                    match format {
+                        ApiFormat::Anthropic => "not_found_error",
+                        ApiFormat::OpenAi => "invalid_request_error",
+                        ApiFormat::Gemini => "NOT_FOUND",
                     },
                     None,
                     &format!("unsupported path: {} {}", req.method(), path),
@@ -135,7 +135,7 @@ impl Routes {
         }
         let names = self.gateway.config.router.model_names();
         let body = match format {
-            ApiFormat::OpenAi => serde_json::json!({
+            ApiFormat::OpenAi | ApiFormat::Gemini => serde_json::json!({
                 "object": "list",
                 "data": names.iter().map(|(m, p)| serde_json::json!({
                     "id": m, "object": "model", "created": 0, "owned_by": p

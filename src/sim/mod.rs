@@ -1,4 +1,5 @@
-//! The simulated provider: OpenAI and Anthropic response shapes, streamed and not, on one port.
+//! The simulated provider: OpenAI (and Azure OpenAI's paths), Anthropic and Gemini response
+//! shapes, streamed and not, on one port.
 //! Used by `tollgate demo`, the tests and the benchmark. Deterministic: the same request gets
 //! the same usage.
 //!
@@ -9,6 +10,7 @@
 //! after N events; `x-sim-tokens-per-second: N` sets this stream's cadence (the benchmark streams
 //! slowly and answers fast from one simulator).
 
+mod gemini;
 mod shapes;
 
 use std::convert::Infallible;
@@ -22,6 +24,8 @@ use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
 use serde_json::Value;
+
+use crate::providers::{ApiFormat, Endpoint};
 use tokio::net::TcpListener;
 
 pub use shapes::SimRequest;
@@ -97,10 +101,15 @@ async fn handle(req: Request<Incoming>, opts: &SimOptions) -> Response<SimBody> 
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
     }
-    let anthropic = path.starts_with("/v1/messages");
+    let route = Endpoint::from_path(&path);
+    let format = route.map_or(ApiFormat::OpenAi, |(e, _)| e.format());
+    let error = |status: u16| match format {
+        ApiFormat::Gemini => gemini::error(status),
+        f => shapes::error(f == ApiFormat::Anthropic, status),
+    };
     if let Some(status) = header_u64(h, "x-sim-status") {
         let status = u16::try_from(status).unwrap_or(500);
-        return json(status, shapes::error(anthropic, status));
+        return json(status, error(status));
     }
     if path == "/v1/models" {
         return json(
@@ -108,33 +117,57 @@ async fn handle(req: Request<Incoming>, opts: &SimOptions) -> Response<SimBody> 
             serde_json::json!({"object": "list", "data": []}).to_string(),
         );
     }
+    let Some((endpoint, path_model)) = route else {
+        return json(404, error(404));
+    };
     let bytes = match body.collect().await {
         Ok(b) => b.to_bytes(),
-        Err(_) => return json(400, shapes::error(anthropic, 400)),
+        Err(_) => return json(400, error(400)),
     };
-    let Ok(v) = serde_json::from_slice::<Value>(&bytes) else {
-        return json(400, shapes::error(anthropic, 400));
+    let Ok(mut v) = serde_json::from_slice::<Value>(&bytes) else {
+        return json(400, error(400));
     };
+    // Azure's deployment and Gemini's model are in the path, and win over a body's model.
+    if let (Some(m), Some(o)) = (path_model, v.as_object_mut()) {
+        o.insert("model".into(), m.into());
+    }
     let sim = SimRequest::from_body(&v, h, opts.default_output_tokens, opts.max_output_tokens);
     let stream = v.get("stream").and_then(Value::as_bool).unwrap_or(false);
     let include_usage = v
         .pointer("/stream_options/include_usage")
         .and_then(Value::as_bool)
         .unwrap_or(false);
-    let result = match (path.as_str(), stream) {
-        ("/v1/chat/completions", false) => Ok(shapes::chat(&sim)),
-        ("/v1/chat/completions", true) => Err(shapes::chat_stream(&sim, include_usage)),
-        ("/v1/completions", false) => Ok(shapes::completion(&sim)),
-        ("/v1/completions", true) => Err(shapes::completion_stream(&sim, include_usage)),
-        ("/v1/embeddings", _) => Ok(shapes::embeddings(&sim, &v)),
-        ("/v1/responses", false) => Ok(shapes::response(&sim)),
-        ("/v1/responses", true) => Err(shapes::response_stream(&sim)),
-        ("/v1/messages", false) => Ok(shapes::message(&sim)),
-        ("/v1/messages", true) => Err(shapes::message_stream(&sim)),
-        ("/v1/messages/count_tokens", _) => {
+    let alt_sse = parts
+        .uri
+        .query()
+        .is_some_and(|q| q.split('&').any(|kv| kv == "alt=sse"));
+    let result = match (endpoint, stream) {
+        (Endpoint::ChatCompletions, false) => Ok(shapes::chat(&sim)),
+        (Endpoint::ChatCompletions, true) => Err(shapes::chat_stream(&sim, include_usage)),
+        (Endpoint::Completions, false) => Ok(shapes::completion(&sim)),
+        (Endpoint::Completions, true) => Err(shapes::completion_stream(&sim, include_usage)),
+        (Endpoint::Embeddings, _) => Ok(shapes::embeddings(&sim, &v)),
+        (Endpoint::Responses, false) => Ok(shapes::response(&sim)),
+        (Endpoint::Responses, true) => Err(shapes::response_stream(&sim)),
+        (Endpoint::Messages, false) => Ok(shapes::message(&sim)),
+        (Endpoint::Messages, true) => Err(shapes::message_stream(&sim)),
+        (Endpoint::CountTokens, _) => {
             Ok(serde_json::json!({"input_tokens": sim.prompt_tokens}).to_string())
         }
-        _ => return json(404, shapes::error(anthropic, 404)),
+        (Endpoint::GenerateContent, _) => Ok(gemini::generate(&sim)),
+        (Endpoint::StreamGenerateContent, _) if alt_sse => Err(gemini::stream_sse(&sim)),
+        (Endpoint::StreamGenerateContent, _) => {
+            let cut = header_u64(h, "x-sim-cut-after").map(|n| n as usize);
+            return stream_events(
+                gemini::stream_array(&sim),
+                opts.tokens_per_second,
+                cut,
+                "application/json; charset=UTF-8",
+            );
+        }
+        (Endpoint::GeminiCountTokens, _) => Ok(gemini::count_tokens(&sim)),
+        (Endpoint::EmbedContent, _) => Ok(gemini::embed(&sim)),
+        (Endpoint::BatchEmbedContents, _) => Ok(gemini::batch_embed(&v)),
     };
     match result {
         Ok(body) => json(200, body),
@@ -144,7 +177,7 @@ async fn handle(req: Request<Incoming>, opts: &SimOptions) -> Response<SimBody> 
                 .map_or(opts.tokens_per_second, |n| {
                     u32::try_from(n).unwrap_or(u32::MAX)
                 });
-            sse(events, tps, cut)
+            stream_events(events, tps, cut, "text/event-stream; charset=utf-8")
         }
     }
 }
@@ -163,7 +196,12 @@ fn json(status: u16, body: String) -> Response<SimBody> {
 
 /// Streams `events` at `tokens_per_second`; with `cut`, fails the body after that many events,
 /// which aborts the connection mid-stream.
-fn sse(events: Vec<String>, tokens_per_second: u32, cut: Option<usize>) -> Response<SimBody> {
+fn stream_events(
+    events: Vec<String>,
+    tokens_per_second: u32,
+    cut: Option<usize>,
+    content_type: &'static str,
+) -> Response<SimBody> {
     let interval = (tokens_per_second > 0).then(|| Duration::from_secs(1) / tokens_per_second);
     let stream = futures_util::stream::unfold(0usize, move |i| {
         let event = events.get(i).cloned();
@@ -182,10 +220,8 @@ fn sse(events: Vec<String>, tokens_per_second: u32, cut: Option<usize>) -> Respo
         }
     });
     let mut resp = Response::new(BodyExt::boxed(StreamBody::new(stream)));
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/event-stream; charset=utf-8"),
-    );
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     resp.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     resp

@@ -34,7 +34,15 @@ impl SimRequest {
     pub fn from_body(v: &Value, h: &HeaderMap, default_output: u64, max_output: u64) -> SimRequest {
         let mut text = String::new();
         let mut messages = 0u64;
-        for key in ["messages", "prompt", "input", "system", "instructions"] {
+        for key in [
+            "messages",
+            "prompt",
+            "input",
+            "system",
+            "instructions",
+            "contents",
+            "requests",
+        ] {
             if let Some(f) = v.get(key) {
                 if key == "messages" {
                     messages += f.as_array().map_or(0, |a| a.len() as u64);
@@ -46,6 +54,7 @@ impl SimRequest {
         let output_tokens = ["max_tokens", "max_completion_tokens", "max_output_tokens"]
             .iter()
             .find_map(|k| v.get(*k).and_then(Value::as_u64))
+            .or_else(|| v.pointer("/generationConfig/maxOutputTokens")?.as_u64())
             .unwrap_or(default_output)
             .clamp(1, max_output.max(1));
         let num = |name: &str| {
@@ -72,15 +81,15 @@ impl SimRequest {
         }
     }
 
-    fn visible_tokens(&self) -> u64 {
+    pub(super) fn visible_tokens(&self) -> u64 {
         self.output_tokens - self.reasoning_tokens
     }
 
-    fn word(i: u64) -> &'static str {
+    pub(super) fn word(i: u64) -> &'static str {
         WORDS[(i as usize) % WORDS.len()]
     }
 
-    fn text(&self) -> String {
+    pub(super) fn text(&self) -> String {
         (0..self.visible_tokens())
             .map(|i| {
                 if i == 0 {

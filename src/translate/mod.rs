@@ -52,7 +52,7 @@ pub enum Translation {
     /// OpenAI chat completions from the client, Anthropic Messages upstream.
     ChatViaMessages,
     /// Anthropic Messages from the client, OpenAI chat completions upstream; `openai`: the
-    /// provider is OpenAI itself (its reasoning models take only `max_completion_tokens`).
+    /// provider is OpenAI or Azure OpenAI (their reasoning models take only `max_completion_tokens`).
     MessagesViaChat {
         /// OpenAI itself, not an OpenAI-compatible server.
         openai: bool,

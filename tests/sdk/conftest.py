@@ -13,8 +13,8 @@ import anthropic
 import openai
 import pytest
 
-from sdk_helpers import (ANTHROPIC_MODELS, API_KEY, OPENAI_MODELS, TEAM, Metrics, Proc, start,
-                         tollgate_bin)
+from sdk_helpers import (ADMIN_TOKEN, ANTHROPIC_MODELS, API_KEY, AZURE_DEPLOYMENT, AZURE_MODEL,
+                         GEMINI_MODELS, OPENAI_MODELS, TEAM, Metrics, Proc, start, tollgate_bin)
 
 CONFIG = """\
 [[providers]]
@@ -32,6 +32,31 @@ base_url = "{sim}"
 forward_headers = ["x-sim-*"]
 api_key = "sk-ant-sim"
 models = {anthropic_models}
+
+[[providers]]
+name = "sim-gemini"
+kind = "gemini"
+base_url = "{sim}"
+forward_headers = ["x-sim-*"]
+api_key = "AIza-sim-gemini"
+models = {gemini_models}
+
+[[providers]]
+name = "sim-azure"
+kind = "azure-openai"
+base_url = "{sim}"
+api_version = "2024-10-21"
+forward_headers = ["x-sim-*"]
+api_key = "az-sim-key"
+
+[[models]]
+name = "{azure_model}"
+provider = "sim-azure"
+deployment = "{azure_deployment}"
+base_model = "gpt-4o-2024-11-20"
+
+[ledger]
+admin_token = "{admin}"
 
 [[keys]]
 name = "sdk-test"
@@ -80,7 +105,11 @@ def stack(tmp_path_factory) -> Stack:
         config = workdir / "tollgate.toml"
         config.write_text(CONFIG.format(sim=sim.url, key=API_KEY, team=TEAM,
                                         openai_models=_toml_list(OPENAI_MODELS),
-                                        anthropic_models=_toml_list(ANTHROPIC_MODELS)))
+                                        anthropic_models=_toml_list(ANTHROPIC_MODELS),
+                                        gemini_models=_toml_list(GEMINI_MODELS),
+                                        azure_model=AZURE_MODEL,
+                                        azure_deployment=AZURE_DEPLOYMENT,
+                                        admin=ADMIN_TOKEN))
         env = dict(os.environ, SIM_OPENAI_KEY="sk-sim-openai")
         gateway = start("gateway", [str(binary), "serve", "--config", str(config),
                                     "--listen", "127.0.0.1:0"], cwd=workdir, env=env)

@@ -19,6 +19,11 @@ API_KEY = "tg-sdk-test-key"
 TEAM = "qa"
 OPENAI_MODELS = ["gpt-4o-mini", "gpt-4.1", "text-embedding-3-small"]
 ANTHROPIC_MODELS = ["claude-sonnet-4-5"]
+GEMINI_MODELS = ["gemini-2.5-flash"]
+# An Azure deployment behind a [[models]] name, priced as its base model.
+AZURE_MODEL = "azure-gpt-4o"
+AZURE_DEPLOYMENT = "gpt4o-prod"
+ADMIN_TOKEN = "tg-sdk-admin"
 
 PREFIX = "llm_gateway_"
 LISTENING = re.compile(r"listening on (http://\S+)")

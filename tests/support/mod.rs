@@ -151,6 +151,7 @@ pub struct MockReply {
 pub struct Seen {
     pub headers: Vec<HeaderMap>,
     pub bodies: Vec<Bytes>,
+    /// Paths with their query strings.
     pub paths: Vec<String>,
     /// TCP connections accepted.
     pub connections: usize,
@@ -182,7 +183,10 @@ pub async fn mock_upstream_with(
                 let reply = reply.clone();
                 let seen = seen.clone();
                 async move {
-                    let path = req.uri().path().to_string();
+                    let path = req
+                        .uri()
+                        .path_and_query()
+                        .map_or_else(String::new, |p| p.to_string());
                     let (parts, body) = req.into_parts();
                     let body = body
                         .collect()

@@ -8,28 +8,89 @@
 
 mod stream;
 
-use http::{HeaderMap, HeaderValue, Uri, header};
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{HeaderName, HeaderValue, Request, Uri, header};
 use serde::Deserialize;
 
 use super::{
-    BodyFacts, Endpoint, EventKind, HeaderPolicy, Provider, ProviderKind, Str, StreamFacts,
-    find_key_value, first_key_value, join_uri,
+    BodyFacts, Build, BuildError, ENDPOINTS, Endpoint, EventKind, HeaderPolicy, KindSpec, Provider,
+    ProviderKind, Str, StreamFacts, Target, find_key_value, first_key_value, join_uri,
 };
 use crate::metering::Usage;
+
+/// Default base URL of the `openai` kind.
+pub const DEFAULT_BASE_URL: &str = "https://api.openai.com/v1";
+
+/// The media types, and the client's own request id (`X-Client-Request-Id`, documented for
+/// tracing a request at OpenAI).
+pub static CLIENT_HEADERS: [HeaderName; 3] = [
+    header::CONTENT_TYPE,
+    header::ACCEPT,
+    HeaderName::from_static("x-client-request-id"),
+];
+
+/// `kind = "openai"`.
+pub static OPENAI: KindSpec = KindSpec {
+    name: "openai",
+    default_base_url: Some(DEFAULT_BASE_URL),
+    needs_key: true,
+    client_headers: &CLIENT_HEADERS,
+    build,
+};
+
+/// `kind = "openai-compatible"`: vLLM, Ollama, Groq, ... at their own base URL, often keyless.
+pub static OPENAI_COMPATIBLE: KindSpec = KindSpec {
+    name: "openai-compatible",
+    default_base_url: None,
+    needs_key: false,
+    client_headers: &CLIENT_HEADERS,
+    build,
+};
+
+/// The keys of an `openai` or `openai-compatible` entry besides the shared ones.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Options {
+    /// Add `stream_options.include_usage` to streams (default true).
+    inject_stream_usage: Option<bool>,
+}
+
+fn build(b: Build<'_>) -> Result<Arc<dyn Provider>, BuildError> {
+    let options: Options = super::kind_options(b.options)?;
+    let p = OpenAi::new(
+        b.name,
+        b.kind,
+        b.base_url,
+        b.api_key,
+        b.headers,
+        b.header_policy,
+        options.inject_stream_usage.unwrap_or(true),
+    )
+    .map_err(|e| BuildError::at("base_url", e))?;
+    Ok(Arc::new(p))
+}
 
 /// An OpenAI-format provider.
 pub struct OpenAi {
     name: String,
     kind: ProviderKind,
-    uris: [Option<Uri>; 6],
+    uris: [Option<Uri>; ENDPOINTS],
     auth: Option<HeaderValue>,
     extra_headers: Vec<(header::HeaderName, HeaderValue)>,
     header_policy: HeaderPolicy,
     inject_stream_usage: bool,
 }
 
-/// Default base URL of the `openai` kind.
-pub const DEFAULT_BASE_URL: &str = "https://api.openai.com/v1";
+/// The OpenAI operations, with their paths below the `/v1` base URL.
+pub(crate) const OPERATIONS: [(Endpoint, &str); 4] = [
+    (Endpoint::ChatCompletions, "/chat/completions"),
+    (Endpoint::Completions, "/completions"),
+    (Endpoint::Embeddings, "/embeddings"),
+    (Endpoint::Responses, "/responses"),
+];
 
 impl OpenAi {
     /// A provider at `base_url` (which includes the `/v1` prefix, as in the SDKs), pinning
@@ -43,12 +104,9 @@ impl OpenAi {
         header_policy: HeaderPolicy,
         inject_stream_usage: bool,
     ) -> Result<OpenAi, String> {
-        let mut uris: [Option<Uri>; 6] = Default::default();
-        for ep in Endpoint::ALL {
-            if ep.format() == super::ApiFormat::OpenAi {
-                let path = ep.path().strip_prefix("/v1").unwrap_or(ep.path());
-                uris[ep as usize] = Some(join_uri(base_url, path)?);
-            }
+        let mut uris: [Option<Uri>; ENDPOINTS] = Default::default();
+        for (ep, path) in OPERATIONS {
+            uris[ep as usize] = Some(join_uri(base_url, path)?);
         }
         let auth = match api_key {
             Some(k) if !k.is_empty() => {
@@ -206,24 +264,24 @@ impl Provider for OpenAi {
         self.uris[endpoint as usize].is_some()
     }
 
-    fn upstream_uri(&self, endpoint: Endpoint) -> &Uri {
-        static NONE: std::sync::OnceLock<Uri> = std::sync::OnceLock::new();
-        self.uris[endpoint as usize]
+    fn upstream_uri(&self, target: &Target<'_>) -> Result<Cow<'_, Uri>, String> {
+        self.uris[target.endpoint as usize]
             .as_ref()
-            .unwrap_or_else(|| NONE.get_or_init(|| Uri::from_static("http://invalid/")))
+            .map(Cow::Borrowed)
+            .ok_or_else(|| format!("{} is not served", target.endpoint.path()))
     }
 
     fn header_policy(&self) -> &HeaderPolicy {
         &self.header_policy
     }
 
-    fn authorize(&self, headers: &mut HeaderMap) {
+    fn authorize(&self, request: &mut Request<Bytes>) {
         if let Some(auth) = &self.auth {
-            headers.insert(header::AUTHORIZATION, auth.clone());
+            request
+                .headers_mut()
+                .insert(header::AUTHORIZATION, auth.clone());
         }
-        for (k, v) in &self.extra_headers {
-            headers.insert(k.clone(), v.clone());
-        }
+        super::pin_headers(request, &self.extra_headers);
     }
 
     fn inject_stream_usage(&self) -> bool {
@@ -231,11 +289,7 @@ impl Provider for OpenAi {
     }
 
     fn body_facts(&self, _endpoint: Endpoint, body: &[u8]) -> BodyFacts {
-        BodyFacts {
-            usage: find_key_value::<OpenAiUsage>(body, "usage").map(|u| u.normalise()),
-            model: first_key_value::<String>(body, "model"),
-            response_id: first_key_value::<String>(body, "id"),
-        }
+        body_facts(body)
     }
 
     fn stream_event(
@@ -245,55 +299,74 @@ impl Provider for OpenAi {
         data: &[u8],
         facts: &mut StreamFacts,
     ) -> EventKind {
-        if data == b"[DONE]" {
-            facts.finished = true;
-            return EventKind::Content;
-        }
-        if endpoint == Endpoint::Responses {
-            read_response_event(data, facts);
-            return EventKind::Content;
-        }
-        // After the first chunk, one without usage or an error only adds text (stream.rs).
-        if facts.model.is_some()
-            && !stream::may_carry_usage(data)
-            && stream::append_text(data, &mut facts.text).is_ok()
-        {
-            return EventKind::Content;
-        }
-        let Ok(chunk) = serde_json::from_slice::<Chunk<'_>>(data) else {
-            return EventKind::Content;
-        };
-        if let Some(e) = chunk.error {
-            facts.error = Some(super::provider_error_type(e.kind.as_deref().unwrap_or("")));
-        }
-        if facts.model.is_none() {
-            facts.model = chunk.model.map(|s| s.0.into_owned());
-            facts.response_id = chunk.id.map(|s| s.0.into_owned());
-        }
-        for c in &chunk.choices {
-            if let Some(d) = &c.delta {
-                for t in [&d.content, &d.reasoning_content, &d.refusal]
-                    .into_iter()
-                    .flatten()
-                {
-                    facts.text.push_str(t);
-                }
-            }
-            if let Some(t) = &c.text {
+        stream_event(endpoint, data, facts)
+    }
+}
+
+/// Usage, model and id of an OpenAI-format body (Azure OpenAI's too).
+pub(crate) fn body_facts(body: &[u8]) -> BodyFacts {
+    BodyFacts {
+        usage: find_key_value::<OpenAiUsage>(body, "usage").map(|u| u.normalise()),
+        model: first_key_value::<String>(body, "model"),
+        response_id: first_key_value::<String>(body, "id"),
+        error: None,
+    }
+}
+
+/// Reads one OpenAI-format stream event (Azure OpenAI's too).
+pub(crate) fn stream_event(endpoint: Endpoint, data: &[u8], facts: &mut StreamFacts) -> EventKind {
+    if data == b"[DONE]" {
+        facts.finished = true;
+        return EventKind::Content;
+    }
+    if endpoint == Endpoint::Responses {
+        read_response_event(data, facts);
+        return EventKind::Content;
+    }
+    // After the first chunk, one without usage or an error only adds text (stream.rs).
+    if facts.model.is_some()
+        && !stream::may_carry_usage(data)
+        && stream::append_text(data, &mut facts.text).is_ok()
+    {
+        return EventKind::Content;
+    }
+    let Ok(chunk) = serde_json::from_slice::<Chunk<'_>>(data) else {
+        return EventKind::Content;
+    };
+    if let Some(e) = chunk.error {
+        facts.error = Some(super::provider_error_type(e.kind.as_deref().unwrap_or("")));
+    }
+    if facts.model.is_none() {
+        // Azure's first chunk (prompt filter results) names no model: wait for one that does.
+        facts.model = chunk
+            .model
+            .map(|s| s.0.into_owned())
+            .filter(|m| !m.is_empty());
+        facts.response_id = chunk.id.map(|s| s.0.into_owned());
+    }
+    for c in &chunk.choices {
+        if let Some(d) = &c.delta {
+            for t in [&d.content, &d.reasoning_content, &d.refusal]
+                .into_iter()
+                .flatten()
+            {
                 facts.text.push_str(t);
             }
         }
-        match chunk.usage {
-            Some(u) => {
-                facts.usage = Some(u.normalise());
-                if chunk.choices.is_empty() {
-                    EventKind::UsageOnly
-                } else {
-                    EventKind::Content
-                }
-            }
-            None => EventKind::Content,
+        if let Some(t) = &c.text {
+            facts.text.push_str(t);
         }
+    }
+    match chunk.usage {
+        Some(u) => {
+            facts.usage = Some(u.normalise());
+            if chunk.choices.is_empty() {
+                EventKind::UsageOnly
+            } else {
+                EventKind::Content
+            }
+        }
+        None => EventKind::Content,
     }
 }
 
@@ -355,8 +428,13 @@ mod tests {
             true,
         )
         .expect("valid");
+        let target = Target {
+            endpoint: Endpoint::ChatCompletions,
+            model: "m",
+            query: None,
+        };
         assert_eq!(
-            p.upstream_uri(Endpoint::ChatCompletions).to_string(),
+            p.upstream_uri(&target).expect("served").to_string(),
             "http://127.0.0.1:8000/v1/chat/completions"
         );
         assert!(!p.supports(Endpoint::Messages));
