@@ -370,3 +370,92 @@ async fn a_silent_upstream_ends_on_the_idle_timeout_as_stream_interrupted() {
     );
     assert!(s.sum("llm_gateway_completion_tokens_total", &[]) >= 3.0);
 }
+
+/// A 50 MB SSE line (a data line with no line end for 50 MB, far past `max_sse_event_bytes`)
+/// passes through to the client byte for byte; the scanner skips it and reads on, so the usage
+/// chunk after it is the request's usage. Before the bound and the linear scan, such a line
+/// was re-copied on every chunk (14.5 s of CPU, +134 MB resident for 50 MB).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_50_mb_line_passes_through_and_the_usage_after_it_counts() {
+    const LINE: usize = 50 << 20;
+    const PIECE: usize = 256 << 10;
+    let body = openai_stream();
+    let text = String::from_utf8_lossy(&body);
+    let split = text
+        .match_indices("\n\n")
+        .nth(2)
+        .map(|(i, _)| i + 2)
+        .expect("events");
+    let mut pieces = vec![body[..split].to_vec()];
+    let mut head = b"data: {\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"model\":\"gpt-4o-mini\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"".to_vec();
+    head.resize(head.len() + PIECE, b'x');
+    pieces.push(head);
+    pieces.extend(std::iter::repeat_n(vec![b'x'; PIECE], LINE / PIECE - 1));
+    pieces.push(b"\"},\"finish_reason\":null}],\"usage\":null}\n\n".to_vec());
+    pieces.push(body[split..].to_vec());
+    let sent: usize = pieces.iter().map(Vec::len).sum();
+    let tail = body[split..].to_vec();
+    let up = raw_upstream(Raw {
+        head: sse_head(),
+        pieces,
+        gap: Duration::ZERO,
+        end_delay: Some(Duration::ZERO),
+        chunked: true,
+        cuts: vec![],
+    })
+    .await;
+    let gw = TestGateway::start(&config(
+        up,
+        "openai",
+        "max_sse_event_bytes = 1048576\nstream_idle_timeout_secs = 30",
+    ))
+    .await;
+    let auth = format!("Bearer {KEY}");
+    let mut resp = support::post_streaming(
+        &gw.url("/v1/chat/completions"),
+        &[("authorization", &auth)],
+        CHAT_STREAM,
+    )
+    .await;
+    assert_eq!(resp.status(), 200);
+    // Read frame by frame, keeping only the count and the last bytes (not 50 MB).
+    use http_body_util::BodyExt;
+    let mut received = 0usize;
+    let mut last: Vec<u8> = Vec::new();
+    let reading = async {
+        while let Some(frame) = resp.body_mut().frame().await {
+            let frame = frame.expect("frame");
+            if let Some(d) = frame.data_ref() {
+                received += d.len();
+                last.extend_from_slice(d);
+                if last.len() > 4096 {
+                    last.drain(..last.len() - 4096);
+                }
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(120), reading)
+        .await
+        .expect("the whole stream within 120 s");
+    assert_eq!(received, sent, "every byte passed through");
+    assert!(
+        last.ends_with(&tail),
+        "the usage chunk and [DONE] reached the client"
+    );
+    let s = gw.wait_requests(1.0).await;
+    assert_eq!(
+        s.sum("llm_gateway_requests_total", &[("status_code", "200")]),
+        1.0
+    );
+    assert_eq!(s.sum("llm_gateway_errors_total", &[]), 0.0);
+    assert_eq!(s.sum("llm_gateway_completion_tokens_total", &[]), 7.0);
+    assert_eq!(s.sum("llm_gateway_prompt_tokens_total", &[]), 11.0);
+    assert_eq!(
+        s.sum("llm_gateway_estimated_usage_requests_total", &[]),
+        0.0,
+        "the provider's usage, not an estimate"
+    );
+    // Healthy after: the next request is answered.
+    let (status, _, _) = support::get(&gw.url("/v1/models"), &[("authorization", &auth)]).await;
+    assert_eq!(status, 200);
+}

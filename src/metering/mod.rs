@@ -16,7 +16,7 @@ pub mod price_table;
 pub mod pricing;
 
 pub use price_table::PriceTable;
-pub use pricing::{Billing, MAX_COST_NANOS, Price, PriceSource, ServiceTier};
+pub use pricing::{Billing, BillingFacts, MAX_COST_NANOS, Price, PriceSource, ServiceTier};
 
 /// Default of `[metering] max_tokens_per_request`. The largest context windows offered today
 /// are 1-2 million tokens (Gemini 2M, GPT-4.1 and Claude Sonnet 4 1M) and the largest output

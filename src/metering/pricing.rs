@@ -192,6 +192,40 @@ pub struct Billing {
     pub web_search_calls: u64,
 }
 
+/// What a response says about its price beyond its [`Usage`]: the tier it names (if any) and
+/// the counts that have their own rates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct BillingFacts {
+    /// The service tier the response says it was served at.
+    pub service_tier: Option<ServiceTier>,
+    /// Audio input tokens (a part of the input).
+    pub audio_input: u64,
+    /// Audio output tokens (a part of the output).
+    pub audio_output: u64,
+    /// Web-search calls the provider reported.
+    pub web_search_calls: u64,
+}
+
+impl BillingFacts {
+    /// The billing of a request that asked for `requested`: the response's tier wins.
+    pub fn billing(self, requested: ServiceTier) -> Billing {
+        Billing {
+            service_tier: self.service_tier.unwrap_or(requested),
+            audio_input: self.audio_input,
+            audio_output: self.audio_output,
+            web_search_calls: self.web_search_calls,
+        }
+    }
+
+    /// Folds in a later report of the same response (streams repeat cumulative counts).
+    pub fn merge(&mut self, later: BillingFacts) {
+        self.service_tier = later.service_tier.or(self.service_tier);
+        self.audio_input = self.audio_input.max(later.audio_input);
+        self.audio_output = self.audio_output.max(later.audio_output);
+        self.web_search_calls = self.web_search_calls.max(later.web_search_calls);
+    }
+}
+
 /// Where a price came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum PriceSource {

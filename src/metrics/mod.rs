@@ -90,6 +90,8 @@ pub struct Observation<'a> {
     pub usage: Usage,
     /// Cost in nano-USD.
     pub cost_nanos: u64,
+    /// Of `cost_nanos`, the part that rests on estimated tokens.
+    pub estimated_cost_nanos: u64,
     /// False when no price was known (cost 0, counted as unpriced).
     pub priced: bool,
     /// Where the token counts come from: estimated with the tokenizer, or clamped to the
@@ -516,15 +518,15 @@ impl Metrics {
             self.overhead.with(&[e], |h| h.0.observe(d));
         }
         match o.usage_source {
-            UsageSource::Estimated => {
+            UsageSource::Estimated | UsageSource::Partial => {
                 self.estimated.with(&[p, m], |c| c.add(1));
-                if o.cost_nanos > 0 {
-                    self.estimated_cost
-                        .with(&[p, m, t], |c| c.add(o.cost_nanos));
-                }
             }
             UsageSource::Implausible => self.implausible.with(&[p, m], |c| c.add(1)),
-            UsageSource::Reported | UsageSource::Partial => {}
+            UsageSource::Reported => {}
+        }
+        if o.estimated_cost_nanos > 0 {
+            self.estimated_cost
+                .with(&[p, m, t], |c| c.add(o.estimated_cost_nanos));
         }
         if !o.priced && !o.usage.is_zero() {
             self.unpriced.with(&[p, m], |c| c.add(1));

@@ -13,6 +13,7 @@ fn observation<'a>(model: &'a str, usage: Usage, cost_nanos: u64) -> Observation
         error_type: None,
         usage,
         cost_nanos,
+        estimated_cost_nanos: 0,
         priced: cost_nanos > 0,
         usage_source: UsageSource::Reported,
         duration: Duration::from_millis(120),

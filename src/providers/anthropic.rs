@@ -16,7 +16,7 @@ use super::{
     BodyFacts, Build, BuildError, Endpoint, EventKind, HeaderPolicy, KindSpec, Provider,
     ProviderKind, Str, StreamFacts, Target, find_key_value, first_key_value, join_uri,
 };
-use crate::metering::Usage;
+use crate::metering::{BillingFacts, ServiceTier, Usage};
 
 /// The media types and the API version (`anthropic-beta` is filtered by value).
 pub static CLIENT_HEADERS: [HeaderName; 3] = [
@@ -116,6 +116,18 @@ struct AnthropicUsage {
     cache_creation_input_tokens: Option<u64>,
     #[serde(default)]
     cache_creation: Option<CacheCreation>,
+    /// `standard`, `priority` or `batch`.
+    #[serde(default)]
+    service_tier: Option<String>,
+    #[serde(default)]
+    server_tool_use: Option<ServerToolUse>,
+}
+
+/// Server tools the model ran, billed per call.
+#[derive(Deserialize, Default)]
+struct ServerToolUse {
+    #[serde(default)]
+    web_search_requests: Option<u64>,
 }
 
 impl AnthropicUsage {
@@ -146,6 +158,24 @@ impl AnthropicUsage {
             reasoning: 0,
         }
         .clamped()
+    }
+
+    /// The tier and the per-call server tools, priced beside the tokens.
+    fn billing(&self) -> BillingFacts {
+        BillingFacts {
+            service_tier: self
+                .service_tier
+                .as_deref()
+                .filter(|t| !t.is_empty())
+                .map(ServiceTier::parse),
+            audio_input: 0,
+            audio_output: 0,
+            web_search_calls: self
+                .server_tool_use
+                .as_ref()
+                .and_then(|s| s.web_search_requests)
+                .unwrap_or(0),
+        }
     }
 }
 
@@ -231,8 +261,13 @@ impl Provider for Anthropic {
         if endpoint == Endpoint::CountTokens {
             return BodyFacts::default();
         }
+        let usage = find_key_value::<AnthropicUsage>(body, "usage");
         BodyFacts {
-            usage: find_key_value::<AnthropicUsage>(body, "usage").map(|u| u.normalise()),
+            billing: usage
+                .as_ref()
+                .map(AnthropicUsage::billing)
+                .unwrap_or_default(),
+            usage: usage.map(|u| u.normalise()),
             model: first_key_value::<String>(body, "model"),
             response_id: first_key_value::<String>(body, "id"),
             error: None,
@@ -255,6 +290,7 @@ impl Provider for Anthropic {
                     facts.model = m.model.map(|s| s.0.into_owned());
                     facts.response_id = m.id.map(|s| s.0.into_owned());
                     if let Some(u) = m.usage {
+                        facts.billing.merge(u.billing());
                         merge(facts, u.normalise());
                     }
                 }
@@ -271,6 +307,7 @@ impl Provider for Anthropic {
             }
             "message_delta" => {
                 if let Some(u) = ev.usage {
+                    facts.billing.merge(u.billing());
                     merge(facts, u.normalise());
                 }
             }

@@ -274,6 +274,7 @@ impl Provider for Gemini {
             model: first_key_value::<String>(body, "modelVersion"),
             response_id: first_key_value::<String>(body, "responseId"),
             error,
+            billing: Default::default(),
         }
     }
 

@@ -31,6 +31,48 @@ pub fn first_key_value<T: DeserializeOwned>(body: &[u8], key: &str) -> Option<T>
     None
 }
 
+/// `raw` without the last member `"key": value` of an object in it (and the comma that joined
+/// it to its neighbour), for a stream chunk that must reach the client as the provider would
+/// have sent it had the gateway not asked for more. `None` when there is no such member.
+pub fn without_member(raw: &[u8], key: &str) -> Option<Vec<u8>> {
+    let needle = quoted(key);
+    let mut end = raw.len();
+    while let Some(pos) = memmem::rfind(&raw[..end], needle.as_bytes()) {
+        end = pos;
+        let Some(value) = value_start(raw, pos, needle.len()) else {
+            continue;
+        };
+        let mut values = serde_json::Deserializer::from_slice(&raw[value..])
+            .into_iter::<serde::de::IgnoredAny>();
+        if !matches!(values.next(), Some(Ok(_))) {
+            continue;
+        }
+        let value_end = value + values.byte_offset();
+        let before = raw[..pos].iter().rposition(|b| !b.is_ascii_whitespace())?;
+        let after = raw[value_end..]
+            .iter()
+            .position(|b| !b.is_ascii_whitespace())
+            .map(|i| value_end + i);
+        // `, "key": v` after a neighbour, or `"key": v,` before one, or the only member.
+        let (cut_from, cut_to) = match (raw[before], after) {
+            (b',', _) => (before, value_end),
+            (_, Some(a)) if raw[a] == b',' => {
+                let next = raw[a + 1..]
+                    .iter()
+                    .position(|b| !b.is_ascii_whitespace())
+                    .map_or(raw.len(), |i| a + 1 + i);
+                (pos, next)
+            }
+            _ => (pos, value_end),
+        };
+        let mut out = Vec::with_capacity(raw.len() - (cut_to - cut_from));
+        out.extend_from_slice(&raw[..cut_from]);
+        out.extend_from_slice(&raw[cut_to..]);
+        return Some(out);
+    }
+    None
+}
+
 fn quoted(key: &str) -> String {
     let mut s = String::with_capacity(key.len() + 2);
     s.push('"');
@@ -40,6 +82,16 @@ fn quoted(key: &str) -> String {
 }
 
 fn value_after<T: DeserializeOwned>(body: &[u8], pos: usize, len: usize) -> Option<T> {
+    let value = &body[value_start(body, pos, len)?..];
+    serde_json::Deserializer::from_slice(value)
+        .into_iter::<T>()
+        .next()?
+        .ok()
+}
+
+/// Where the value of the key quoted at `body[pos..pos + len]` starts (after its `:` and any
+/// whitespace); `None` when the quote is escaped or no `:` follows (then it is not a key).
+fn value_start(body: &[u8], pos: usize, len: usize) -> Option<usize> {
     // The quote must not be escaped: count the backslashes before it.
     let escapes = body[..pos]
         .iter()
@@ -49,16 +101,18 @@ fn value_after<T: DeserializeOwned>(body: &[u8], pos: usize, len: usize) -> Opti
     if escapes % 2 == 1 {
         return None;
     }
-    let rest = &body[pos + len..];
-    let colon = rest.iter().position(|b| !b.is_ascii_whitespace())?;
-    if rest[colon] != b':' {
+    let after_key = pos + len;
+    let colon = after_key
+        + body[after_key..]
+            .iter()
+            .position(|b| !b.is_ascii_whitespace())?;
+    if body[colon] != b':' {
         return None;
     }
-    let value = &rest[colon + 1..];
-    serde_json::Deserializer::from_slice(value)
-        .into_iter::<T>()
-        .next()?
-        .ok()
+    let skip = body[colon + 1..]
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())?;
+    Some(colon + 1 + skip)
 }
 
 #[cfg(test)]
@@ -81,6 +135,30 @@ mod tests {
         assert_eq!(v, Some(serde_json::Value::Null));
         let none: Option<String> = find_key_value(br#"{"a":"usage"}"#, "usage");
         assert_eq!(none, None);
+    }
+
+    #[test]
+    fn a_member_is_removed_with_its_comma() {
+        let cut = |raw: &str| {
+            without_member(raw.as_bytes(), "usage").map(|v| String::from_utf8(v).expect("utf8"))
+        };
+        assert_eq!(
+            cut(r#"data: {"id":"a","choices":[],"usage":null,"obfuscation":"x"}"#).as_deref(),
+            Some(r#"data: {"id":"a","choices":[],"obfuscation":"x"}"#)
+        );
+        assert_eq!(
+            cut(r#"{"choices":[{"finish_reason":"stop"}], "usage" : {"prompt_tokens":9,"x":[1,{"y":2}]}}"#)
+                .as_deref(),
+            Some(r#"{"choices":[{"finish_reason":"stop"}]}"#)
+        );
+        assert_eq!(
+            cut(r#"{"usage":{"a":1}, "id":"b"}"#).as_deref(),
+            Some(r#"{"id":"b"}"#)
+        );
+        assert_eq!(cut(r#"{"usage":null}"#).as_deref(), Some("{}"));
+        // Text that looks like the key is not the key.
+        assert_eq!(cut(r#"{"content":"the \"usage\": 5"}"#), None);
+        assert_eq!(cut(r#"{"content":"usage"}"#), None);
     }
 }
 

@@ -13,7 +13,7 @@ pub mod anthropic;
 pub mod azure;
 pub mod gemini;
 pub mod headers;
-mod json;
+pub(crate) mod json;
 pub mod openai;
 
 use std::borrow::Cow;
@@ -372,6 +372,8 @@ pub struct BodyFacts {
     /// A bounded `error_type` the error body names more precisely than its status does
     /// (Azure's `content_filter`).
     pub error: Option<&'static str>,
+    /// Service tier, audio and server-tool counts, for the price.
+    pub billing: crate::metering::BillingFacts,
 }
 
 /// Usage and facts gathered from a stream as its events pass.
@@ -389,6 +391,8 @@ pub struct StreamFacts {
     pub finished: bool,
     /// An error the provider reported inside the stream, as a bounded `error_type`.
     pub error: Option<&'static str>,
+    /// Service tier, audio and server-tool counts, for the price.
+    pub billing: crate::metering::BillingFacts,
 }
 
 /// The bounded `error_type` of an error `type` string a provider sent in a body or stream.
@@ -413,6 +417,11 @@ pub enum EventKind {
     /// The usage-only chunk that `stream_options.include_usage` adds: dropped if the gateway
     /// asked for it on the client's behalf.
     UsageOnly,
+    /// Content that also carries a `usage` member (`"usage": null` on every chunk once
+    /// `include_usage` is on, or the usage itself on a finish chunk, as several
+    /// OpenAI-compatible servers send it): forwarded without that member if the gateway asked
+    /// for it on the client's behalf, as the client would have received it without the gateway.
+    CarriesUsage,
 }
 
 /// One upstream provider.

@@ -75,6 +75,8 @@ pub struct RequestContext {
     pub(super) translation: Option<Translation>,
     /// Set by `parse`: the client asked for `stream_options.include_usage`.
     pub(super) include_usage: bool,
+    /// Set by `parse`: the service tier the client asked for.
+    pub(super) service_tier: crate::metering::ServiceTier,
     /// Set by `admit`: what the limits reserved, settled with the real usage.
     pub(super) admission: Option<Admission>,
     /// Set by `rewrite`: the client's body, for estimates when no usage is reported.
@@ -108,6 +110,7 @@ impl RequestContext {
             provider: None,
             translation: None,
             include_usage: false,
+            service_tier: crate::metering::ServiceTier::Standard,
             admission: None,
             request_body: Bytes::new(),
             upstream_start: None,
@@ -125,6 +128,7 @@ impl RequestContext {
         self.requested_model = ledger::row::bounded(&facts.model, ledger::row::MAX_MODEL_CHARS);
         self.stream = facts.stream || self.endpoint.always_streams();
         self.include_usage = facts.include_usage;
+        self.service_tier = facts.service_tier;
         if self.customer.is_none() {
             self.customer = facts
                 .user
@@ -203,6 +207,7 @@ impl RequestContext {
             endpoint: self.endpoint,
             upstream_endpoint: self.translation.map(Translation::upstream_endpoint),
             requested_model: std::mem::take(&mut self.requested_model),
+            requested_tier: self.service_tier,
             request_body: std::mem::take(&mut self.request_body),
             said: said.into(),
             ending,
@@ -261,6 +266,7 @@ impl RequestContext {
             provider: self.provider.clone(),
             translation: self.translation,
             include_usage: self.include_usage,
+            service_tier: self.service_tier,
             admission: self.admission.take(),
             request_body: std::mem::take(&mut self.request_body),
             upstream_start: self.upstream_start,

@@ -2,6 +2,7 @@
 //! the upstream model id of an alias, and `stream_options.include_usage`. Edits splice bytes
 //! into the client's body rather than re-serialising it, so everything else passes untouched.
 
+use crate::metering::ServiceTier;
 use std::borrow::Cow;
 
 use bytes::{Bytes, BytesMut};
@@ -38,6 +39,9 @@ struct Raw<'a> {
     /// Gemini's options, `maxOutputTokens` among them.
     #[serde(default, rename = "generationConfig")]
     generation_config: Option<GenerationConfig>,
+    /// OpenAI's and Anthropic's `service_tier` (`priority`, `flex`, `auto`, ...).
+    #[serde(borrow, default)]
+    service_tier: Option<Lenient<'a>>,
 }
 
 /// Gemini's `generationConfig`.
@@ -130,6 +134,8 @@ pub struct RequestFacts<'a> {
     pub max_tokens: Option<u64>,
     /// The end user: OpenAI's `user` or Anthropic's `metadata.user_id`, when a string.
     pub user: Option<Box<str>>,
+    /// The service tier asked for (priced so when the response names none).
+    pub service_tier: ServiceTier,
 }
 
 impl<'a> RequestFacts<'a> {
@@ -182,6 +188,11 @@ impl<'a> RequestFacts<'a> {
                 .and_then(Lenient::text)
                 .or_else(|| raw.metadata.as_ref()?.user_id.as_ref()?.text())
                 .map(Into::into),
+            service_tier: raw
+                .service_tier
+                .as_ref()
+                .and_then(Lenient::text)
+                .map_or(ServiceTier::Standard, ServiceTier::parse),
         })
     }
 }

@@ -37,6 +37,8 @@ pub struct Facts {
     pub finished: bool,
     /// An error the provider reported inside a successful response (a stream's error event).
     pub error: Option<&'static str>,
+    /// Service tier, audio and server-tool counts, for the price.
+    pub billing: crate::metering::BillingFacts,
 }
 
 /// What a response said, as settlement receives it.
@@ -91,6 +93,17 @@ fn estimated_usage(reported: Option<Usage>, request_body: &[u8], text: &str) -> 
     (u.clamped(), estimated)
 }
 
+/// The tokens a request is charged, with what they rest on.
+struct Counted {
+    /// The usage charged (reported, estimated, or both).
+    usage: Usage,
+    /// What the provider itself reported (all of `usage` when `source` is reported).
+    said: Usage,
+    /// Service tier, audio and per-call counts.
+    billing: crate::metering::Billing,
+    source: UsageSource,
+}
+
 /// A settled request, owned, so that what it recorded can be worked out after the response is
 /// written, or on a blocking thread when its tokens must be estimated.
 pub(super) struct Closing {
@@ -101,6 +114,8 @@ pub(super) struct Closing {
     /// The provider's endpoint when the request was translated.
     pub(super) upstream_endpoint: Option<Endpoint>,
     pub(super) requested_model: Box<str>,
+    /// The service tier the request asked for; the response's, when it names one, wins.
+    pub(super) requested_tier: crate::metering::ServiceTier,
     pub(super) request_body: Bytes,
     pub(super) said: Said,
     pub(super) ending: Ending,
@@ -161,19 +176,36 @@ impl Closing {
         };
         let needs_estimate = self.endpoint.is_metered() && success && !reported_in_full;
         let model = facts.model;
+        let billing = facts.billing.billing(self.requested_tier);
         if !needs_estimate {
             let usage = facts.usage.unwrap_or_default();
-            self.finish(model, status, error_type, usage, UsageSource::Reported);
+            let counted = Counted {
+                usage,
+                said: usage,
+                billing,
+                source: UsageSource::Reported,
+            };
+            self.finish(model, status, error_type, counted);
             return;
         }
         let job = move || {
+            let said = facts.usage.unwrap_or_default();
+            let reported = !said.is_zero();
             let (usage, estimated) = estimated_usage(facts.usage, &self.request_body, &facts.text);
-            let source = if estimated {
-                UsageSource::Estimated
-            } else {
-                UsageSource::Reported
+            // Partial: the provider reported some of it (Anthropic's input in `message_start`
+            // of a stream cut before its end) and the rest is estimated.
+            let source = match (estimated, reported) {
+                (false, _) => UsageSource::Reported,
+                (true, true) => UsageSource::Partial,
+                (true, false) => UsageSource::Estimated,
             };
-            self.finish(model, status, error_type, usage, source);
+            let counted = Counted {
+                usage,
+                said,
+                billing,
+                source,
+            };
+            self.finish(model, status, error_type, counted);
         };
         match tokio::runtime::Handle::try_current() {
             Ok(handle) => drop(handle.spawn_blocking(job)),
@@ -188,8 +220,12 @@ impl Closing {
         model: Option<String>,
         status: u16,
         error_type: Option<&'static str>,
-        usage: Usage,
-        source: UsageSource,
+        Counted {
+            usage,
+            said,
+            billing,
+            source,
+        }: Counted,
     ) {
         // Refused before routing: no provider, and the model is `none`, not a name the
         // client chose (an unknown model must not make a series).
@@ -205,6 +241,11 @@ impl Closing {
             }
             (usage, false) => (usage, source),
         };
+        // Per-call fees: a count is the provider's, bounded like its tokens.
+        let billing = crate::metering::Billing {
+            web_search_calls: billing.web_search_calls.min(max),
+            ..billing
+        };
         let prices = &self.gw.config.prices;
         // The price in force when the request started (a price change at midnight does not
         // reprice a request that began before it).
@@ -216,12 +257,22 @@ impl Closing {
                 .or_else(|| prices.lookup_at(&self.requested_model, at)),
             None => None,
         };
-        let cost_nanos = price.map_or(0, |p| {
-            crate::metering::pricing::apply_multiplier(
-                p.cost_nanos(&usage),
-                prices.multiplier(provider),
-            )
-        });
+        let cost_of = |u: &Usage| {
+            price.map_or(0, |p| {
+                crate::metering::pricing::apply_multiplier(
+                    p.cost_nanos_for(u, &billing),
+                    prices.multiplier(provider),
+                )
+            })
+        };
+        let cost_nanos = cost_of(&usage);
+        // The part of the cost that rests on estimates: all of it, or (partial) what the
+        // estimate added to what the provider said.
+        let estimated_cost_nanos = match source {
+            UsageSource::Estimated => cost_nanos,
+            UsageSource::Partial => cost_nanos.saturating_sub(cost_of(&said.bounded(max).0)),
+            UsageSource::Reported | UsageSource::Implausible => 0,
+        };
         if let Some(admission) = self.admission {
             self.gw.limiter.settle(admission, usage.total(), cost_nanos);
         }
@@ -269,7 +320,7 @@ impl Closing {
                     usage_source: source,
                     upstream_request_id: self.upstream_request_id,
                     price_id: price.map(|p| p.id.clone()),
-                    service_tier: crate::metering::ServiceTier::Standard,
+                    service_tier: billing.service_tier,
                     upstream_endpoint: self.upstream_endpoint.map(Endpoint::path),
                     cache_status,
                     saved_cost_nanos: None,
@@ -294,6 +345,7 @@ impl Closing {
             error_type,
             usage,
             cost_nanos,
+            estimated_cost_nanos,
             priced: price.is_some(),
             usage_source: source,
             duration: self.duration,

@@ -128,11 +128,23 @@ impl SseScanner {
             let blank = line.is_empty() || line == b"\r";
             if blank {
                 if line_start > event_start {
-                    let kind = dispatch(&buf[event_start..line_start], on_event);
-                    if strip && kind == EventKind::UsageOnly {
-                        let o = removed.get_or_insert_with(BytesMut::new);
-                        o.extend_from_slice(&buf[kept_from..event_start]);
-                        kept_from = next;
+                    let event = &buf[event_start..line_start];
+                    match (strip, dispatch(event, on_event)) {
+                        (true, EventKind::UsageOnly) => {
+                            let o = removed.get_or_insert_with(BytesMut::new);
+                            o.extend_from_slice(&buf[kept_from..event_start]);
+                            kept_from = next;
+                        }
+                        (true, EventKind::CarriesUsage) => {
+                            if let Some(edited) = without_usage(event) {
+                                let o = removed.get_or_insert_with(BytesMut::new);
+                                o.extend_from_slice(&buf[kept_from..event_start]);
+                                o.extend_from_slice(&edited);
+                                // The blank line that ends the event stays.
+                                kept_from = line_start;
+                            }
+                        }
+                        _ => {}
                     }
                 }
                 event_start = next;
@@ -216,13 +228,17 @@ impl SseScanner {
             return Bytes::new();
         }
         let rest = self.partial.split().freeze();
-        let kind = dispatch(&rest, on_event);
-        if strip && kind != EventKind::UsageOnly {
-            rest
-        } else {
-            Bytes::new()
+        match (strip, dispatch(&rest, on_event)) {
+            (false, _) | (true, EventKind::UsageOnly) => Bytes::new(),
+            (true, EventKind::CarriesUsage) => without_usage(&rest).map_or(rest, Bytes::from),
+            (true, EventKind::Content) => rest,
         }
     }
+}
+
+/// An event's bytes without the `usage` member of its JSON (see [`EventKind::CarriesUsage`]).
+fn without_usage(event: &[u8]) -> Option<Vec<u8>> {
+    crate::providers::json::without_member(event, "usage")
 }
 
 /// Parses the lines of one event and calls `on_event` if it carries data.

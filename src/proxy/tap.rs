@@ -94,6 +94,7 @@ impl JsonBody {
             text,
             finished: complete,
             error: f.error,
+            billing: f.billing,
         }
     }
 }
@@ -313,6 +314,7 @@ fn stream_said(facts: StreamFacts, ended: bool) -> Said {
         text: facts.text,
         finished: facts.error.is_none() && (facts.finished || (ended && facts.usage.is_some())),
         error: facts.error,
+        billing: facts.billing,
     })
 }
 

@@ -19,7 +19,7 @@ use super::{
     BodyFacts, Build, BuildError, ENDPOINTS, Endpoint, EventKind, HeaderPolicy, KindSpec, Provider,
     ProviderKind, Str, StreamFacts, Target, find_key_value, first_key_value, join_uri,
 };
-use crate::metering::Usage;
+use crate::metering::{BillingFacts, ServiceTier, Usage};
 
 /// Default base URL of the `openai` kind.
 pub const DEFAULT_BASE_URL: &str = "https://api.openai.com/v1";
@@ -136,6 +136,8 @@ struct Details {
     cached_tokens: Option<u64>,
     #[serde(default)]
     reasoning_tokens: Option<u64>,
+    #[serde(default)]
+    audio_tokens: Option<u64>,
 }
 
 /// Both the Chat Completions and the Responses usage shapes.
@@ -188,6 +190,28 @@ impl OpenAiUsage {
         }
         .clamped()
     }
+
+    /// The audio counts (`gpt-4o-audio-preview`, `gpt-realtime`), priced at their own rates.
+    pub(crate) fn billing(&self) -> BillingFacts {
+        let audio = |a: &Option<Details>, b: &Option<Details>| {
+            a.as_ref()
+                .and_then(|d| d.audio_tokens)
+                .or_else(|| b.as_ref().and_then(|d| d.audio_tokens))
+                .unwrap_or(0)
+        };
+        BillingFacts {
+            service_tier: None,
+            audio_input: audio(&self.prompt_tokens_details, &self.input_tokens_details),
+            audio_output: audio(&self.completion_tokens_details, &self.output_tokens_details),
+            web_search_calls: 0,
+        }
+    }
+}
+
+/// The tier a response names: `default` is standard; `auto` never comes back (OpenAI answers
+/// with the tier it used).
+fn named_tier(tier: Option<&str>) -> Option<ServiceTier> {
+    tier.filter(|t| !t.is_empty()).map(ServiceTier::parse)
 }
 
 #[derive(Deserialize)]
@@ -227,6 +251,8 @@ struct Chunk<'a> {
     choices: Vec<Choice<'a>>,
     #[serde(default)]
     usage: Option<OpenAiUsage>,
+    #[serde(borrow, default)]
+    service_tier: Option<Str<'a>>,
 }
 
 /// The `response` object inside Responses API stream events.
@@ -238,6 +264,8 @@ struct ResponseObject<'a> {
     model: Option<Str<'a>>,
     #[serde(default)]
     usage: Option<OpenAiUsage>,
+    #[serde(borrow, default)]
+    service_tier: Option<Str<'a>>,
 }
 
 /// A Responses API stream event.
@@ -305,11 +333,18 @@ impl Provider for OpenAi {
 
 /// Usage, model and id of an OpenAI-format body (Azure OpenAI's too).
 pub(crate) fn body_facts(body: &[u8]) -> BodyFacts {
+    let usage = find_key_value::<OpenAiUsage>(body, "usage");
+    let mut billing = usage.as_ref().map(OpenAiUsage::billing).unwrap_or_default();
+    billing.service_tier = named_tier(find_key_value::<String>(body, "service_tier").as_deref());
+    // The Responses API lists each web search the model ran as an output item.
+    billing.web_search_calls =
+        memchr::memmem::find_iter(body, br#""type":"web_search_call""#).count() as u64;
     BodyFacts {
-        usage: find_key_value::<OpenAiUsage>(body, "usage").map(|u| u.normalise()),
+        usage: usage.map(|u| u.normalise()),
         model: first_key_value::<String>(body, "model"),
         response_id: first_key_value::<String>(body, "id"),
         error: None,
+        billing,
     }
 }
 
@@ -323,15 +358,22 @@ pub(crate) fn stream_event(endpoint: Endpoint, data: &[u8], facts: &mut StreamFa
         read_response_event(data, facts);
         return EventKind::Content;
     }
+    // A chunk with `"usage": null` carries a member a client that did not ask for usage
+    // would not have had (see EventKind::CarriesUsage).
+    let keys = stream::keys(data);
+    let plain = match keys {
+        stream::Keys::NullUsage => EventKind::CarriesUsage,
+        _ => EventKind::Content,
+    };
     // After the first chunk, one without usage or an error only adds text (stream.rs).
     if facts.model.is_some()
-        && !stream::may_carry_usage(data)
+        && keys != stream::Keys::Full
         && stream::append_text(data, &mut facts.text).is_ok()
     {
-        return EventKind::Content;
+        return plain;
     }
     let Ok(chunk) = serde_json::from_slice::<Chunk<'_>>(data) else {
-        return EventKind::Content;
+        return plain;
     };
     if let Some(e) = chunk.error {
         facts.error = Some(super::provider_error_type(e.kind.as_deref().unwrap_or("")));
@@ -343,6 +385,9 @@ pub(crate) fn stream_event(endpoint: Endpoint, data: &[u8], facts: &mut StreamFa
             .map(|s| s.0.into_owned())
             .filter(|m| !m.is_empty());
         facts.response_id = chunk.id.map(|s| s.0.into_owned());
+    }
+    if let Some(t) = named_tier(chunk.service_tier.as_deref()) {
+        facts.billing.service_tier = Some(t);
     }
     for c in &chunk.choices {
         if let Some(d) = &c.delta {
@@ -359,14 +404,16 @@ pub(crate) fn stream_event(endpoint: Endpoint, data: &[u8], facts: &mut StreamFa
     }
     match chunk.usage {
         Some(u) => {
+            facts.billing.merge(u.billing());
             facts.usage = Some(u.normalise());
             if chunk.choices.is_empty() {
                 EventKind::UsageOnly
             } else {
-                EventKind::Content
+                // Usage on the finish chunk itself (vLLM, llama.cpp and others).
+                EventKind::CarriesUsage
             }
         }
-        None => EventKind::Content,
+        None => plain,
     }
 }
 
@@ -387,9 +434,16 @@ fn read_response_event(data: &[u8], facts: &mut StreamFacts) {
             facts.model = r.model.map(|s| s.0.into_owned());
             facts.response_id = r.id.map(|s| s.0.into_owned());
         }
+        if let Some(t) = named_tier(r.service_tier.as_deref()) {
+            facts.billing.service_tier = Some(t);
+        }
         if let Some(u) = r.usage {
+            facts.billing.merge(u.billing());
             facts.usage = Some(u.normalise());
         }
+    }
+    if &*ev.kind == "response.web_search_call.completed" {
+        facts.billing.web_search_calls += 1;
     }
     if matches!(
         &*ev.kind,
@@ -483,9 +537,10 @@ mod tests {
         let mut facts = StreamFacts::default();
         let c1 = br#"{"id":"c","model":"gpt-4o-mini","choices":[{"index":0,"delta":{"content":"Hel"}}],"usage":null}"#;
         let c2 = br#"{"id":"c","model":"gpt-4o-mini","choices":[],"usage":{"prompt_tokens":9,"completion_tokens":2,"total_tokens":11}}"#;
+        // `"usage":null`: content the client sees without that member unless it asked.
         assert_eq!(
             p.stream_event(Endpoint::ChatCompletions, None, c1, &mut facts),
-            EventKind::Content
+            EventKind::CarriesUsage
         );
         assert_eq!(
             p.stream_event(Endpoint::ChatCompletions, None, c2, &mut facts),

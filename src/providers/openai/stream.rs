@@ -7,7 +7,7 @@
 //! where it stands.
 //!
 //! The caller takes this path only after the first chunk (the model is known) and only for
-//! chunks without an `"error"` or a non-null `"usage"` ([`may_carry_usage`]). On such a chunk
+//! chunks without an `"error"` or a non-null `"usage"` ([`keys`] is not [`Keys::Full`]). On such a chunk
 //! the result is the full read's: the same text appended, or [`Unusual`] for anything the full
 //! read might read otherwise (invalid JSON, a wrong type, a repeated field, an escaped key),
 //! after which the caller reads the chunk in full.
@@ -15,30 +15,43 @@
 use memchr::memmem::Finder;
 use std::sync::LazyLock;
 
-/// True unless `data` certainly has no `"error"` key and no `"usage"` key with a non-null
-/// value (then the chunk needs the full read). In valid JSON an unescaped `"usage"` followed by
-/// `:` is a key: quotes inside strings are escaped.
-pub fn may_carry_usage(data: &[u8]) -> bool {
+/// The keys of a chunk that decide how it is read, found by one search each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Keys {
+    /// Neither an `"error"` key nor a `"usage"` key.
+    Plain,
+    /// `"usage": null` (every chunk once `include_usage` is on), no `"error"`.
+    NullUsage,
+    /// An `"error"` key or a non-null `"usage"`: the chunk needs the full read.
+    Full,
+}
+
+/// Which [`Keys`] `data` has. In valid JSON an unescaped `"usage"` followed by `:` is a key:
+/// quotes inside strings are escaped.
+pub fn keys(data: &[u8]) -> Keys {
     const USAGE: &[u8] = b"\"usage\"";
     // Built once: building a finder costs more than searching one chunk.
     static ERROR_KEY: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"error\""));
     static USAGE_KEY: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(USAGE));
     if ERROR_KEY.find(data).is_some() {
-        return true;
+        return Keys::Full;
     }
-    USAGE_KEY.find_iter(data).any(|pos| {
+    let mut found = Keys::Plain;
+    for pos in USAGE_KEY.find_iter(data) {
         let mut s = Scan {
             b: data,
             i: pos + USAGE.len(),
         };
-        match s.eat(b':') {
-            Ok(()) => {
-                s.ws();
-                !s.b[s.i..].starts_with(b"null")
-            }
-            Err(Unusual) => false, // a string "usage", not a key
+        if s.eat(b':').is_err() {
+            continue; // a string "usage", not a key
         }
-    })
+        s.ws();
+        if !s.b[s.i..].starts_with(b"null") {
+            return Keys::Full;
+        }
+        found = Keys::NullUsage;
+    }
+    found
 }
 
 /// A chunk the fast read leaves to the full read.
@@ -377,7 +390,7 @@ mod tests {
     #[test]
     fn usual_chunks_take_the_fast_path() {
         let mut text = String::from("The");
-        assert!(!may_carry_usage(CONTENT.as_bytes()));
+        assert!(keys(CONTENT.as_bytes()) != Keys::Full);
         append_text(CONTENT.as_bytes(), &mut text).expect("fast path");
         assert_eq!(text, "The gateway");
         // Completions, several choices, every kind of output text, in the full read's order.
@@ -475,7 +488,11 @@ mod tests {
             br#"{"choices":[{"delta":{},"finish_reason":"error"}]}"#,
         ];
         for data in yes {
-            assert!(may_carry_usage(data), "{}", String::from_utf8_lossy(data));
+            assert!(
+                keys(data) == Keys::Full,
+                "{}",
+                String::from_utf8_lossy(data)
+            );
         }
         let no: &[&[u8]] = &[
             CONTENT.as_bytes(),
@@ -484,7 +501,11 @@ mod tests {
             br#"{"choices":[{"delta":{"content":"say \"error\""}}]}"#,
         ];
         for data in no {
-            assert!(!may_carry_usage(data), "{}", String::from_utf8_lossy(data));
+            assert!(
+                keys(data) != Keys::Full,
+                "{}",
+                String::from_utf8_lossy(data)
+            );
         }
     }
 }
