@@ -36,6 +36,27 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+enum CacheCommand {
+    /// Times an exact scan against a graph search of the semantic index at several sizes
+    /// (random unit vectors, near-duplicate queries); run it on a release build.
+    MeasureIndex {
+        /// Vector dimensions (text-embedding-3-small: 1536).
+        #[arg(long, default_value_t = 1536)]
+        dims: usize,
+        /// Vectors in the group, comma-separated.
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "500,1000,2000,5000,10000"
+        )]
+        entries: Vec<usize>,
+        /// Queries per size.
+        #[arg(long, default_value_t = 200)]
+        queries: usize,
+    },
+}
+
+#[derive(Subcommand)]
 enum Command {
     /// Run the gateway.
     Serve {
@@ -138,6 +159,11 @@ enum Command {
         /// Distinct keys (one team each) the rows rotate over; 0: four keys and teams.
         #[arg(long, default_value_t = 0)]
         keys: usize,
+    },
+    /// The response cache's tools: `measure-index` (exact scan vs HNSW graph search).
+    Cache {
+        #[command(subcommand)]
+        command: CacheCommand,
     },
     /// The price table: `show MODEL`, `check [FILE]`, `import --format litellm FILE`.
     Prices {
@@ -280,7 +306,9 @@ async fn run(cli: Cli) -> Result<(), String> {
             serve(cfg, listen).await
         }
         Command::Check { .. } => unreachable!("handled before the runtime starts"),
-        Command::Prices { .. } => unreachable!("handled before the runtime starts"),
+        Command::Prices { .. } | Command::Cache { .. } => {
+            unreachable!("handled before the runtime starts")
+        }
         Command::Usage {
             config,
             ledger_url,
@@ -397,6 +425,25 @@ async fn run(cli: Cli) -> Result<(), String> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logs(&cli.log, cli.log_json);
+    if let Command::Cache {
+        command:
+            CacheCommand::MeasureIndex {
+                dims,
+                entries,
+                queries,
+            },
+    } = &cli.command
+    {
+        println!("dims {dims}, {queries} near-duplicate queries per size");
+        println!("entries   exact µs   graph µs   build ms   recall@1");
+        for m in tollgate::cache::index::measure(*dims, entries, (*queries).max(1)) {
+            println!(
+                "{:>7} {:>10.1} {:>10.1} {:>10.0} {:>10.3}",
+                m.entries, m.exact_us, m.ann_us, m.build_ms, m.recall
+            );
+        }
+        return ExitCode::SUCCESS;
+    }
     if let Command::Prices { command } = cli.command {
         return match prices_cli::run(command) {
             Ok(()) => ExitCode::SUCCESS,

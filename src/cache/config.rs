@@ -73,6 +73,8 @@ pub struct SemanticConfig {
     pub max_entries: usize,
     /// Bytes of vectors kept at most.
     pub max_bytes: usize,
+    /// A group of more vectors than this is searched through an HNSW graph (`index.rs`).
+    pub ann_above_entries: usize,
     /// Bound on the embeddings call; past it the request bypasses the cache.
     pub timeout: Duration,
 }
@@ -242,6 +244,8 @@ fn validate_semantic(s: &RawSemantic, err: &mut impl FnMut(&str, String)) -> Sem
         // 10,000 vectors of 1,536 dimensions are 61 MB and an exact scan of them ~1.5 ms.
         max_entries: s.max_entries.unwrap_or(10_000).max(1),
         max_bytes: s.max_bytes.unwrap_or(64 * 1024 * 1024),
+        // Where a graph search beats the exact scan (README, Cache: measured).
+        ann_above_entries: s.ann_above_entries.unwrap_or(2_048).max(2),
         timeout: Duration::from_millis(s.timeout_ms.unwrap_or(2_000).max(1)),
     }
 }

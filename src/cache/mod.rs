@@ -18,6 +18,7 @@
 pub mod config;
 mod entry;
 mod flights;
+pub mod index;
 mod key;
 mod memory;
 mod record;

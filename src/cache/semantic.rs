@@ -1,13 +1,12 @@
 //! Semantic mode: the prompt (the last `messages` messages, the system prompt optionally left
 //! out) is embedded by a configured model through its provider, and the nearest stored prompt
 //! of the same scope, model, endpoint and stream flag at or above `similarity_threshold` is a
-//! hit. The index is in process: exact cosine over unit vectors (a scan of 10,000 vectors of
-//! 1,536 dimensions is ~15 M multiply-adds, ~2 ms on one core), bounded by entries and bytes,
-//! oldest out first; rebuilt from Redis at start when Redis holds the entries. No vector
-//! database is needed, and none that fits is packaged here: a `vector_db` backend would
-//! implement `search` and `insert` below.
+//! hit. The index is in process (`index.rs`: exact cosine over unit vectors, an HNSW graph per
+//! group past `ann_above_entries`), bounded by entries and bytes, oldest out first; rebuilt
+//! from Redis at start when Redis holds the entries. No vector database is needed, and none
+//! that fits is packaged here: a `vector_db` backend would implement `search` and `insert`
+//! below.
 
-use std::collections::VecDeque;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -19,6 +18,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use super::config::SemanticConfig;
+use super::index::{BuildJob, VectorIndex};
 use super::key::Key;
 use crate::metering::Usage;
 use crate::metrics::{CacheLabels, Metrics};
@@ -88,19 +88,6 @@ pub struct Found {
     pub pending: Option<Pending>,
 }
 
-struct Item {
-    group: [u8; 16],
-    key: Key,
-    vector: Box<[f32]>,
-    added: tokio::time::Instant,
-}
-
-#[derive(Default)]
-struct Index {
-    items: VecDeque<Item>,
-    bytes: usize,
-}
-
 /// The embeddings model's provider, attached when the gateway is built.
 pub struct Embedder {
     /// The provider serving the embeddings model.
@@ -114,7 +101,7 @@ pub struct Embedder {
 pub struct Semantic {
     cfg: SemanticConfig,
     ttl: Duration,
-    index: Mutex<Index>,
+    index: Arc<Mutex<VectorIndex>>,
     embedder: OnceLock<Embedder>,
     metrics: Arc<Metrics>,
     provider_label: OnceLock<&'static str>,
@@ -137,13 +124,17 @@ impl Semantic {
         // Label values live as long as the gateway: one per config.
         let model_label: &'static str = Box::leak(cfg.embeddings_model.clone().into_boxed_str());
         Semantic {
-            cfg,
             ttl,
-            index: Mutex::new(Index::default()),
+            index: Arc::new(Mutex::new(VectorIndex::new(
+                cfg.max_entries,
+                cfg.max_bytes,
+                cfg.ann_above_entries,
+            ))),
             embedder: OnceLock::new(),
             metrics,
             provider_label: OnceLock::new(),
             model_label,
+            cfg,
         }
     }
 
@@ -192,26 +183,11 @@ impl Semantic {
 
     /// Adds a stored entry's prompt vector; evicts the oldest past the bounds.
     pub fn insert(&self, p: Pending, key: Key) {
-        let size = p.vector.len() * 4 + std::mem::size_of::<Item>();
-        let mut evicted = 0;
-        let (n, bytes) = {
+        let vector: Arc<[f32]> = Arc::from(p.vector);
+        let (evicted, n, bytes) = {
             let mut ix = self.index.lock();
-            while !ix.items.is_empty()
-                && (ix.items.len() >= self.cfg.max_entries || ix.bytes + size > self.cfg.max_bytes)
-            {
-                if let Some(old) = ix.items.pop_front() {
-                    ix.bytes -= old.vector.len() * 4 + std::mem::size_of::<Item>();
-                    evicted += 1;
-                }
-            }
-            ix.bytes += size;
-            ix.items.push_back(Item {
-                group: p.group,
-                key,
-                vector: p.vector,
-                added: tokio::time::Instant::now(),
-            });
-            (ix.items.len(), ix.bytes)
+            let evicted = ix.insert(p.group, key, vector);
+            (evicted, ix.len(), ix.bytes())
         };
         let c = &self.metrics.cache;
         c.evictions.add(evicted);
@@ -262,27 +238,20 @@ impl Semantic {
         let mut vector = vector?;
         normalise(&mut vector);
         let group = group(scope, model, endpoint, stream);
-        let now = tokio::time::Instant::now();
-        let ix = self.index.lock();
-        if let Some(first) = ix.items.front() {
-            if first.vector.len() != vector.len() {
+        let found = {
+            let mut ix = self.index.lock();
+            if let Some(want) = ix.dims().filter(|d| *d != vector.len()) {
                 return Err(SemanticError::Dimensions {
                     got: vector.len(),
-                    want: first.vector.len(),
+                    want,
                 });
             }
+            ix.nearest(group, &vector, self.ttl)
+        };
+        if let Some(job) = found.build {
+            self.build_graph(job);
         }
-        let mut best: Option<(Key, f32)> = None;
-        for item in ix.items.iter() {
-            if item.group != group || now.saturating_duration_since(item.added) >= self.ttl {
-                continue;
-            }
-            let s = dot(&item.vector, &vector);
-            if best.is_none_or(|(_, b)| s > b) {
-                best = Some((item.key, s));
-            }
-        }
-        drop(ix);
+        let best = found.best;
         Ok(Found {
             // f32 rounding leaves identical unit vectors at 0.99999994: a threshold of 1 still
             // means "the same prompt".
@@ -294,6 +263,28 @@ impl Semantic {
                 vector: vector.into_boxed_slice(),
             }),
         })
+    }
+}
+
+impl Semantic {
+    /// Builds a group's graph on a blocking thread and installs it (off the request path: a
+    /// graph of 10,000 vectors of 1,536 dimensions takes seconds of CPU).
+    fn build_graph(&self, job: BuildJob) {
+        let index = self.index.clone();
+        let metrics = self.metrics.clone();
+        let run = move || {
+            let (group, ann) = job.build();
+            let mut ix = index.lock();
+            ix.install(group, ann);
+            metrics
+                .cache
+                .ann_vectors
+                .set(i64::try_from(ix.ann_vectors()).unwrap_or(i64::MAX));
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(h) => drop(h.spawn_blocking(run)),
+            Err(_) => run(),
+        }
     }
 }
 
@@ -393,10 +384,6 @@ fn normalise(v: &mut [f32]) {
             *x /= n;
         }
     }
-}
-
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    a.iter().zip(b).map(|(x, y)| x * y).sum()
 }
 
 /// The text embedded for `body`: the last `n` messages (chat, Anthropic messages, Responses

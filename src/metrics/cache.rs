@@ -55,6 +55,8 @@ pub struct CacheMetrics {
     pub entries: Gauge,
     /// Bytes held in process.
     pub bytes: Gauge,
+    /// Semantic vectors covered by HNSW graphs.
+    pub ann_vectors: Gauge,
     /// Entries evicted to stay under a bound (LRU, or the vector index's).
     pub evictions: Counter,
     /// Responses stored.
@@ -96,6 +98,7 @@ impl CacheMetrics {
             ),
             entries: Gauge::default(),
             bytes: Gauge::default(),
+            ann_vectors: Gauge::default(),
             evictions: Counter::default(),
             stores: Counter::default(),
             bypass: Default::default(),
@@ -171,6 +174,11 @@ impl CacheMetrics {
                 "llm_gateway_cache_bytes",
                 "Bytes the cache holds in process.",
                 &self.bytes,
+            ),
+            (
+                "llm_gateway_cache_ann_vectors",
+                "Semantic cache: vectors searched through an HNSW graph (groups above ann_above_entries).",
+                &self.ann_vectors,
             ),
         ];
         for (name, help, g) in gauges {
