@@ -11,6 +11,7 @@ mod body;
 mod context;
 mod deferred;
 pub mod error;
+pub mod eventstream;
 pub mod jsonarray;
 mod loglimit;
 mod observe;
@@ -270,7 +271,12 @@ impl Gateway {
         // parse
         // Azure's deployment paths and Gemini's name the model in the path.
         let path_model = Endpoint::from_path(parts.uri.path()).and_then(|(_, m)| m);
-        let facts = request::RequestFacts::parse(&body, path_model)?;
+        // Bedrock's model ids come percent-encoded; one that does not decode stays as sent
+        // (the provider then refuses it in its own words).
+        let path_model = path_model.map(|m| {
+            crate::providers::decode_path_model(m).unwrap_or(std::borrow::Cow::Borrowed(m))
+        });
+        let facts = request::RequestFacts::parse(&body, path_model.as_deref())?;
         ctx.parsed(&facts);
         // route
         let (route, translation) = route::route(&self.config, ctx.endpoint, &facts)?;

@@ -38,6 +38,16 @@ struct Raw<'a> {
     /// Gemini's options, `maxOutputTokens` among them.
     #[serde(default, rename = "generationConfig")]
     generation_config: Option<GenerationConfig>,
+    /// Bedrock Converse's options, `maxTokens` among them.
+    #[serde(default, rename = "inferenceConfig")]
+    inference_config: Option<InferenceConfig>,
+}
+
+/// Bedrock Converse's `inferenceConfig`.
+#[derive(Deserialize)]
+struct InferenceConfig {
+    #[serde(default, rename = "maxTokens")]
+    max_tokens: Option<u64>,
 }
 
 /// Gemini's `generationConfig`.
@@ -175,7 +185,8 @@ impl<'a> RequestFacts<'a> {
                 .max_tokens
                 .or(raw.max_completion_tokens)
                 .or(raw.max_output_tokens)
-                .or(raw.generation_config.and_then(|g| g.max_output_tokens)),
+                .or(raw.generation_config.and_then(|g| g.max_output_tokens))
+                .or(raw.inference_config.and_then(|c| c.max_tokens)),
             user: raw
                 .user
                 .as_ref()
