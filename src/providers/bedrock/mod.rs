@@ -243,6 +243,8 @@ impl Provider for Bedrock {
                     if is_claude_event(&ev) {
                         self.claude
                             .stream_event(Endpoint::Messages, None, &ev, facts);
+                        // Metered under the Bedrock id asked for (see `usage::invoke_body`).
+                        facts.model = None;
                     } else {
                         usage::other_model_text(&ev, facts);
                     }

@@ -273,7 +273,8 @@ fn invoke_bodies_of_claude_nova_and_llama() {
             .map(|u| (u.input, u.output, u.cached_read, u.cache_write)),
         Some((160, 7, 50, 100))
     );
-    assert_eq!(f.model.as_deref(), Some("claude-sonnet-4-20250514"));
+    assert_eq!(f.model, None, "metered under the Bedrock id");
+    assert_eq!(f.response_id.as_deref(), Some("msg_bdrk_01"));
     let nova = br#"{"output":{"message":{"content":[{"text":"Hi"}],"role":"assistant"}},"stopReason":"end_turn","usage":{"inputTokens":5,"outputTokens":2,"totalTokens":7,"cacheReadInputTokenCount":3,"cacheWriteInputTokenCount":0}}"#;
     assert_eq!(
         p.body_facts(Endpoint::BedrockInvoke, nova)
@@ -365,7 +366,8 @@ fn invoke_stream_reads_claude_events_and_invocation_metrics() {
     }
     assert!(f.finished);
     assert_eq!(f.text, "Hi there");
-    assert_eq!(f.model.as_deref(), Some("claude-3-5-haiku-20241022"));
+    assert_eq!(f.model, None);
+    assert_eq!(f.response_id.as_deref(), Some("msg_bdrk_01"));
     assert_eq!(
         f.usage.map(|u| (u.input, u.output, u.cached_read)),
         Some((520, 6, 500))

@@ -96,8 +96,10 @@ pub(super) fn invoke_body(body: &[u8]) -> BodyFacts {
     };
     BodyFacts {
         usage,
-        // Claude's body names its model and id (`msg_bdrk_...`).
-        model: first_key_value::<String>(body, "model"),
+        // Claude's body names its model (`claude-haiku-4-5-20251001`), but the request is
+        // metered and priced under the Bedrock id it asked for (a `us.` profile costs 10 %
+        // more than the same model in the body's name).
+        model: None,
         response_id: first_key_value::<String>(body, "id"),
         error: None,
     }
