@@ -1,7 +1,8 @@
 //! The request path for proxied endpoints, as named phases, each in its own file:
 //! authenticate (`auth.rs`), read (`body.rs`), parse (`request.rs`), route (`route.rs`),
 //! admit (`admit.rs`), rewrite (`rewrite.rs`), send (`send.rs`), observe (`observe.rs`, then
-//! `tap.rs` as the body passes). One `context::RequestContext` is made when
+//! `tap.rs` as the body passes, with `sse.rs`, `jsonarray.rs` and `eventstream.rs` reading
+//! the stream framings). One `context::RequestContext` is made when
 //! a request arrives and moved to its settlement (`settle.rs`), the one place that builds ledger
 //! rows and metrics, for finished and refused requests alike.
 
