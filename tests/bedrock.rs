@@ -199,3 +199,40 @@ fn bedrock_ids_are_priced_as_bedrock_prices_them() {
         assert!(cost(m) > 0, "{m}");
     }
 }
+
+/// With the response cache on, a Converse answer is served again from it, while event streams
+/// are never stored (a replay is JSON or SSE): both stream requests reach the provider.
+#[tokio::test]
+async fn the_cache_stores_converse_and_passes_event_streams() {
+    let sim = start_sim().await;
+    let cfg = format!(
+        "[cache]\nmode = \"exact\"\n{}",
+        config(sim).replace("requests_per_minute = 4", "requests_per_minute = 100")
+    );
+    let gw = TestGateway::start(&cfg).await;
+    let auth = format!("Bearer {KEY}");
+    let h = [("authorization", auth.as_str())];
+    let body = r#"{"messages":[{"role":"user","content":[{"text":"cache me"}]}],"inferenceConfig":{"maxTokens":3}}"#;
+    let url = gw.url(&format!("/model/{PATH_MODEL}/converse"));
+    let (s1, _, b1) = post(&url, &h, body).await;
+    let (s2, h2, b2) = post(&url, &h, body).await;
+    assert_eq!((s1, s2), (200, 200));
+    assert!(
+        h2.get("cache-status")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.contains("hit")),
+        "{h2:?}"
+    );
+    let (v1, v2): (serde_json::Value, serde_json::Value) = (
+        serde_json::from_slice(&b1).expect("json"),
+        serde_json::from_slice(&b2).expect("json"),
+    );
+    assert_eq!(v1["usage"], v2["usage"]);
+    let url = gw.url(&format!("/model/{PATH_MODEL}/converse-stream"));
+    for _ in 0..2 {
+        let (s, h, b) = post(&url, &h, body).await;
+        assert_eq!(s, 200);
+        assert!(h.get("cache-status").is_none(), "{h:?}");
+        assert_eq!(messages(&b).last().map(|e| e.0.as_str()), Some("metadata"));
+    }
+}
