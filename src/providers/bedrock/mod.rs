@@ -170,8 +170,10 @@ fn push_model(uri: &mut String, model: &str) -> Result<(), String> {
 
 /// True for a decoded InvokeModel chunk in Claude's Messages event shape.
 fn is_claude_event(event: &[u8]) -> bool {
-    // Every Messages stream event starts with its `type` (`message_start`, ...).
-    event.starts_with(br#"{"type":""#)
+    // Bedrock sends every Messages stream event compact, its `type` first (`message_start`,
+    // ...); Llama's and Nova's events have no top-level `type`.
+    let e = event.trim_ascii_start();
+    e.starts_with(br#"{"type":"#) || e.starts_with(br#"{ "type":"#)
 }
 
 impl Provider for Bedrock {
