@@ -168,6 +168,24 @@ fn push_model(uri: &mut String, model: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// True for the events of a stream's union (ConverseStreamOutput, ResponseStream), as
+/// opposed to its exceptions.
+fn is_event(endpoint: Endpoint, name: &[u8]) -> bool {
+    match endpoint {
+        Endpoint::BedrockConverseStream => matches!(
+            name,
+            b"messageStart"
+                | b"contentBlockStart"
+                | b"contentBlockDelta"
+                | b"contentBlockStop"
+                | b"messageStop"
+                | b"metadata"
+        ),
+        Endpoint::BedrockInvokeStream => name == b"chunk",
+        _ => true,
+    }
+}
+
 /// True for a decoded InvokeModel chunk in Claude's Messages event shape.
 fn is_claude_event(event: &[u8]) -> bool {
     // Bedrock sends every Messages stream event compact, its `type` first (`message_start`,
@@ -232,9 +250,10 @@ impl Provider for Bedrock {
         facts: &mut StreamFacts,
     ) -> EventKind {
         let name = event.unwrap_or_default();
-        if name.ends_with(b"Exception") || name.ends_with(b"Failure") {
-            // An exception message (`throttlingException`, `modelStreamErrorException`) or
-            // an error message's code: the stream failed.
+        if !is_event(endpoint, name) {
+            // Each stream's union has only these events besides its exceptions: any other
+            // name is an exception message (`throttlingException`,
+            // `modelStreamErrorException`) or an error message's code. The stream failed.
             facts.error = Some(usage::exception_type(name));
             return EventKind::Content;
         }

@@ -349,6 +349,18 @@ fn converse_stream_events() {
         &mut g,
     );
     assert_eq!(g.error, Some("upstream_server_error"));
+    // An error message's code (no `Exception` in it) fails the stream too.
+    let mut g = StreamFacts::default();
+    p.stream_event(e, Some(b"InternalFailure"), b"boom", &mut g);
+    assert_eq!(g.error, Some("upstream_server_error"));
+    let mut g = StreamFacts::default();
+    p.stream_event(
+        Endpoint::BedrockInvokeStream,
+        Some(b"modelTimeoutException"),
+        br#"{"message":"x"}"#,
+        &mut g,
+    );
+    assert_eq!(g.error, Some("timeout"));
 }
 
 #[test]
