@@ -58,6 +58,15 @@ api_version = "2024-10-21"
 forward_headers = ["x-sim-*"]
 api_key = "az-demo-key"
 
+[[providers]]
+name = "bedrock"
+kind = "bedrock"
+base_url = "http://{sim_addr}"
+region = "us-east-1"
+forward_headers = ["x-sim-*"]
+api_key = "ABSK-demo-bedrock"
+model_prefixes = ["us.anthropic.", "amazon.nova-"]
+
 [[models]]
 name = "azure-gpt-4o"
 provider = "azure"
@@ -104,7 +113,7 @@ fn workload(
     String,
     Option<(&'static str, &'static str)>,
 ) {
-    match i % 9 {
+    match i % 10 {
         0 => ("tg-demo-search", "/v1/chat/completions",
             r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Find documents about token metering"}],"max_tokens":40}"#.into(), None),
         1 => ("tg-demo-search", "/v1/embeddings",
@@ -124,6 +133,9 @@ fn workload(
             Some(("x-sim-reasoning-tokens", "32"))),
         7 => ("tg-demo-support", "/openai/deployments/azure-gpt-4o/chat/completions?api-version=2024-10-21",
             r#"{"messages":[{"role":"user","content":"Draft a reply to this customer"}],"max_tokens":50}"#.into(), None),
+        8 => ("tg-demo-support", "/model/us.anthropic.claude-haiku-4-5-20251001-v1%3A0/converse-stream",
+            r#"{"messages":[{"role":"user","content":[{"text":"Classify this ticket"}]}],"inferenceConfig":{"maxTokens":40}}"#.into(),
+            Some(("x-sim-cached-tokens", "256"))),
         _ => ("tg-demo-research", "/v1/messages",
             r#"{"model":"claude-haiku-4-5","max_tokens":30,"messages":[{"role":"user","content":"ping"}]}"#.into(),
             Some(("x-sim-status", "529"))),
@@ -155,5 +167,28 @@ pub async fn traffic(gateway_addr: String, per_second: u32) {
                 let _ = resp.into_body().collect().await;
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::providers::Endpoint;
+
+    #[test]
+    fn the_demo_config_is_valid_and_every_workload_path_is_served() {
+        let text = demo_config("127.0.0.1:9", "127.0.0.1:8080");
+        let vars: std::collections::HashMap<String, String> = Default::default();
+        let cfg = crate::config::Config::from_toml(&text, &vars).expect("valid demo config");
+        for i in 0..10 {
+            let (_, path, _, _) = workload(i);
+            let path = path.split('?').next().unwrap_or(path);
+            let (endpoint, path_model) = Endpoint::from_path(path).expect(path);
+            if let Some(m) = path_model {
+                let m = crate::providers::decode_path_model(m).expect("decodes");
+                let route = cfg.router.route(&m).expect(path);
+                assert!(route.provider.supports(endpoint), "{path}");
+            }
+        }
     }
 }

@@ -4,7 +4,8 @@
 //! - [`config`]: the TOML file, `${ENV}` secrets, validation with key paths;
 //! - [`server`]: listeners, routing, graceful shutdown, connection caps and timeouts;
 //! - [`proxy`]: the request path (authenticate, read, route, forward, tap, settle);
-//! - [`providers`]: one module per provider kind (openai, anthropic, azure-openai, gemini), each
+//! - [`providers`]: one module per provider kind (openai, anthropic, azure-openai, gemini,
+//!   bedrock), each
 //!   implementing [`providers::Provider`] and registered in [`providers::ProviderKind`];
 //! - [`metering`]: normalised [`metering::Usage`], the price table, token estimates;
 //! - [`metrics`]: every metric family and the Prometheus/OpenMetrics exposition;
@@ -23,7 +24,7 @@
 //! `stream_options.include_usage` into OpenAI-format streams when the client did not ask for
 //! it, swaps the client's key for the provider's, and forwards. The response body is returned
 //! wrapped in a [`proxy::tap::TapBody`], which passes every frame on as it arrives and reads
-//! usage from the JSON body or the SSE events; when the body ends, breaks, or the client goes
+//! usage from the JSON body, the SSE events or AWS event-stream messages; when the body ends, breaks, or the client goes
 //! away, [`proxy::PendingRequest`] settles exactly once; on a worker thread the usage,
 //! cost, limits, metrics and the [`ledger::UsageRow`] (handed to the ledger's writer without
 //! waiting) are recorded just after the response's last bytes are written.

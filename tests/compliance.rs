@@ -29,6 +29,9 @@ struct Case {
     error_type: Option<String>,
     /// The path and query the upstream must see (when it differs by provider).
     upstream_path: Option<String>,
+    /// A body that is not SSE is sent in frames of this many bytes (1: every message of a
+    /// binary stream arrives split at every byte boundary); else in two halves.
+    frame_bytes: Option<usize>,
     expect: Expect,
 }
 
@@ -143,6 +146,8 @@ async fn run_case(
     };
     let frames = if sse {
         sse_events(sent)
+    } else if let Some(n) = case.frame_bytes {
+        sent.chunks(n.max(1)).map(Bytes::copy_from_slice).collect()
     } else {
         let mid = sent.len() / 2;
         vec![
@@ -263,7 +268,12 @@ async fn run_case(
     // The endpoint label, and the model when the path names it (Azure, Gemini).
     let (endpoint, path_model) = Endpoint::from_path(client_path.split('?').next().unwrap_or(""))
         .ok_or_else(|| format!("{client_path} is not a proxied path"))?;
+    // A model in the path comes percent-encoded (Bedrock's ids), as the gateway decodes it.
+    let path_model = path_model.map(|m| {
+        tollgate::providers::decode_path_model(m).map_or(m.to_string(), |d| d.into_owned())
+    });
     let requested_model = path_model
+        .as_deref()
         .or(requested["model"].as_str())
         .unwrap_or("")
         .to_string();

@@ -329,8 +329,14 @@ impl Cache {
 
     /// Looks the request up. Never fails: a backend or embeddings failure is a bypass.
     pub async fn lookup(self: &Arc<Self>, q: Query<'_>) -> Lookup {
+        // AWS event streams (Bedrock) are not stored: a replay is a JSON body or SSE, and an
+        // event stream's CRCs would not survive a fresh id.
         if !q.endpoint.is_metered()
             || q.endpoint == Endpoint::Embeddings
+            || matches!(
+                q.endpoint,
+                Endpoint::BedrockConverseStream | Endpoint::BedrockInvokeStream
+            )
             || !self.opted_in(q.key, q.model)
         {
             return Lookup::Forward(Forward::off());

@@ -104,8 +104,9 @@ struct CacheCreation {
     ephemeral_1h_input_tokens: Option<u64>,
 }
 
+/// Anthropic's `usage` object (also in Claude's bodies and stream events on Bedrock).
 #[derive(Deserialize, Default)]
-struct AnthropicUsage {
+pub(super) struct AnthropicUsage {
     #[serde(default)]
     input_tokens: Option<u64>,
     #[serde(default)]
@@ -131,7 +132,8 @@ struct ServerToolUse {
 }
 
 impl AnthropicUsage {
-    fn normalise(&self) -> Usage {
+    /// The normalised usage: input is every input token, cache reads and writes included.
+    pub(super) fn normalise(&self) -> Usage {
         let read = self.cache_read_input_tokens.unwrap_or(0);
         let by_ttl = self.cache_creation.as_ref();
         let write_1h = by_ttl

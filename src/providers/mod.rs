@@ -7,10 +7,11 @@
 //! request, the response framing, and usage read from whole bodies and single stream events.
 //! `openai/` serves the `openai` kind and `openai-compatible` servers (vLLM, Ollama, Groq,
 //! ...); `anthropic.rs` the Messages API; `azure.rs` Azure OpenAI; `gemini.rs` Google's Gemini
-//! API.
+//! API; `bedrock/` Amazon Bedrock's runtime API (SigV4, AWS event streams).
 
 pub mod anthropic;
 pub mod azure;
+pub mod bedrock;
 pub mod gemini;
 pub mod headers;
 pub(crate) mod json;
@@ -35,6 +36,8 @@ pub enum ApiFormat {
     Anthropic,
     /// Google's `{"error": {"code": 400, "message": ..., "status": "INVALID_ARGUMENT"}}`.
     Gemini,
+    /// AWS's `{"message": ...}`, the error's name in the `x-amzn-ErrorType` header (Bedrock).
+    Bedrock,
 }
 
 impl ApiFormat {
@@ -52,6 +55,8 @@ impl ApiFormat {
             ApiFormat::Gemini => serde_json::json!({
                 "error": {"code": status, "message": message, "status": kind}
             }),
+            // The name (`kind`) goes in the `x-amzn-ErrorType` header (`proxy::json_error`).
+            ApiFormat::Bedrock => serde_json::json!({ "message": message }),
         };
         serde_json::to_vec(&v).unwrap_or_default()
     }
@@ -82,10 +87,20 @@ pub enum Endpoint {
     EmbedContent,
     /// Gemini `POST /v1beta/models/{model}:batchEmbedContents`
     BatchEmbedContents,
+    /// Bedrock `POST /model/{modelId}/converse`
+    BedrockConverse,
+    /// Bedrock `POST /model/{modelId}/converse-stream` (AWS event stream)
+    BedrockConverseStream,
+    /// Bedrock `POST /model/{modelId}/invoke` (the model's own body)
+    BedrockInvoke,
+    /// Bedrock `POST /model/{modelId}/invoke-with-response-stream` (AWS event stream)
+    BedrockInvokeStream,
+    /// Bedrock `POST /model/{modelId}/count-tokens`
+    BedrockCountTokens,
 }
 
 /// The number of [`Endpoint`]s.
-pub const ENDPOINTS: usize = 11;
+pub const ENDPOINTS: usize = 16;
 
 impl Endpoint {
     /// Every endpoint, in a fixed order (index = `as usize`).
@@ -101,6 +116,11 @@ impl Endpoint {
         Endpoint::GeminiCountTokens,
         Endpoint::EmbedContent,
         Endpoint::BatchEmbedContents,
+        Endpoint::BedrockConverse,
+        Endpoint::BedrockConverseStream,
+        Endpoint::BedrockInvoke,
+        Endpoint::BedrockInvokeStream,
+        Endpoint::BedrockCountTokens,
     ];
 
     /// The endpoint of a request path, if it is one we proxy, and the model the path names
@@ -137,6 +157,20 @@ impl Endpoint {
             };
             return (!model.is_empty() && !model.contains('/')).then_some((ep, Some(model)));
         }
+        if let Some(rest) = path.strip_prefix("/model/") {
+            // Bedrock: the model id percent-encoded by the SDKs (see `decode_path_model`); an
+            // ARN's `/` may come unencoded, so the operation is the last segment.
+            let (model, op) = rest.rsplit_once('/')?;
+            let ep = match op {
+                "converse" => Endpoint::BedrockConverse,
+                "converse-stream" => Endpoint::BedrockConverseStream,
+                "invoke" => Endpoint::BedrockInvoke,
+                "invoke-with-response-stream" => Endpoint::BedrockInvokeStream,
+                "count-tokens" => Endpoint::BedrockCountTokens,
+                _ => return None,
+            };
+            return (!model.is_empty()).then_some((ep, Some(model)));
+        }
         // Azure's v1 surface is OpenAI's paths under `/openai`.
         let path = path.strip_prefix("/openai").unwrap_or(path);
         Some(match path {
@@ -161,6 +195,11 @@ impl Endpoint {
             Endpoint::GeminiCountTokens => "/v1beta/models/{model}:countTokens",
             Endpoint::EmbedContent => "/v1beta/models/{model}:embedContent",
             Endpoint::BatchEmbedContents => "/v1beta/models/{model}:batchEmbedContents",
+            Endpoint::BedrockConverse => "/model/{model}/converse",
+            Endpoint::BedrockConverseStream => "/model/{model}/converse-stream",
+            Endpoint::BedrockInvoke => "/model/{model}/invoke",
+            Endpoint::BedrockInvokeStream => "/model/{model}/invoke-with-response-stream",
+            Endpoint::BedrockCountTokens => "/model/{model}/count-tokens",
         }
     }
 
@@ -173,13 +212,21 @@ impl Endpoint {
             | Endpoint::GeminiCountTokens
             | Endpoint::EmbedContent
             | Endpoint::BatchEmbedContents => ApiFormat::Gemini,
+            Endpoint::BedrockConverse
+            | Endpoint::BedrockConverseStream
+            | Endpoint::BedrockInvoke
+            | Endpoint::BedrockInvokeStream
+            | Endpoint::BedrockCountTokens => ApiFormat::Bedrock,
             _ => ApiFormat::OpenAi,
         }
     }
 
     /// False for endpoints that consume no tokens (token counting): forwarded, not metered.
     pub fn is_metered(self) -> bool {
-        !matches!(self, Endpoint::CountTokens | Endpoint::GeminiCountTokens)
+        !matches!(
+            self,
+            Endpoint::CountTokens | Endpoint::GeminiCountTokens | Endpoint::BedrockCountTokens
+        )
     }
 
     /// Embeddings: no output tokens, and usage of zero output is complete.
@@ -198,7 +245,12 @@ impl Endpoint {
 
     /// True where the endpoint itself says the response streams (the body has no `stream`).
     pub fn always_streams(self) -> bool {
-        self == Endpoint::StreamGenerateContent
+        matches!(
+            self,
+            Endpoint::StreamGenerateContent
+                | Endpoint::BedrockConverseStream
+                | Endpoint::BedrockInvokeStream
+        )
     }
 }
 
@@ -215,16 +267,19 @@ pub enum ProviderKind {
     AzureOpenAi,
     /// Google's Gemini API (AI Studio, `generativelanguage.googleapis.com`).
     Gemini,
+    /// Amazon Bedrock's runtime API (`bedrock-runtime.<region>.amazonaws.com`).
+    Bedrock,
 }
 
 impl ProviderKind {
     /// Every kind.
-    pub const ALL: [ProviderKind; 5] = [
+    pub const ALL: [ProviderKind; 6] = [
         ProviderKind::OpenAi,
         ProviderKind::Anthropic,
         ProviderKind::OpenAiCompatible,
         ProviderKind::AzureOpenAi,
         ProviderKind::Gemini,
+        ProviderKind::Bedrock,
     ];
 
     /// What the kind is and how it is built (exhaustive: a new kind must name its spec).
@@ -235,6 +290,7 @@ impl ProviderKind {
             ProviderKind::OpenAiCompatible => &openai::OPENAI_COMPATIBLE,
             ProviderKind::AzureOpenAi => &azure::SPEC,
             ProviderKind::Gemini => &gemini::SPEC,
+            ProviderKind::Bedrock => &bedrock::SPEC,
         }
     }
 
@@ -342,8 +398,8 @@ pub enum Framing {
     /// A JSON array streamed element by element (Gemini's `streamGenerateContent` without
     /// `alt=sse`).
     JsonArray,
-    /// AWS's binary `application/vnd.amazon.eventstream` (Bedrock). No reader yet: a kind
-    /// that returns it must add one to the tap; until then the body passes unread.
+    /// AWS's binary `application/vnd.amazon.eventstream` (Bedrock): each message is read as
+    /// an event (`proxy/eventstream.rs`).
     AwsEventStream,
 }
 
@@ -466,6 +522,32 @@ pub trait Provider: Send + Sync + 'static {
         data: &[u8],
         facts: &mut StreamFacts,
     ) -> EventKind;
+}
+
+/// A model id from a request path, percent-decoded: botocore encodes every reserved
+/// character of Bedrock's `{modelId}` (`:` as `%3A`, an ARN's `/` as `%2F`), the anthropic
+/// SDK all but `:`. Borrowed when there is nothing to decode; `None` when the decoded bytes
+/// are not UTF-8 or a `%` is not followed by two hex digits.
+pub fn decode_path_model(raw: &str) -> Option<Cow<'_, str>> {
+    if !raw.contains('%') {
+        return Some(Cow::Borrowed(raw));
+    }
+    let b = raw.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = |c: u8| (c as char).to_digit(16);
+            let hi = hex(*b.get(i + 1)?)?;
+            let lo = hex(*b.get(i + 2)?)?;
+            out.push((hi * 16 + lo) as u8);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok().map(Cow::Owned)
 }
 
 /// Sets `name: value` on a request, replacing a client's.

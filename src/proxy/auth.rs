@@ -21,20 +21,35 @@ pub fn bearer_token(headers: &HeaderMap) -> Option<&str> {
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
+/// The access key id of a SigV4 `Authorization` header (`AWS4-HMAC-SHA256
+/// Credential=<id>/<date>/<region>/<service>/aws4_request, ...`): an AWS SDK configured with the
+/// virtual key as its access key id. The signature is not verified: the gateway keeps only
+/// hashes of its keys, so the id is the credential, exactly as exposed as a bearer token.
+pub fn sigv4_access_key(headers: &HeaderMap) -> Option<&str> {
+    let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?.trim();
+    let rest = v.strip_prefix("AWS4-HMAC-SHA256")?.trim_start();
+    let (_, after) = rest.split_once("Credential=")?;
+    let (id, _) = after.split_once('/')?;
+    (!id.is_empty()).then_some(id)
+}
+
 /// The client's virtual key: `Authorization: Bearer <key>`, else `x-api-key` (what the
-/// Anthropic SDK sends), `api-key` (`openai.AzureOpenAI`) or `x-goog-api-key` (google-genai).
+/// Anthropic SDK sends), `api-key` (`openai.AzureOpenAI`), `x-goog-api-key` (google-genai) or
+/// a SigV4 signature's access key id (AWS SDKs with the key as `aws_access_key_id`).
 pub fn presented_key(headers: &HeaderMap) -> Option<&str> {
-    bearer_token(headers).or_else(|| {
-        ["x-api-key", "api-key", "x-goog-api-key"]
-            .into_iter()
-            .find_map(|name| {
-                headers
-                    .get(name)
-                    .and_then(|v| v.to_str().ok())
-                    .map(str::trim)
-                    .filter(|k| !k.is_empty())
-            })
-    })
+    bearer_token(headers)
+        .or_else(|| sigv4_access_key(headers))
+        .or_else(|| {
+            ["x-api-key", "api-key", "x-goog-api-key"]
+                .into_iter()
+                .find_map(|name| {
+                    headers
+                        .get(name)
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::trim)
+                        .filter(|k| !k.is_empty())
+                })
+        })
 }
 
 /// The key of a `?key=` query parameter (Google's other way to present a key).
@@ -107,5 +122,21 @@ mod tests {
         assert_eq!(query_key(Some("alt=sse&key=tg-q")), Some("tg-q"));
         assert_eq!(query_key(Some("alt=sse&monkey=x")), None);
         assert_eq!(presented_key(&HeaderMap::new()), None);
+    }
+
+    #[test]
+    fn key_from_a_sigv4_credential() {
+        let h = with(
+            "authorization",
+            "AWS4-HMAC-SHA256 Credential=tg-aws-1/20261203/us-east-1/bedrock/aws4_request, SignedHeaders=host;x-amz-date, Signature=0f",
+        );
+        assert_eq!(presented_key(&h), Some("tg-aws-1"));
+        for v in [
+            "AWS4-HMAC-SHA256 Credential=/20261203/us-east-1/bedrock/aws4_request",
+            "AWS4-HMAC-SHA256 SignedHeaders=host",
+            "AWS4-HMAC-SHA256 Credential=tg-no-scope",
+        ] {
+            assert_eq!(presented_key(&with("authorization", v)), None, "{v}");
+        }
     }
 }

@@ -187,7 +187,24 @@ impl ProxyError {
                 None,
             ),
             ApiFormat::Gemini => (gemini_status(self.status()), None),
+            ApiFormat::Bedrock => (aws_error_type(self.status()), None),
         }
+    }
+}
+
+/// The AWS error name (Bedrock runtime's exceptions) of an HTTP status, which botocore reads
+/// from `x-amzn-ErrorType` and raises as the `ClientError` code.
+pub fn aws_error_type(status: u16) -> &'static str {
+    match status {
+        400 | 413 => "ValidationException",
+        // What AWS answers for an unknown key or token.
+        401 => "UnrecognizedClientException",
+        403 => "AccessDeniedException",
+        404 => "ResourceNotFoundException",
+        408 | 504 => "ModelTimeoutException",
+        429 => "ThrottlingException",
+        503 => "ServiceUnavailableException",
+        _ => "InternalServerException",
     }
 }
 

@@ -1,7 +1,8 @@
 //! The request path for proxied endpoints, as named phases, each in its own file:
 //! authenticate (`auth.rs`), read (`body.rs`), parse (`request.rs`), route (`route.rs`),
 //! admit (`admit.rs`), rewrite (`rewrite.rs`), send (`send.rs`), observe (`observe.rs`, then
-//! `tap.rs` as the body passes). One `context::RequestContext` is made when
+//! `tap.rs` as the body passes, with `sse.rs`, `jsonarray.rs` and `eventstream.rs` reading
+//! the stream framings). One `context::RequestContext` is made when
 //! a request arrives and moved to its settlement (`settle.rs`), the one place that builds ledger
 //! rows and metrics, for finished and refused requests alike.
 
@@ -11,6 +12,7 @@ mod body;
 mod context;
 mod deferred;
 pub mod error;
+pub mod eventstream;
 pub mod jsonarray;
 mod loglimit;
 mod observe;
@@ -270,7 +272,12 @@ impl Gateway {
         // parse
         // Azure's deployment paths and Gemini's name the model in the path.
         let path_model = Endpoint::from_path(parts.uri.path()).and_then(|(_, m)| m);
-        let facts = request::RequestFacts::parse(&body, path_model)?;
+        // Bedrock's model ids come percent-encoded; one that does not decode stays as sent
+        // (the provider then refuses it in its own words).
+        let path_model = path_model.map(|m| {
+            crate::providers::decode_path_model(m).unwrap_or(std::borrow::Cow::Borrowed(m))
+        });
+        let facts = request::RequestFacts::parse(&body, path_model.as_deref())?;
         ctx.parsed(&facts);
         // route
         let (route, translation) = route::route(&self.config, ctx.endpoint, &facts)?;

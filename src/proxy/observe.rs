@@ -68,9 +68,11 @@ pub(super) fn observe(mut ctx: RequestContext, sent: Sent) -> Response<ResponseB
             )
         }
         Framing::JsonArray => TapBody::json_array(upstream_body, pending, sent.lease, sent.policy),
-        Framing::Json | Framing::AwsEventStream => {
-            TapBody::json(upstream_body, pending, sent.lease, sent.policy)
+        Framing::AwsEventStream => {
+            parts.headers.remove(header::CONTENT_LENGTH);
+            TapBody::event_stream(upstream_body, pending, sent.lease, sent.policy)
         }
+        Framing::Json => TapBody::json(upstream_body, pending, sent.lease, sent.policy),
     };
     if let Some(t) = translator {
         tap.translate(t);
@@ -79,12 +81,13 @@ pub(super) fn observe(mut ctx: RequestContext, sent: Sent) -> Response<ResponseB
     Response::from_parts(parts, Either::Right(tap))
 }
 
-/// The provider's request id: `x-request-id` (OpenAI and most others) or `request-id`
-/// (Anthropic).
+/// The provider's request id: `x-request-id` (OpenAI and most others), `request-id`
+/// (Anthropic) or `x-amzn-requestid` (AWS).
 fn upstream_request_id(headers: &HeaderMap) -> Option<Box<str>> {
     let v = headers
         .get("x-request-id")
-        .or_else(|| headers.get("request-id"))?
+        .or_else(|| headers.get("request-id"))
+        .or_else(|| headers.get("x-amzn-requestid"))?
         .to_str()
         .ok()?;
     Some(ledger::row::bounded(v, ledger::row::MAX_REQUEST_ID_CHARS))

@@ -42,6 +42,16 @@ struct Raw<'a> {
     /// OpenAI's and Anthropic's `service_tier` (`priority`, `flex`, `auto`, ...).
     #[serde(borrow, default)]
     service_tier: Option<Lenient<'a>>,
+    /// Bedrock Converse's options, `maxTokens` among them.
+    #[serde(default, rename = "inferenceConfig")]
+    inference_config: Option<InferenceConfig>,
+}
+
+/// Bedrock Converse's `inferenceConfig`.
+#[derive(Deserialize)]
+struct InferenceConfig {
+    #[serde(default, rename = "maxTokens")]
+    max_tokens: Option<u64>,
 }
 
 /// Gemini's `generationConfig`.
@@ -181,7 +191,8 @@ impl<'a> RequestFacts<'a> {
                 .max_tokens
                 .or(raw.max_completion_tokens)
                 .or(raw.max_output_tokens)
-                .or(raw.generation_config.and_then(|g| g.max_output_tokens)),
+                .or(raw.generation_config.and_then(|g| g.max_output_tokens))
+                .or(raw.inference_config.and_then(|c| c.max_tokens)),
             user: raw
                 .user
                 .as_ref()

@@ -17,6 +17,10 @@ pub fn rate_limited_response(format: ApiFormat, r: &Rejection) -> Response<Respo
         (ApiFormat::OpenAi, false) => (r.limit.as_str(), Some("rate_limit_exceeded")),
         (ApiFormat::Anthropic, _) => ("rate_limit_error", None),
         (ApiFormat::Gemini, _) => ("RESOURCE_EXHAUSTED", None),
+        // botocore retries a ThrottlingException (it reads no Retry-After); a budget is not
+        // retried: a quota exception is not a throttling error to it.
+        (ApiFormat::Bedrock, true) => ("ServiceQuotaExceededException", None),
+        (ApiFormat::Bedrock, false) => ("ThrottlingException", None),
     };
     let mut resp = json_error(format, 429, kind, code, &r.message());
     let h = resp.headers_mut();
@@ -71,5 +75,42 @@ pub fn json_error(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
+    // AWS names the error in a header; botocore reads the error code from it first.
+    if format == ApiFormat::Bedrock
+        && let Ok(v) = HeaderValue::from_str(kind)
+    {
+        resp.headers_mut().insert(AMZN_ERROR_TYPE, v);
+    }
     resp
+}
+
+/// The header naming an AWS error (`ThrottlingException`, ...).
+const AMZN_ERROR_TYPE: HeaderName = HeaderName::from_static("x-amzn-errortype");
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+
+    #[tokio::test]
+    async fn bedrock_errors_are_aws_shaped() {
+        let err = ProxyError::InvalidKey;
+        let resp = error_response(ApiFormat::Bedrock, &err);
+        assert_eq!(resp.status(), 401);
+        assert_eq!(
+            resp.headers()["x-amzn-errortype"],
+            "UnrecognizedClientException"
+        );
+        let body = resp.into_body().collect().await.expect("body").to_bytes();
+        let v: serde_json::Value = serde_json::from_slice(&body).expect("json");
+        assert_eq!(v, serde_json::json!({"message": err.to_string()}));
+        let resp = error_response(ApiFormat::Bedrock, &ProxyError::MissingModel);
+        assert_eq!(
+            (resp.status().as_u16(), &resp.headers()["x-amzn-errortype"]),
+            (400, &HeaderValue::from_static("ValidationException"))
+        );
+        // Only Bedrock's shape has the header.
+        let resp = error_response(ApiFormat::OpenAi, &err);
+        assert!(!resp.headers().contains_key("x-amzn-errortype"));
+    }
 }

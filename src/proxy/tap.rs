@@ -14,6 +14,7 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
 use super::context::PendingRequest;
+use super::eventstream::EventStreamScanner;
 use super::jsonarray::ArrayScanner;
 use super::settle::{Ending, Facts, Said};
 use super::sse::SseScanner;
@@ -111,6 +112,11 @@ enum Mode {
         scanner: ArrayScanner,
         facts: StreamFacts,
     },
+    /// An AWS event stream: whole messages pass, each read as an event.
+    Events {
+        scanner: EventStreamScanner,
+        facts: StreamFacts,
+    },
 }
 
 /// A response body that meters itself.
@@ -178,6 +184,25 @@ impl TapBody {
             facts: StreamFacts::default(),
         };
         TapBody::new(inner, mode, pending, lease, policy)
+    }
+
+    /// Taps an AWS event stream (Bedrock's `ConverseStream`, `InvokeModelWithResponseStream`).
+    pub fn event_stream(
+        inner: Incoming,
+        pending: PendingRequest,
+        lease: Option<Lease>,
+        policy: StreamPolicy,
+    ) -> TapBody {
+        let mode = Mode::Events {
+            scanner: EventStreamScanner::new(policy.max_event_bytes),
+            facts: StreamFacts::default(),
+        };
+        TapBody::new(inner, mode, pending, lease, policy)
+    }
+
+    /// True once an event stream was found corrupt (a CRC failed): the tap ends the body.
+    fn corrupt(&self) -> bool {
+        matches!(&self.mode, Mode::Events { scanner, .. } if scanner.corrupt().is_some())
     }
 
     fn new(
@@ -268,6 +293,15 @@ impl TapBody {
                 }
                 data
             }
+            Mode::Events { scanner, facts } => {
+                let out = scanner.feed(data, &mut |m| {
+                    provider.stream_event(endpoint, m.name(), m.data(), facts);
+                });
+                if self.pending.first_token.is_none() && !facts.text.is_empty() {
+                    self.pending.first_token = Some(Instant::now());
+                }
+                out
+            }
         }
     }
 
@@ -302,6 +336,10 @@ impl TapBody {
                 (stream_said(std::mem::take(facts), ended), rest)
             }
             Mode::Array { facts, .. } => (stream_said(std::mem::take(facts), ended), Bytes::new()),
+            // A message cut short passes as it came (the client's decoder sees the cut).
+            Mode::Events { scanner, facts } => {
+                (stream_said(std::mem::take(facts), ended), scanner.finish())
+            }
         }
     }
 }
@@ -383,6 +421,18 @@ impl Body for TapBody {
                 Some(Ok(frame)) => match frame.into_data() {
                     Ok(data) => {
                         let mut out = this.on_data(data);
+                        if this.corrupt() {
+                            // A failed CRC: the provider's bytes up to here pass (the client's
+                            // decoder sees the same corruption) and the stream ends, with the
+                            // usage seen so far, as an upstream that broke.
+                            let (facts, _) = this.take_said(false);
+                            this.end(Ending::UpstreamBroken, facts);
+                            this.inner = None;
+                            if out.is_empty() {
+                                return Poll::Ready(None);
+                            }
+                            return Poll::Ready(Some(Ok(Frame::data(out))));
+                        }
                         // A body of known length may be dropped by the server right after its
                         // last byte is written, without being polled to its end: settle now.
                         if this.inner.as_ref().is_some_and(Body::is_end_stream) {
@@ -448,7 +498,9 @@ impl Drop for TapBody {
         }
         let at_end = self.inner.as_ref().is_none_or(Body::is_end_stream);
         let terminal_seen = match &self.mode {
-            Mode::Sse { facts, .. } | Mode::Array { facts, .. } => facts.finished,
+            Mode::Sse { facts, .. } | Mode::Array { facts, .. } | Mode::Events { facts, .. } => {
+                facts.finished
+            }
             Mode::Json(_) => false,
         };
         if !at_end && !terminal_seen {

@@ -40,10 +40,15 @@ impl Routes {
             && let Some((endpoint, _)) = Endpoint::from_path(path)
         {
             if req.method() != Method::POST {
+                let format = endpoint.format();
                 return json_error(
-                    endpoint.format(),
+                    format,
                     405,
-                    "invalid_request_error",
+                    if format == ApiFormat::Bedrock {
+                        "UnknownOperationException"
+                    } else {
+                        "invalid_request_error"
+                    },
                     None,
                     &format!("{} only accepts POST", endpoint.path()),
                 );
@@ -73,6 +78,7 @@ impl Routes {
                         ApiFormat::Anthropic => "not_found_error",
                         ApiFormat::OpenAi => "invalid_request_error",
                         ApiFormat::Gemini => "NOT_FOUND",
+                        ApiFormat::Bedrock => "UnknownOperationException",
                     },
                     None,
                     &format!("unsupported path: {} {}", req.method(), path),
@@ -135,7 +141,7 @@ impl Routes {
         }
         let names = self.gateway.config.router.model_names();
         let body = match format {
-            ApiFormat::OpenAi | ApiFormat::Gemini => serde_json::json!({
+            ApiFormat::OpenAi | ApiFormat::Gemini | ApiFormat::Bedrock => serde_json::json!({
                 "object": "list",
                 "data": names.iter().map(|(m, p)| serde_json::json!({
                     "id": m, "object": "model", "created": 0, "owned_by": p

@@ -1,5 +1,5 @@
-//! The simulated provider: OpenAI (and Azure OpenAI's paths), Anthropic and Gemini response
-//! shapes, streamed and not, on one port.
+//! The simulated provider: OpenAI (and Azure OpenAI's paths), Anthropic, Gemini and Bedrock
+//! (Converse, InvokeModel; AWS event streams) response shapes, streamed and not, on one port.
 //! Used by `tollgate demo`, the tests and the benchmark. Deterministic: the same request gets
 //! the same usage.
 //!
@@ -10,6 +10,7 @@
 //! after N events; `x-sim-tokens-per-second: N` sets this stream's cadence (the benchmark streams
 //! slowly and answers fast from one simulator).
 
+mod bedrock;
 mod gemini;
 mod shapes;
 
@@ -105,6 +106,7 @@ async fn handle(req: Request<Incoming>, opts: &SimOptions) -> Response<SimBody> 
     let format = route.map_or(ApiFormat::OpenAi, |(e, _)| e.format());
     let error = |status: u16| match format {
         ApiFormat::Gemini => gemini::error(status),
+        ApiFormat::Bedrock => bedrock::error(status),
         f => shapes::error(f == ApiFormat::Anthropic, status),
     };
     if let Some(status) = header_u64(h, "x-sim-status") {
@@ -127,9 +129,11 @@ async fn handle(req: Request<Incoming>, opts: &SimOptions) -> Response<SimBody> 
     let Ok(mut v) = serde_json::from_slice::<Value>(&bytes) else {
         return json(400, error(400));
     };
-    // Azure's deployment and Gemini's model are in the path, and win over a body's model.
+    // Azure's deployment, Gemini's and Bedrock's model are in the path, and win over a
+    // body's model.
     if let (Some(m), Some(o)) = (path_model, v.as_object_mut()) {
-        o.insert("model".into(), m.into());
+        let m = crate::providers::decode_path_model(m).unwrap_or(m.into());
+        o.insert("model".into(), m.into_owned().into());
     }
     let sim = SimRequest::from_body(&v, h, opts.default_output_tokens, opts.max_output_tokens);
     let stream = v.get("stream").and_then(Value::as_bool).unwrap_or(false);
@@ -168,6 +172,27 @@ async fn handle(req: Request<Incoming>, opts: &SimOptions) -> Response<SimBody> 
         (Endpoint::GeminiCountTokens, _) => Ok(gemini::count_tokens(&sim)),
         (Endpoint::EmbedContent, _) => Ok(gemini::embed(&sim)),
         (Endpoint::BatchEmbedContents, _) => Ok(gemini::batch_embed(&v)),
+        (Endpoint::BedrockConverse, _) => Ok(bedrock::converse(&sim)),
+        (Endpoint::BedrockInvoke, _) => Ok(bedrock::invoke(&sim)),
+        (Endpoint::BedrockCountTokens, _) => Ok(bedrock::count_tokens(&sim)),
+        (Endpoint::BedrockConverseStream | Endpoint::BedrockInvokeStream, _) => {
+            let mut frames = if endpoint == Endpoint::BedrockConverseStream {
+                bedrock::converse_stream(&sim)
+            } else {
+                bedrock::invoke_stream(&sim)
+            };
+            // A cut Bedrock stream ends with the exception Bedrock sends, not a reset.
+            let cut = header_u64(h, "x-sim-cut-after").map(|n| n as usize);
+            if let Some(n) = cut {
+                frames.truncate(n);
+                frames.push(bedrock::stream_exception());
+            }
+            let tps = header_u64(h, "x-sim-tokens-per-second")
+                .map_or(opts.tokens_per_second, |n| {
+                    u32::try_from(n).unwrap_or(u32::MAX)
+                });
+            return stream_frames(frames, tps, None, "application/vnd.amazon.eventstream");
+        }
     };
     match result {
         Ok(body) => json(200, body),
@@ -202,6 +227,17 @@ fn stream_events(
     cut: Option<usize>,
     content_type: &'static str,
 ) -> Response<SimBody> {
+    let frames = events.into_iter().map(Bytes::from).collect();
+    stream_frames(frames, tokens_per_second, cut, content_type)
+}
+
+/// [`stream_events`] of frames that are not text (AWS event-stream messages).
+fn stream_frames(
+    events: Vec<Bytes>,
+    tokens_per_second: u32,
+    cut: Option<usize>,
+    content_type: &'static str,
+) -> Response<SimBody> {
     let interval = (tokens_per_second > 0).then(|| Duration::from_secs(1) / tokens_per_second);
     let stream = futures_util::stream::unfold(0usize, move |i| {
         let event = events.get(i).cloned();
@@ -216,7 +252,7 @@ fn stream_events(
             {
                 tokio::time::sleep(d).await;
             }
-            Some((Ok(Frame::data(Bytes::from(event))), i + 1))
+            Some((Ok(Frame::data(event)), i + 1))
         }
     });
     let mut resp = Response::new(BodyExt::boxed(StreamBody::new(stream)));

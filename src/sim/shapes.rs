@@ -55,6 +55,7 @@ impl SimRequest {
             .iter()
             .find_map(|k| v.get(*k).and_then(Value::as_u64))
             .or_else(|| v.pointer("/generationConfig/maxOutputTokens")?.as_u64())
+            .or_else(|| v.pointer("/inferenceConfig/maxTokens")?.as_u64())
             .unwrap_or(default_output)
             .clamp(1, max_output.max(1));
         let num = |name: &str| {
