@@ -4,7 +4,7 @@
 //! - [`config`]: the TOML file, `${ENV}` secrets, validation with key paths;
 //! - [`server`]: listeners, routing, graceful shutdown, connection caps and timeouts;
 //! - [`proxy`]: the request path (authenticate, read, route, forward, tap, settle);
-//! - [`providers`]: one module per provider kind (openai, anthropic, azure-openai, gemini), each
+//! - [`providers`]: one module per provider kind (openai, anthropic, azure-openai, gemini, vertex), each
 //!   implementing [`providers::Provider`] and registered in [`providers::ProviderKind`];
 //! - [`metering`]: normalised [`metering::Usage`], the price table, token estimates;
 //! - [`metrics`]: every metric family and the Prometheus/OpenMetrics exposition;

@@ -7,7 +7,7 @@
 //! request, the response framing, and usage read from whole bodies and single stream events.
 //! `openai/` serves the `openai` kind and `openai-compatible` servers (vLLM, Ollama, Groq,
 //! ...); `anthropic.rs` the Messages API; `azure.rs` Azure OpenAI; `gemini.rs` Google's Gemini
-//! API.
+//! API; `vertex/` Google Vertex AI (Gemini and Anthropic models, service-account tokens).
 
 pub mod anthropic;
 pub mod azure;
@@ -15,6 +15,7 @@ pub mod gemini;
 pub mod headers;
 mod json;
 pub mod openai;
+pub mod vertex;
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -82,10 +83,15 @@ pub enum Endpoint {
     EmbedContent,
     /// Gemini `POST /v1beta/models/{model}:batchEmbedContents`
     BatchEmbedContents,
+    /// Vertex AI `POST /v1/projects/{p}/locations/{l}/publishers/anthropic/models/{model}:rawPredict`
+    /// (a Messages body with `anthropic_version` and no `model`)
+    VertexRawPredict,
+    /// Vertex AI `.../publishers/anthropic/models/{model}:streamRawPredict` (SSE)
+    VertexStreamRawPredict,
 }
 
 /// The number of [`Endpoint`]s.
-pub const ENDPOINTS: usize = 11;
+pub const ENDPOINTS: usize = 13;
 
 impl Endpoint {
     /// Every endpoint, in a fixed order (index = `as usize`).
@@ -101,12 +107,21 @@ impl Endpoint {
         Endpoint::GeminiCountTokens,
         Endpoint::EmbedContent,
         Endpoint::BatchEmbedContents,
+        Endpoint::VertexRawPredict,
+        Endpoint::VertexStreamRawPredict,
     ];
 
     /// The endpoint of a request path, if it is one we proxy, and the model the path names
-    /// (Azure's `/openai/deployments/{deployment}/...`, Gemini's `/v1beta/models/{model}:...`).
+    /// (Azure's `/openai/deployments/{deployment}/...`, Gemini's `/v1beta/models/{model}:...`,
+    /// Vertex AI's `/v1/projects/{p}/locations/{l}/publishers/{publisher}/models/{model}:...`).
     pub fn from_path(path: &str) -> Option<(Endpoint, Option<&str>)> {
         let path = path.trim_end_matches('/');
+        if let Some(rest) = path
+            .strip_prefix("/v1/projects/")
+            .or_else(|| path.strip_prefix("/v1beta1/projects/"))
+        {
+            return vertex::endpoint_of(rest);
+        }
         let operation = |rest: &str| {
             Some(match rest {
                 "/chat/completions" => Endpoint::ChatCompletions,
@@ -161,6 +176,12 @@ impl Endpoint {
             Endpoint::GeminiCountTokens => "/v1beta/models/{model}:countTokens",
             Endpoint::EmbedContent => "/v1beta/models/{model}:embedContent",
             Endpoint::BatchEmbedContents => "/v1beta/models/{model}:batchEmbedContents",
+            Endpoint::VertexRawPredict => {
+                "/v1/projects/{project}/locations/{location}/publishers/anthropic/models/{model}:rawPredict"
+            }
+            Endpoint::VertexStreamRawPredict => {
+                "/v1/projects/{project}/locations/{location}/publishers/anthropic/models/{model}:streamRawPredict"
+            }
         }
     }
 
@@ -173,6 +194,9 @@ impl Endpoint {
             | Endpoint::GeminiCountTokens
             | Endpoint::EmbedContent
             | Endpoint::BatchEmbedContents => ApiFormat::Gemini,
+            // The gateway's own refusals there are Vertex AI's (key, quota), which answers
+            // them in Google's shape; the model's own errors pass through in Anthropic's.
+            Endpoint::VertexRawPredict | Endpoint::VertexStreamRawPredict => ApiFormat::Gemini,
             _ => ApiFormat::OpenAi,
         }
     }
@@ -198,7 +222,10 @@ impl Endpoint {
 
     /// True where the endpoint itself says the response streams (the body has no `stream`).
     pub fn always_streams(self) -> bool {
-        self == Endpoint::StreamGenerateContent
+        matches!(
+            self,
+            Endpoint::StreamGenerateContent | Endpoint::VertexStreamRawPredict
+        )
     }
 }
 
@@ -215,16 +242,19 @@ pub enum ProviderKind {
     AzureOpenAi,
     /// Google's Gemini API (AI Studio, `generativelanguage.googleapis.com`).
     Gemini,
+    /// Google Vertex AI (`{location}-aiplatform.googleapis.com`): Gemini and Anthropic models.
+    Vertex,
 }
 
 impl ProviderKind {
     /// Every kind.
-    pub const ALL: [ProviderKind; 5] = [
+    pub const ALL: [ProviderKind; 6] = [
         ProviderKind::OpenAi,
         ProviderKind::Anthropic,
         ProviderKind::OpenAiCompatible,
         ProviderKind::AzureOpenAi,
         ProviderKind::Gemini,
+        ProviderKind::Vertex,
     ];
 
     /// What the kind is and how it is built (exhaustive: a new kind must name its spec).
@@ -235,6 +265,7 @@ impl ProviderKind {
             ProviderKind::OpenAiCompatible => &openai::OPENAI_COMPATIBLE,
             ProviderKind::AzureOpenAi => &azure::SPEC,
             ProviderKind::Gemini => &gemini::SPEC,
+            ProviderKind::Vertex => &vertex::SPEC,
         }
     }
 
@@ -457,6 +488,12 @@ pub trait Provider: Send + Sync + 'static {
         data: &[u8],
         facts: &mut StreamFacts,
     ) -> EventKind;
+    /// Why the provider cannot authorise a request now, if it cannot: a token source with no
+    /// valid token (none fetched yet, or every refresh failed past the last one's expiry).
+    /// The gateway then answers itself instead of sending a request the provider refuses.
+    fn unavailable(&self) -> Option<String> {
+        None
+    }
 }
 
 /// Sets `name: value` on a request, replacing a client's.

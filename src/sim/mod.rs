@@ -168,6 +168,17 @@ async fn handle(req: Request<Incoming>, opts: &SimOptions) -> Response<SimBody> 
         (Endpoint::GeminiCountTokens, _) => Ok(gemini::count_tokens(&sim)),
         (Endpoint::EmbedContent, _) => Ok(gemini::embed(&sim)),
         (Endpoint::BatchEmbedContents, _) => Ok(gemini::batch_embed(&v)),
+        // Claude on Vertex AI: Messages shapes, named by Anthropic's id (`@` becomes `-`).
+        (Endpoint::VertexRawPredict | Endpoint::VertexStreamRawPredict, _) => {
+            let sim = SimRequest {
+                model: sim.model.replace('@', "-"),
+                ..sim
+            };
+            match endpoint {
+                Endpoint::VertexRawPredict => Ok(shapes::message(&sim)),
+                _ => Err(shapes::message_stream(&sim)),
+            }
+        }
     };
     match result {
         Ok(body) => json(200, body),
