@@ -32,7 +32,8 @@ pub const DEFAULT_TOKEN_URI: &str = "https://oauth2.googleapis.com/token";
 const ASSERTION_SECS: u64 = 3600;
 /// Refresh this long before expiry (a token of 3,599 s is refreshed after 3,299 s).
 const REFRESH_EARLY: Duration = Duration::from_secs(300);
-/// A token this close to its expiry is not sent: it could expire on the way.
+/// A token this close to its expiry (or a quarter of its life, if shorter) is not sent: it
+/// could expire on the way.
 const EXPIRY_MARGIN: Duration = Duration::from_secs(10);
 /// One exchange's deadline, and the longest wait between failed ones (doubling from 1 s).
 const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -286,7 +287,8 @@ impl TokenSource {
         let mut header = HeaderValue::try_from(format!("Bearer {}", token.access_token))
             .map_err(|_| "the token endpoint returned a token unfit for a header".to_string())?;
         header.set_sensitive(true);
-        let usable = Duration::from_secs(token.expires_in).saturating_sub(EXPIRY_MARGIN);
+        let life = Duration::from_secs(token.expires_in);
+        let usable = life.saturating_sub(EXPIRY_MARGIN.min(life / 4));
         *self.current.write() = Some(Cached {
             header,
             usable_until: Instant::now() + usable,
