@@ -325,3 +325,37 @@ fn tokens_are_refreshed_five_minutes_early() {
     assert_eq!(refresh_after(2), Duration::from_secs(1));
     assert_eq!(refresh_after(0), Duration::from_secs(1));
 }
+
+#[test]
+fn vertex_claude_ids_have_the_list_prices_and_the_regional_uplift_is_exact() {
+    use crate::metering::PriceTable;
+    use crate::metering::pricing::{PriceSource, apply_multiplier};
+    let t = PriceTable::builtin().expect("prices");
+    // The claude_raw_predict_cache fixture: 23 uncached + 2,048 cached input, 31 output.
+    let u = Usage {
+        input: 2071,
+        output: 31,
+        cached_read: 2048,
+        ..Usage::default()
+    };
+    // 23 x 3.00 + 2,048 x 0.30 + 31 x 15.00 USD per 1M = 69 + 614.4 + 465 = 1,148.4 µUSD.
+    let vertex = t.lookup("claude-sonnet-4@20250514").expect("priced");
+    assert_eq!(vertex.source, PriceSource::Builtin);
+    assert_eq!(vertex.cost_nanos(&u), 1_148_400);
+    let anthropic = t.lookup("claude-sonnet-4-20250514").expect("priced");
+    assert_eq!(anthropic.cost_nanos(&u), 1_148_400);
+    // A regional entry with price_multiplier = "1.1": 1,263.24 µUSD, exactly.
+    assert_eq!(apply_multiplier(1_148_400, 1_100_000), 1_263_240);
+    for id in [
+        "claude-opus-4-5@20251101",
+        "claude-sonnet-4-5@20250929",
+        "claude-haiku-4-5@20251001",
+        "claude-3-5-haiku@20241022",
+        "gemini-2.5-flash",
+        "gemini-2.5-pro",
+    ] {
+        let p = t.lookup(id).unwrap_or_else(|| panic!("{id} has no price"));
+        assert_eq!(p.source, PriceSource::Builtin, "{id}: hand-checked wins");
+    }
+    assert_eq!(t.provider_of("claude-haiku-4-5@20251001"), Some("vertex"));
+}
