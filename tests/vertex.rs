@@ -373,3 +373,28 @@ team = "t"
     assert_eq!(out("claude-sonnet-4-20250514"), 8.0);
     assert!(out("gemini-2.5-flash") > 0.0);
 }
+
+/// README's Vertex example is a valid config (with the test key in place of its key file).
+/// A plain test, outside any runtime: nothing is fetched from Google.
+#[test]
+fn the_readme_example_loads() {
+    let readme =
+        std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("README.md"))
+            .expect("README");
+    let (_, after) = readme
+        .split_once("<!-- vertex-example")
+        .expect("the example's marker");
+    let block = after
+        .split_once("```toml\n")
+        .and_then(|(_, b)| b.split_once("```"))
+        .map(|(b, _)| b)
+        .expect("a toml block");
+    let text = block.replace(
+        "/etc/tollgate/vertex-sa.json",
+        &data("service-account.json").display().to_string(),
+    );
+    let vars = std::collections::HashMap::new();
+    let config = tollgate::config::Config::from_toml(&text, &vars)
+        .unwrap_or_else(|e| panic!("README's Vertex example: {e}"));
+    assert_eq!(config.providers.len(), 1);
+}
