@@ -122,6 +122,12 @@ impl Endpoint {
         {
             return vertex::endpoint_of(rest);
         }
+        if let Some(rest) = path
+            .strip_prefix("/v1/publishers/")
+            .or_else(|| path.strip_prefix("/v1beta1/publishers/"))
+        {
+            return vertex::publisher_endpoint_of(rest);
+        }
         let operation = |rest: &str| {
             Some(match rest {
                 "/chat/completions" => Endpoint::ChatCompletions,

@@ -338,6 +338,22 @@ def test_genai_vertex_stream(vertex, genai_client):
     assert google.upstream[-1]["query"] == "alt=sse"
 
 
+def test_genai_vertex_express_mode(vertex):
+    # Express mode: an API key (the virtual key, in x-goog-api-key) and no project, on
+    # /v1beta1/publishers/google/models/...; upstream it is the configured project's path.
+    url, google = vertex
+    client = genai.Client(vertexai=True, api_key=KEY,
+                          http_options=types.HttpOptions(base_url=url))
+    metrics = Metrics(url)
+    before = metrics.scrape()
+    resp = client.models.generate_content(model=GEMINI, contents="Name three rivers.")
+    assert resp.text == "Rhine, Danube, Loire."
+    want = {"prompt": 11, "completion": 10, "requests": 1}
+    assert metrics.wait_for_deltas(before, want, model=GEMINI, team=TEAM,
+                                   provider="vertex-global") == want
+    assert google.upstream[-1]["path"].startswith(f"/v1/projects/{PROJECT}/locations/global/")
+
+
 def test_anthropic_vertex_messages(vertex, claude_client):
     url, google = vertex
     metrics = Metrics(url)

@@ -4,7 +4,8 @@
 //!
 //! - `/v1/projects/{p}/locations/{l}/publishers/google/models/{m}:generateContent`,
 //!   `:streamGenerateContent` (`?alt=sse`, or a JSON array), `:countTokens` (forwarded, not
-//!   metered); `/v1beta1/...` (google-genai's default) too. They are the Gemini API's
+//!   metered); `/v1beta1/...` (google-genai's default) too, and express mode's
+//!   `/v1/publishers/google/models/{m}:...` (no project; the virtual key in `x-goog-api-key`). They are the Gemini API's
 //!   operations (same bodies, same `usageMetadata`), so they share its endpoints and labels,
 //!   and a Gemini API client may reach a Vertex model and the reverse.
 //! - `.../publishers/anthropic/models/{m}:rawPredict` and `:streamRawPredict`: a Messages body
@@ -215,19 +216,21 @@ fn valid_model(m: &str) -> bool {
 /// The endpoint and model of a Vertex AI path after `/v1/projects/`:
 /// `{p}/locations/{l}/publishers/{publisher}/models/{model}:{method}`.
 pub(super) fn endpoint_of(rest: &str) -> Option<(Endpoint, Option<&str>)> {
-    let mut parts = rest.splitn(7, '/');
-    let project = parts.next()?;
-    let shape = [parts.next()?, parts.next()?, parts.next()?];
-    let (publisher, models, tail) = (parts.next()?, parts.next()?, parts.next()?);
-    if project.is_empty()
-        || shape[0] != "locations"
-        || shape[1].is_empty()
-        || shape[2] != "publishers"
-        || models != "models"
-    {
+    let (project, rest) = rest.split_once('/')?;
+    let rest = rest.strip_prefix("locations/")?;
+    let (location, rest) = rest.split_once('/')?;
+    if project.is_empty() || location.is_empty() {
         return None;
     }
-    let (model, method) = tail.rsplit_once(':')?;
+    publisher_endpoint_of(rest.strip_prefix("publishers/")?)
+}
+
+/// The endpoint and model of `{publisher}/models/{model}:{method}`: after `publishers/` in a
+/// project's path, or in Vertex's express-mode paths (`/v1/publishers/...`, an API key and no
+/// project, as `genai.Client(vertexai=True, api_key=...)` calls).
+pub(super) fn publisher_endpoint_of(rest: &str) -> Option<(Endpoint, Option<&str>)> {
+    let (publisher, rest) = rest.split_once('/')?;
+    let (model, method) = rest.strip_prefix("models/")?.rsplit_once(':')?;
     if model.is_empty() || model.contains('/') {
         return None;
     }

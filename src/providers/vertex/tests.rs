@@ -61,7 +61,14 @@ fn vertex_paths_name_the_operation_and_the_model() {
         Endpoint::from_path(count),
         Some((Endpoint::CountTokens, None))
     );
+    let express = "/v1beta1/publishers/google/models/gemini-2.5-flash:streamGenerateContent";
+    assert_eq!(
+        Endpoint::from_path(express),
+        Some((Endpoint::StreamGenerateContent, Some("gemini-2.5-flash")))
+    );
     for bad in [
+        "/v1/publishers/google/gemini:generateContent",
+        "/v1/projects/p/locations/l/google/models/gemini:generateContent",
         "/v1/projects/p/locations/l/publishers/meta/models/llama:rawPredict",
         "/v1/projects/p/locations/l/publishers/google/models/gemini:predict",
         "/v1/projects/p/regions/l/publishers/google/models/gemini:generateContent",
