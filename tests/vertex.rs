@@ -398,3 +398,39 @@ fn the_readme_example_loads() {
         .unwrap_or_else(|e| panic!("README's Vertex example: {e}"));
     assert_eq!(config.providers.len(), 1);
 }
+
+/// A Vertex path the gateway does not serve (another publisher, another method) is a 404 in
+/// Google's shape, as Vertex answers it.
+#[tokio::test]
+async fn unknown_vertex_paths_are_googles_404() {
+    let gw = TestGateway::start(&format!(
+        r#"
+[[providers]]
+name = "vertex"
+kind = "vertex"
+project = "demo"
+api_key = "ya29.static"
+models = ["*"]
+
+[[keys]]
+name = "k"
+key = "{CLIENT_KEY}"
+team = "t"
+"#
+    ))
+    .await;
+    let auth = [("authorization", &*format!("Bearer {CLIENT_KEY}"))];
+    for path in [
+        "/v1/projects/p/locations/us-east5/publishers/meta/models/llama-4:rawPredict",
+        "/v1/projects/p/locations/global/publishers/google/models/gemini-2.5-flash:predict",
+    ] {
+        let (status, _, body) = post(&gw.url(path), &auth, BODY).await;
+        assert_eq!(status, 404, "{path}");
+        let v: serde_json::Value = serde_json::from_slice(&body).expect("json");
+        assert_eq!(
+            (v["error"]["code"].as_u64(), v["error"]["status"].as_str()),
+            (Some(404), Some("NOT_FOUND")),
+            "{v}"
+        );
+    }
+}
