@@ -1,4 +1,4 @@
-use super::token::{ServiceAccount, refresh_after};
+use super::token::{ServiceAccount, Token, TokenSource, refresh_after};
 use super::*;
 use crate::metering::Usage;
 use base64::Engine;
@@ -365,4 +365,36 @@ fn vertex_claude_ids_have_the_list_prices_and_the_regional_uplift_is_exact() {
         assert_eq!(p.source, PriceSource::Builtin, "{id}: hand-checked wins");
     }
     assert_eq!(t.provider_of("claude-haiku-4-5@20251001"), Some("vertex"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_token_serves_until_10_s_before_expiry_and_survives_failed_refreshes() {
+    let src = TokenSource::new("vertex");
+    let first = src.header().unwrap_err();
+    assert!(first.contains("first exchange"), "{first}");
+    let t = Token {
+        access_token: "ya29.one".into(),
+        expires_in: 3600,
+    };
+    src.store(&t).expect("stored");
+    assert_eq!(src.header().expect("valid"), "Bearer ya29.one");
+    assert!(src.header().expect("valid").is_sensitive());
+    // A refresh fails: the token still valid stays in use.
+    src.failed("token endpoint down".into());
+    tokio::time::advance(Duration::from_secs(3589)).await;
+    assert_eq!(src.header().expect("still valid"), "Bearer ya29.one");
+    // 10 s before its expiry it is no longer sent; the reason is the last failure.
+    tokio::time::advance(Duration::from_secs(2)).await;
+    let err = src.header().unwrap_err();
+    assert!(err.contains("token endpoint down"), "{err}");
+    // A short token keeps a quarter of its life as margin: 2 s, usable for 1.5 s.
+    src.store(&Token {
+        access_token: "ya29.two".into(),
+        expires_in: 2,
+    })
+    .expect("stored");
+    tokio::time::advance(Duration::from_millis(1400)).await;
+    assert_eq!(src.header().expect("valid"), "Bearer ya29.two");
+    tokio::time::advance(Duration::from_millis(200)).await;
+    assert!(src.header().is_err());
 }

@@ -283,7 +283,13 @@ impl TokenSource {
         })
     }
 
-    fn store(&self, token: &Token) -> Result<(), String> {
+    /// Records why an exchange failed; a token still valid stays in use.
+    pub(super) fn failed(&self, reason: String) {
+        *self.error.write() = Some(reason);
+    }
+
+    /// Takes a freshly issued token.
+    pub(super) fn store(&self, token: &Token) -> Result<(), String> {
         let mut header = HeaderValue::try_from(format!("Bearer {}", token.access_token))
             .map_err(|_| "the token endpoint returned a token unfit for a header".to_string())?;
         header.set_sensitive(true);
@@ -318,7 +324,7 @@ async fn refresh(source: Weak<TokenSource>, account: ServiceAccount, client: Tok
                     retry_in_secs = backoff.as_secs(),
                     "Vertex AI token exchange failed: {e}"
                 );
-                *src.error.write() = Some(e);
+                src.failed(e);
                 let w = backoff;
                 backoff = (backoff * 2).min(MAX_BACKOFF);
                 w
