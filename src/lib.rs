@@ -5,7 +5,7 @@
 //! - [`server`]: listeners, routing, graceful shutdown, connection caps and timeouts;
 //! - [`proxy`]: the request path (authenticate, read, route, forward, tap, settle);
 //! - [`providers`]: one module per provider kind (openai, anthropic, azure-openai, gemini,
-//!   bedrock), each
+//!   bedrock, vertex), each
 //!   implementing [`providers::Provider`] and registered in [`providers::ProviderKind`];
 //! - [`metering`]: normalised [`metering::Usage`], the price table, token estimates;
 //! - [`metrics`]: every metric family and the Prometheus/OpenMetrics exposition;

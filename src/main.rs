@@ -265,6 +265,7 @@ async fn serve(config: Config, listen: Option<SocketAddr>) -> Result<(), String>
     gateway.restore_budgets().await;
     // On this (background) runtime, never on the workers serving requests.
     gateway.billing.start();
+    wait_for_credentials(&gateway.config.providers, Duration::from_secs(10)).await;
     let listener = bind(addr).await?;
     let local = listener.local_addr().map_err(|e| e.to_string())?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -296,6 +297,34 @@ async fn serve(config: Config, listen: Option<SocketAddr>) -> Result<(), String>
     // Every request has finished and settled: the writer writes what it holds, then exits.
     ledger.close().await;
     served
+}
+
+/// Gives providers whose credentials are fetched (Vertex AI's service-account tokens) up to
+/// `limit` to have them before the listener opens, so that the first requests are not refused
+/// for want of a token (a local exchange takes milliseconds, Google's ~100 ms). Past it the
+/// gateway serves anyway and says which providers refuse requests and why.
+async fn wait_for_credentials(
+    providers: &[std::sync::Arc<dyn tollgate::providers::Provider>],
+    limit: Duration,
+) {
+    let start = tokio::time::Instant::now();
+    loop {
+        let waiting = providers.iter().filter(|p| p.unavailable().is_some());
+        if waiting.clone().next().is_none() {
+            return;
+        }
+        if start.elapsed() >= limit {
+            for p in waiting {
+                let reason = p.unavailable().unwrap_or_default();
+                tracing::warn!(
+                    provider = p.name(),
+                    "serving without upstream credentials (requests are answered 502 until they arrive): {reason}"
+                );
+            }
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 async fn run(cli: Cli) -> Result<(), String> {

@@ -1180,10 +1180,10 @@ fn header_policy(
     }
     let beta = match (&p.anthropic_beta, kind) {
         (None, _) => BetaValues::Only(Box::default()),
-        (Some(_), Some(k)) if k != ProviderKind::Anthropic => {
+        (Some(_), Some(k)) if !matches!(k, ProviderKind::Anthropic | ProviderKind::Vertex) => {
             errors.push(
                 format!("{path}.anthropic_beta"),
-                "only for kind = \"anthropic\"",
+                "only for kind = \"anthropic\" or \"vertex\"",
             );
             BetaValues::Dropped
         }

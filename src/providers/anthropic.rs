@@ -263,17 +263,7 @@ impl Provider for Anthropic {
         if endpoint == Endpoint::CountTokens {
             return BodyFacts::default();
         }
-        let usage = find_key_value::<AnthropicUsage>(body, "usage");
-        BodyFacts {
-            billing: usage
-                .as_ref()
-                .map(AnthropicUsage::billing)
-                .unwrap_or_default(),
-            usage: usage.map(|u| u.normalise()),
-            model: first_key_value::<String>(body, "model"),
-            response_id: first_key_value::<String>(body, "id"),
-            error: None,
-        }
+        read_body(body)
     }
 
     fn stream_event(
@@ -283,44 +273,65 @@ impl Provider for Anthropic {
         data: &[u8],
         facts: &mut StreamFacts,
     ) -> EventKind {
-        let Ok(ev) = serde_json::from_slice::<Event<'_>>(data) else {
-            return EventKind::Content;
-        };
-        match &*ev.kind {
-            "message_start" => {
-                if let Some(m) = ev.message {
-                    facts.model = m.model.map(|s| s.0.into_owned());
-                    facts.response_id = m.id.map(|s| s.0.into_owned());
-                    if let Some(u) = m.usage {
-                        facts.billing.merge(u.billing());
-                        merge(facts, u.normalise());
-                    }
-                }
-            }
-            "content_block_delta" => {
-                if let Some(d) = ev.delta {
-                    for t in [&d.text, &d.thinking, &d.partial_json]
-                        .into_iter()
-                        .flatten()
-                    {
-                        facts.text.push_str(t);
-                    }
-                }
-            }
-            "message_delta" => {
-                if let Some(u) = ev.usage {
+        read_event(data, facts);
+        EventKind::Content
+    }
+}
+
+/// Usage, model and id of a whole Messages response (Anthropic's API, and Claude on Vertex
+/// AI and Bedrock, which answer in the same shape).
+pub(super) fn read_body(body: &[u8]) -> BodyFacts {
+    let usage = find_key_value::<AnthropicUsage>(body, "usage");
+    BodyFacts {
+        billing: usage
+            .as_ref()
+            .map(AnthropicUsage::billing)
+            .unwrap_or_default(),
+        usage: usage.map(|u| u.normalise()),
+        model: first_key_value::<String>(body, "model"),
+        response_id: first_key_value::<String>(body, "id"),
+        error: None,
+    }
+}
+
+/// Reads one event of a Messages stream (its `data:` payload).
+pub(super) fn read_event(data: &[u8], facts: &mut StreamFacts) {
+    let Ok(ev) = serde_json::from_slice::<Event<'_>>(data) else {
+        return;
+    };
+    match &*ev.kind {
+        "message_start" => {
+            if let Some(m) = ev.message {
+                facts.model = m.model.map(|s| s.0.into_owned());
+                facts.response_id = m.id.map(|s| s.0.into_owned());
+                if let Some(u) = m.usage {
                     facts.billing.merge(u.billing());
                     merge(facts, u.normalise());
                 }
             }
-            "message_stop" => facts.finished = true,
-            "error" => {
-                let kind = ev.error.and_then(|e| e.kind);
-                facts.error = Some(super::provider_error_type(kind.as_deref().unwrap_or("")));
-            }
-            _ => {}
         }
-        EventKind::Content
+        "content_block_delta" => {
+            if let Some(d) = ev.delta {
+                for t in [&d.text, &d.thinking, &d.partial_json]
+                    .into_iter()
+                    .flatten()
+                {
+                    facts.text.push_str(t);
+                }
+            }
+        }
+        "message_delta" => {
+            if let Some(u) = ev.usage {
+                facts.billing.merge(u.billing());
+                merge(facts, u.normalise());
+            }
+        }
+        "message_stop" => facts.finished = true,
+        "error" => {
+            let kind = ev.error.and_then(|e| e.kind);
+            facts.error = Some(super::provider_error_type(kind.as_deref().unwrap_or("")));
+        }
+        _ => {}
     }
 }
 

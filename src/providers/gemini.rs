@@ -266,16 +266,7 @@ impl Provider for Gemini {
         if !endpoint.is_metered() {
             return BodyFacts::default();
         }
-        let error = find_key_value::<OwnedError>(body, "error")
-            .and_then(|e| e.status)
-            .map(|s| error_type(&s));
-        BodyFacts {
-            usage: find_key_value::<UsageMetadata>(body, "usageMetadata").map(|u| u.normalise()),
-            model: first_key_value::<String>(body, "modelVersion"),
-            response_id: first_key_value::<String>(body, "responseId"),
-            error,
-            billing: Default::default(),
-        }
+        read_body(body)
     }
 
     fn stream_event(
@@ -285,32 +276,57 @@ impl Provider for Gemini {
         data: &[u8],
         facts: &mut StreamFacts,
     ) -> EventKind {
-        let Ok(chunk) = serde_json::from_slice::<Chunk<'_>>(data) else {
-            return EventKind::Content;
-        };
-        if let Some(e) = chunk.error {
-            facts.error = Some(error_type(e.status.as_deref().unwrap_or("")));
-        }
-        if facts.model.is_none() {
-            facts.model = chunk.model_version.map(|s| s.0.into_owned());
-            facts.response_id = chunk.response_id.map(|s| s.0.into_owned());
-        }
-        for c in &chunk.candidates {
-            for p in c.content.iter().flat_map(|c| &c.parts) {
-                if let Some(t) = &p.text {
-                    facts.text.push_str(t);
-                }
-            }
-            if c.finish_reason.is_some() {
-                facts.finished = true;
-            }
-        }
-        // Cumulative: each chunk's usage replaces the last (summing would count the prompt
-        // once per chunk).
-        if let Some(u) = chunk.usage_metadata {
-            facts.usage = Some(u.normalise());
-        }
+        read_chunk(data, facts);
         EventKind::Content
+    }
+}
+
+/// The bounded `error_type` of a body in Google's error shape (`{"error": {"status": ...}}`).
+pub(super) fn google_error(body: &[u8]) -> Option<&'static str> {
+    find_key_value::<OwnedError>(body, "error")
+        .and_then(|e| e.status)
+        .map(|s| error_type(&s))
+}
+
+/// Usage, model, id and error of a whole `GenerateContentResponse` (the Gemini API's and
+/// Vertex AI's are the same shape).
+pub(super) fn read_body(body: &[u8]) -> BodyFacts {
+    BodyFacts {
+        usage: find_key_value::<UsageMetadata>(body, "usageMetadata").map(|u| u.normalise()),
+        model: first_key_value::<String>(body, "modelVersion"),
+        response_id: first_key_value::<String>(body, "responseId"),
+        error: google_error(body),
+        billing: Default::default(),
+    }
+}
+
+/// Reads one chunk of a `streamGenerateContent` stream (an SSE event's data or an element of
+/// the JSON array).
+pub(super) fn read_chunk(data: &[u8], facts: &mut StreamFacts) {
+    let Ok(chunk) = serde_json::from_slice::<Chunk<'_>>(data) else {
+        return;
+    };
+    if let Some(e) = chunk.error {
+        facts.error = Some(error_type(e.status.as_deref().unwrap_or("")));
+    }
+    if facts.model.is_none() {
+        facts.model = chunk.model_version.map(|s| s.0.into_owned());
+        facts.response_id = chunk.response_id.map(|s| s.0.into_owned());
+    }
+    for c in &chunk.candidates {
+        for p in c.content.iter().flat_map(|c| &c.parts) {
+            if let Some(t) = &p.text {
+                facts.text.push_str(t);
+            }
+        }
+        if c.finish_reason.is_some() {
+            facts.finished = true;
+        }
+    }
+    // Cumulative: each chunk's usage replaces the last (summing would count the prompt
+    // once per chunk).
+    if let Some(u) = chunk.usage_metadata {
+        facts.usage = Some(u.normalise());
     }
 }
 

@@ -79,7 +79,7 @@ impl HeaderPolicy {
     ) -> HeaderPolicy {
         let defaults = kind.spec().client_headers;
         let beta = match kind {
-            ProviderKind::Anthropic => beta,
+            ProviderKind::Anthropic | ProviderKind::Vertex => beta,
             _ => BetaValues::Dropped,
         };
         HeaderPolicy {

@@ -8,6 +8,7 @@
 //! `openai/` serves the `openai` kind and `openai-compatible` servers (vLLM, Ollama, Groq,
 //! ...); `anthropic.rs` the Messages API; `azure.rs` Azure OpenAI; `gemini.rs` Google's Gemini
 //! API; `bedrock/` Amazon Bedrock's runtime API (SigV4, AWS event streams).
+//! API; `vertex/` Google Vertex AI (Gemini and Anthropic models, service-account tokens).
 
 pub mod anthropic;
 pub mod azure;
@@ -16,6 +17,7 @@ pub mod gemini;
 pub mod headers;
 pub(crate) mod json;
 pub mod openai;
+pub mod vertex;
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -97,10 +99,15 @@ pub enum Endpoint {
     BedrockInvokeStream,
     /// Bedrock `POST /model/{modelId}/count-tokens`
     BedrockCountTokens,
+    /// Vertex AI `POST /v1/projects/{p}/locations/{l}/publishers/anthropic/models/{model}:rawPredict`
+    /// (a Messages body with `anthropic_version` and no `model`)
+    VertexRawPredict,
+    /// Vertex AI `.../publishers/anthropic/models/{model}:streamRawPredict` (SSE)
+    VertexStreamRawPredict,
 }
 
 /// The number of [`Endpoint`]s.
-pub const ENDPOINTS: usize = 16;
+pub const ENDPOINTS: usize = 18;
 
 impl Endpoint {
     /// Every endpoint, in a fixed order (index = `as usize`).
@@ -121,12 +128,27 @@ impl Endpoint {
         Endpoint::BedrockInvoke,
         Endpoint::BedrockInvokeStream,
         Endpoint::BedrockCountTokens,
+        Endpoint::VertexRawPredict,
+        Endpoint::VertexStreamRawPredict,
     ];
 
     /// The endpoint of a request path, if it is one we proxy, and the model the path names
-    /// (Azure's `/openai/deployments/{deployment}/...`, Gemini's `/v1beta/models/{model}:...`).
+    /// (Azure's `/openai/deployments/{deployment}/...`, Gemini's `/v1beta/models/{model}:...`,
+    /// Vertex AI's `/v1/projects/{p}/locations/{l}/publishers/{publisher}/models/{model}:...`).
     pub fn from_path(path: &str) -> Option<(Endpoint, Option<&str>)> {
         let path = path.trim_end_matches('/');
+        if let Some(rest) = path
+            .strip_prefix("/v1/projects/")
+            .or_else(|| path.strip_prefix("/v1beta1/projects/"))
+        {
+            return vertex::endpoint_of(rest);
+        }
+        if let Some(rest) = path
+            .strip_prefix("/v1/publishers/")
+            .or_else(|| path.strip_prefix("/v1beta1/publishers/"))
+        {
+            return vertex::publisher_endpoint_of(rest);
+        }
         let operation = |rest: &str| {
             Some(match rest {
                 "/chat/completions" => Endpoint::ChatCompletions,
@@ -200,6 +222,12 @@ impl Endpoint {
             Endpoint::BedrockInvoke => "/model/{model}/invoke",
             Endpoint::BedrockInvokeStream => "/model/{model}/invoke-with-response-stream",
             Endpoint::BedrockCountTokens => "/model/{model}/count-tokens",
+            Endpoint::VertexRawPredict => {
+                "/v1/projects/{project}/locations/{location}/publishers/anthropic/models/{model}:rawPredict"
+            }
+            Endpoint::VertexStreamRawPredict => {
+                "/v1/projects/{project}/locations/{location}/publishers/anthropic/models/{model}:streamRawPredict"
+            }
         }
     }
 
@@ -217,6 +245,9 @@ impl Endpoint {
             | Endpoint::BedrockInvoke
             | Endpoint::BedrockInvokeStream
             | Endpoint::BedrockCountTokens => ApiFormat::Bedrock,
+            // The gateway's own refusals there are Vertex AI's (key, quota), which answers
+            // them in Google's shape; the model's own errors pass through in Anthropic's.
+            Endpoint::VertexRawPredict | Endpoint::VertexStreamRawPredict => ApiFormat::Gemini,
             _ => ApiFormat::OpenAi,
         }
     }
@@ -250,6 +281,7 @@ impl Endpoint {
             Endpoint::StreamGenerateContent
                 | Endpoint::BedrockConverseStream
                 | Endpoint::BedrockInvokeStream
+                | Endpoint::VertexStreamRawPredict
         )
     }
 }
@@ -269,17 +301,20 @@ pub enum ProviderKind {
     Gemini,
     /// Amazon Bedrock's runtime API (`bedrock-runtime.<region>.amazonaws.com`).
     Bedrock,
+    /// Google Vertex AI (`{location}-aiplatform.googleapis.com`): Gemini and Anthropic models.
+    Vertex,
 }
 
 impl ProviderKind {
     /// Every kind.
-    pub const ALL: [ProviderKind; 6] = [
+    pub const ALL: [ProviderKind; 7] = [
         ProviderKind::OpenAi,
         ProviderKind::Anthropic,
         ProviderKind::OpenAiCompatible,
         ProviderKind::AzureOpenAi,
         ProviderKind::Gemini,
         ProviderKind::Bedrock,
+        ProviderKind::Vertex,
     ];
 
     /// What the kind is and how it is built (exhaustive: a new kind must name its spec).
@@ -291,6 +326,7 @@ impl ProviderKind {
             ProviderKind::AzureOpenAi => &azure::SPEC,
             ProviderKind::Gemini => &gemini::SPEC,
             ProviderKind::Bedrock => &bedrock::SPEC,
+            ProviderKind::Vertex => &vertex::SPEC,
         }
     }
 
@@ -522,6 +558,12 @@ pub trait Provider: Send + Sync + 'static {
         data: &[u8],
         facts: &mut StreamFacts,
     ) -> EventKind;
+    /// Why the provider cannot authorise a request now, if it cannot: a token source with no
+    /// valid token (none fetched yet, or every refresh failed past the last one's expiry).
+    /// The gateway then answers itself instead of sending a request the provider refuses.
+    fn unavailable(&self) -> Option<String> {
+        None
+    }
 }
 
 /// A model id from a request path, percent-decoded: botocore encodes every reserved

@@ -30,6 +30,12 @@ pub(super) fn rewrite(
     body: &Bytes,
 ) -> Result<Rewritten, ProxyError> {
     let provider = &route.provider;
+    if let Some(reason) = provider.unavailable() {
+        return Err(ProxyError::UpstreamUnreachable {
+            provider: provider.name().to_string(),
+            reason,
+        });
+    }
     let endpoint = ctx.upstream_endpoint();
     let upstream_model = route.upstream_model.as_deref();
     let target = providers::Target {

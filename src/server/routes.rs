@@ -164,11 +164,18 @@ impl Routes {
     }
 }
 
-/// Anthropic clients send `anthropic-version` (and usually `x-api-key`); everyone else gets
-/// OpenAI's error shape.
+/// Anthropic clients send `anthropic-version` (and usually `x-api-key`); Google's paths
+/// (Gemini's `/v1beta/...`, Vertex AI's `/v1/projects/...`, `/v1beta1/...`) get Google's
+/// shape; everyone else OpenAI's.
 fn client_format(req: &Request<Incoming>) -> ApiFormat {
+    let path = req.uri().path();
     if req.headers().contains_key("anthropic-version") {
         ApiFormat::Anthropic
+    } else if path.starts_with("/v1beta")
+        || path.starts_with("/v1/projects/")
+        || path.starts_with("/v1/publishers/")
+    {
+        ApiFormat::Gemini
     } else {
         ApiFormat::OpenAi
     }

@@ -193,6 +193,17 @@ async fn handle(req: Request<Incoming>, opts: &SimOptions) -> Response<SimBody> 
                 });
             return stream_frames(frames, tps, None, "application/vnd.amazon.eventstream");
         }
+        // Claude on Vertex AI: Messages shapes, named by Anthropic's id (`@` becomes `-`).
+        (Endpoint::VertexRawPredict | Endpoint::VertexStreamRawPredict, _) => {
+            let sim = SimRequest {
+                model: sim.model.replace('@', "-"),
+                ..sim
+            };
+            match endpoint {
+                Endpoint::VertexRawPredict => Ok(shapes::message(&sim)),
+                _ => Err(shapes::message_stream(&sim)),
+            }
+        }
     };
     match result {
         Ok(body) => json(200, body),
