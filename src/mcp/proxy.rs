@@ -17,6 +17,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
+use http_body::Body as _;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use serde_json::{Value, json};
@@ -471,6 +472,14 @@ async fn forward(
         ex.bytes = out.len() as u64;
         ex.finish(End::Complete);
         return Response::from_parts(parts, McpBody::full(out));
+    }
+    if body.is_end_stream() {
+        // No body (a 202 for a notification): hyper would never poll it, so settle now.
+        if let Some(l) = lease {
+            l.release();
+        }
+        ex.finish(End::Complete);
+        return Response::from_parts(parts, McpBody::full(Bytes::new()));
     }
     let tap = StreamTap::new(body, lease, sse, ex);
     Response::from_parts(parts, McpBody::Stream(Box::new(tap)))
