@@ -674,3 +674,74 @@ async fn each_tool_call_is_a_ledger_row() {
     assert_eq!(leaked, 0);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn the_readme_example_is_a_valid_config() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).expect("README");
+    let section = readme.split("\n## MCP\n").nth(1).expect("an MCP section");
+    let example = section
+        .split("```toml\n")
+        .nth(1)
+        .and_then(|b| b.split("```").next())
+        .expect("a toml block");
+    let text = format!(
+        "{}\n{example}",
+        config(([127, 0, 0, 1], 9).into(), "")
+            .split("[[mcp_servers]]")
+            .next()
+            .unwrap_or("")
+    );
+    let vars: std::collections::HashMap<String, String> =
+        [("TOOLS_TOKEN".to_string(), "t0ken".to_string())].into();
+    let cfg =
+        tollgate::config::Config::from_toml(&text, &vars).expect("the README's example validates");
+    let s = &cfg.mcp.servers["tools"];
+    assert_eq!(s.tools["run_sql"].cost_nanos, 2_000_000);
+    assert!(s.allowed("any", "research").permits("run_sql"));
+    assert!(!s.allowed("any", "ops").permits("run_sql"));
+    assert_eq!(s.upstream_headers[0].1, "Bearer t0ken");
+    assert!(
+        !format!("{s:?}").contains("t0ken"),
+        "the secret never shows in Debug"
+    );
+    // Every rule of it is known to the gateway (budget gauges).
+    assert!(cfg.rules.iter().any(|r| &*r.name == "tools/run_sql"));
+}
+
+#[test]
+fn bad_mcp_configs_name_their_key_paths() {
+    let vars: std::collections::HashMap<String, String> = Default::default();
+    let text = r#"
+[[mcp_servers]]
+name = "a/b"
+url = "ftp://x"
+upstream_headers = { "Bad Header" = "x", Authorization = "${UNSET_MCP_TOKEN}" }
+[[mcp_servers.access]]
+team = "t"
+key = "k"
+allowed_tools = []
+[[mcp_servers.tools]]
+name = "x"
+cost_usd = "-0.1"
+[[mcp_servers.tools]]
+name = "x"
+limits = { requests_per_minute = 0 }
+"#;
+    let err = match tollgate::config::Config::from_toml(text, &vars) {
+        Err(e) => e.to_string(),
+        Ok(_) => panic!("must not validate"),
+    };
+    for path in [
+        "mcp_servers[0].name",
+        "mcp_servers[0].url",
+        "mcp_servers[0].upstream_headers.Bad Header",
+        "mcp_servers[0].upstream_headers.Authorization",
+        "mcp_servers[0].access[0]",
+        "mcp_servers[0].tools[0].cost_usd",
+        "mcp_servers[0].tools[1].name",
+        "mcp_servers[0].tools[1].limits.requests_per_minute",
+    ] {
+        assert!(err.contains(path), "{path} missing in:\n{err}");
+    }
+}
