@@ -224,6 +224,10 @@ async fn mock_mcp() -> (SocketAddr, Seen) {
                     seen.lock()
                         .expect("lock")
                         .push((parts.headers.clone(), body.clone()));
+                    // `hang`: the response head comes late (past a 1 s timeout).
+                    if body.windows(6).any(|w| w == b"\"hang\"") {
+                        tokio::time::sleep(Duration::from_millis(1500)).await;
+                    }
                     Ok::<_, Infallible>(answer(&parts.method, &body))
                 }
             });
@@ -744,4 +748,95 @@ limits = { requests_per_minute = 0 }
     ] {
         assert!(err.contains(path), "{path} missing in:\n{err}");
     }
+}
+
+#[tokio::test]
+async fn budgets_and_timeouts_answer_in_protocol_shape() {
+    let (addr, _) = mock_mcp().await;
+    let extra = r#"
+[[mcp_servers]]
+name = "paid"
+url = "http://MCP/mcp"
+timeout_secs = 1
+
+[[mcp_servers.tools]]
+name = "add"
+cost_usd = "0.002"
+budget = { usd = 0.005, period = "day", overshoot = "none" }
+"#
+    .replace("MCP", &addr.to_string());
+    let gw = TestGateway::start(&config(addr, &extra)).await;
+    let a = auth(KEY);
+    let paid = |body: String| {
+        let url = gw.url("/mcp/paid");
+        let a = a.clone();
+        async move {
+            let (status, _, body) = post(&url, &[ACCEPT, ("authorization", &a)], &body).await;
+            let text = String::from_utf8_lossy(&body).to_string();
+            let v: Value = serde_json::from_str(&text).unwrap_or_else(|_| {
+                text.lines()
+                    .filter_map(|l| l.strip_prefix("data: "))
+                    .next_back()
+                    .and_then(|d| serde_json::from_str(d).ok())
+                    .unwrap_or(Value::Null)
+            });
+            (status, v)
+        }
+    };
+    // 0.002 a call against 0.005: two calls fit, the third's cost does not.
+    for id in 1..=2 {
+        let (status, v) = paid(call(json!(id), "add")).await;
+        assert_eq!(
+            (status, v["result"]["isError"].clone()),
+            (200, json!(false))
+        );
+    }
+    let (status, v) = paid(call(json!(3), "add")).await;
+    assert_eq!(status, 200);
+    assert_eq!(v["error"]["code"], -32000);
+    assert_eq!(v["error"]["data"]["limit"], "budget");
+    // The server does not answer within timeout_secs: 504 with the request's id.
+    let (status, v) = paid(call(json!("t-1"), "hang")).await;
+    assert_eq!(status, 504);
+    assert_eq!(
+        (v["id"].clone(), v["error"]["code"].clone()),
+        (json!("t-1"), json!(-32001))
+    );
+    let s = wait_mcp(&gw, 4.0).await;
+    let err = |t: &str| {
+        s.sum(
+            "llm_gateway_mcp_errors_total",
+            &[("server", "paid"), ("error_type", t)],
+        )
+    };
+    assert_eq!(err("budget_exceeded"), 1.0);
+    assert_eq!(err("timeout"), 1.0);
+    assert_eq!(
+        s.sum("llm_gateway_mcp_tool_cost_usd_total", &[("server", "paid")]),
+        0.004,
+        "only the calls made are charged"
+    );
+}
+
+#[tokio::test]
+async fn tool_limits_are_shared_through_redis() {
+    let (addr, _) = mock_mcp().await;
+    let prefix = format!(
+        "tollgate-mcp-test-{}-{}",
+        std::process::id(),
+        Instant::now().elapsed().as_nanos()
+    );
+    let extra = format!(
+        "\n[limits]\nbackend = \"redis://127.0.0.1:6379\"\nredis_prefix = \"{prefix}\"\non_backend_error = \"deny\"\n"
+    );
+    let cfg = config(addr, &extra);
+    let one = TestGateway::start(&cfg).await;
+    let two = TestGateway::start(&cfg).await;
+    // `slow` allows 1 call a minute, across both replicas.
+    let (_, _, v, _) = rpc(&one, KEY, &[], &call(json!(1), "slow")).await;
+    assert_eq!(v["result"]["content"][0]["text"], "done");
+    let (status, _, v, _) = rpc(&two, KEY, &[], &call(json!(2), "slow")).await;
+    assert_eq!(status, 200);
+    assert_eq!(v["error"]["code"], -32000, "{v}");
+    assert_eq!(v["error"]["data"]["name"], "tools/slow");
 }
