@@ -417,10 +417,19 @@ async fn forward(
         }
     };
     let (mut parts, body) = resp.into_parts();
+    // Hop-by-hop: the fixed names, and those the `Connection` header lists (RFC 9110 §7.6.1).
+    let listed: Vec<HeaderName> = parts
+        .headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .collect();
     let hops: Vec<HeaderName> = parts
         .headers
         .keys()
-        .filter(|n| hop_by_hop(n))
+        .filter(|n| hop_by_hop(n) || listed.contains(n))
         .cloned()
         .collect();
     for n in hops {
