@@ -26,7 +26,7 @@ GW = 'job="tollgate"'  # process_* of the gateway, not of other targets
 RI = "$__rate_interval"
 # MCP error types that are the caller's (refusals, bad bodies, leaving), not the tool's: as in
 # the rule server_tool:llm_gateway_mcp_tool_errors:rate5m.
-MCP_CALLER_ERRORS = ("forbidden_tool|rate_limited|budget_exceeded|limit_backend_down|client_gone|"
+MCP_CALLER_ERRORS = ("forbidden_tool|rate_limited|budget_exceeded|limit_backend_down|client_gone|no_response|"
                      "header_mismatch|parse_error|invalid_request|body_too_large|body_timeout|body_read|batch_refused")
 
 
