@@ -206,8 +206,67 @@ pub enum Answer {
 struct ReplyEnvelope {
     id: Option<Value>,
     method: Option<IgnoredAny>,
-    result: Option<Value>,
+    result: Option<ResultFacts>,
     error: Option<ErrorObject>,
+}
+
+/// What a result says for metering: only `isError`. Read without building the result's tree
+/// (a tool result may be megabytes); a result that is not an object is a plain result.
+#[derive(Default)]
+struct ResultFacts {
+    is_error: bool,
+}
+
+impl<'de> Deserialize<'de> for ResultFacts {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<ResultFacts, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = ResultFacts;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON-RPC result")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut m: A,
+            ) -> Result<ResultFacts, A::Error> {
+                let mut facts = ResultFacts::default();
+                while let Some(k) = m.next_key::<std::borrow::Cow<'de, str>>()? {
+                    if k == "isError" {
+                        facts.is_error = m.next_value::<Option<bool>>()?.unwrap_or(false);
+                    } else {
+                        m.next_value::<IgnoredAny>()?;
+                    }
+                }
+                Ok(facts)
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut s: A,
+            ) -> Result<ResultFacts, A::Error> {
+                while s.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(ResultFacts::default())
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<ResultFacts, E> {
+                Ok(ResultFacts::default())
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<ResultFacts, E> {
+                Ok(ResultFacts::default())
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<ResultFacts, E> {
+                Ok(ResultFacts::default())
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<ResultFacts, E> {
+                Ok(ResultFacts::default())
+            }
+            fn visit_str<E>(self, _: &str) -> Result<ResultFacts, E> {
+                Ok(ResultFacts::default())
+            }
+            fn visit_unit<E>(self) -> Result<ResultFacts, E> {
+                Ok(ResultFacts::default())
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 #[derive(Deserialize)]
@@ -224,10 +283,9 @@ fn answer_of(r: ReplyEnvelope) -> Option<(Option<Id>, Answer)> {
         return Some((id, Answer::Error(e.code.unwrap_or(code::INTERNAL_ERROR))));
     }
     let result = r.result?;
-    let tool_error = result.get("isError").and_then(Value::as_bool) == Some(true);
     Some((
         id,
-        if tool_error {
+        if result.is_error {
             Answer::ToolError
         } else {
             Answer::Result
@@ -386,12 +444,19 @@ mod tests {
             &mut out,
         );
         answers(b"", &mut out);
+        answers(br#"{"jsonrpc":"2.0","id":7,"result":5}"#, &mut out);
+        answers(
+            br#"{"jsonrpc":"2.0","id":8,"result":{"content":[{"isError":true}],"isError":false}}"#,
+            &mut out,
+        );
         assert_eq!(
             out,
             vec![
                 (Some(Id("3".into())), Answer::ToolError),
                 (Some(Id("\"x\"".into())), Answer::Result),
                 (None, Answer::Error(-32600)),
+                (Some(Id("7".into())), Answer::Result),
+                (Some(Id("8".into())), Answer::Result),
             ]
         );
     }
