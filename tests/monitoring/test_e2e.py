@@ -459,7 +459,8 @@ class Prometheus:
                 last = check()
                 if last:
                     return last
-            except (AssertionError, OSError, KeyError) as e:
+            # ValueError: a Prometheus still starting answers 503 "Service Unavailable", not JSON.
+            except (AssertionError, OSError, KeyError, ValueError) as e:
                 last = e
             time.sleep(0.25)
         pytest.fail(f"timed out waiting for {what} (last: {last})\nprometheus log:\n"
