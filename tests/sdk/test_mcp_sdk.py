@@ -326,12 +326,16 @@ def test_a_server_dying_mid_stream_is_counted_and_the_gateway_stays_up(mcp_stack
     url = mcp_stack["gateway"] + "/mcp/doomed"
     before = Metrics(mcp_stack["gateway"]).scrape()
     outcome = {}
+    streaming = threading.Event()
+
+    async def on_progress(p, t, m):
+        streaming.set()
 
     async def body(c):
         try:
             # With a progress callback: the answer is an event stream, progress first.
             await c.call_tool("slow", {"seconds": 4}, read_timeout_seconds=15,
-                              progress_callback=lambda p, t, m: _note([], p))
+                              progress_callback=on_progress)
             outcome["r"] = "completed"
         except Exception as e:  # the SDK's error for a broken stream
             outcome["r"] = type(e).__name__
@@ -344,8 +348,8 @@ def test_a_server_dying_mid_stream_is_counted_and_the_gateway_stays_up(mcp_stack
 
     t = threading.Thread(target=call)
     t.start()
-    # The server sends its response head with the first event (progress, at 2 s): die after.
-    time.sleep(2.8)
+    # The stream is open once the progress event (at 2 s) came through: the server dies then.
+    assert streaming.wait(30), outcome
     mcp_stack["doomed"].kill()
     t.join(30)
     assert outcome.get("r") != "completed"
