@@ -1,4 +1,5 @@
-//! `/mcp/{name}`: the phases of one MCP request, in order.
+//! `/mcp/{name}`: the phases of one MCP request, in order (admit in `admit.rs`, forward and
+//! pass in `forward.rs`).
 //!
 //! authenticate (the virtual key, as for every endpoint) -> read (bounded body) -> parse (the
 //! JSON-RPC messages; malformed bodies are answered here) -> check headers (2026-07-28
@@ -15,60 +16,23 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
-use http_body::Body as _;
-use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use serde_json::{Value, json};
+use serde_json::Value;
 
-use super::body::{McpBody, StreamTap};
-use super::config::{Allowed, McpServer};
+use super::admit::admit;
+use super::body::McpBody;
+use super::config::Allowed;
 use super::exchange::{End, Exchange, Kind, Outcome, Pending};
+use super::forward::{forward, upstream_request};
 use super::jsonrpc::{self, Id, Message, code, method_label};
 use super::policy;
 use crate::config::KeyInfo;
-use crate::limits::{Admission, Demand, OnBackendError, Rejection};
-use crate::proxy::{Gateway, auth, upstream};
+use crate::proxy::{Gateway, auth};
 
 /// The `method` label of a client's response to a server's request.
 const RESPONSE_METHOD: &str = "response";
-/// Largest `tools/list` answer read whole to be cut down to the caller's tools.
-const MAX_LIST_BYTES: usize = 16 << 20;
-
-/// Client request headers that reach the server: the ones the protocol names (every `Mcp-*`,
-/// including `Mcp-Session-Id`, `MCP-Protocol-Version`, `Mcp-Method`, `Mcp-Name` and
-/// `Mcp-Param-*`), content negotiation, resumption, trace context, and `Origin` (the server's
-/// DNS-rebinding check reads it). `Authorization` carries the virtual key: never forwarded.
-fn forwarded(name: &HeaderName) -> bool {
-    let n = name.as_str();
-    n.starts_with("mcp-")
-        || matches!(
-            n,
-            "accept"
-                | "content-type"
-                | "last-event-id"
-                | "traceparent"
-                | "tracestate"
-                | "baggage"
-                | "origin"
-                | "user-agent"
-        )
-}
-
-/// Response headers that describe one hop only.
-fn hop_by_hop(name: &HeaderName) -> bool {
-    matches!(
-        name.as_str(),
-        "connection"
-            | "keep-alive"
-            | "proxy-connection"
-            | "transfer-encoding"
-            | "upgrade"
-            | "te"
-            | "trailer"
-    )
-}
 
 /// Answers one request to `/mcp/{name}`.
 pub async fn handle(gw: Arc<Gateway>, req: Request<Incoming>) -> Response<McpBody> {
@@ -294,226 +258,6 @@ async fn post(
     forward(gw, ex, up, filter).await
 }
 
-/// Why a message was not admitted.
-struct Refused {
-    outcome: Outcome,
-    code: i64,
-    message: String,
-    data: Option<Value>,
-}
-
-/// The limits of a message: for a tool call the key's and team's (requests, parallel
-/// requests, budgets: the tool's cost counts in them), the server's and the tool's; for other
-/// requests the server's. In lock order: key, team, server, tool.
-async fn admit(
-    gw: &Gateway,
-    server: &McpServer,
-    key: &KeyInfo,
-    tool: Option<&str>,
-    cost_nanos: u64,
-) -> Result<Option<Admission>, Refused> {
-    let mut rules = match tool {
-        Some(_) => key.rules_for(""),
-        None => Vec::new(),
-    };
-    rules.extend(server.rule.clone());
-    if let Some(spec) = tool.and_then(|t| server.tools.get(t)) {
-        rules.extend(spec.rule.clone());
-    }
-    if rules.is_empty() {
-        return Ok(None);
-    }
-    let demand = Demand {
-        tokens: 0,
-        cost_nanos,
-    };
-    match gw
-        .limiter
-        .admit(rules, demand, &key.team, &key.name, &key.series)
-        .await
-    {
-        Ok(Ok(a)) => Ok(Some(a)),
-        Ok(Err(rej)) => Err(limited(&rej)),
-        Err(e) => match gw.limiter.on_backend_error() {
-            OnBackendError::Allow => {
-                tracing::warn!(error = %e, "MCP: rate-limit backend failed; allowed (on_backend_error = allow)");
-                Ok(None)
-            }
-            OnBackendError::Deny => Err(Refused {
-                outcome: Outcome::Limited("limit_backend_down"),
-                code: code::LIMITED,
-                message: "the rate-limit backend is unavailable".into(),
-                data: None,
-            }),
-        },
-    }
-}
-
-fn limited(rej: &Rejection) -> Refused {
-    let budget = rej.budget.is_some();
-    Refused {
-        outcome: Outcome::Limited(if budget {
-            "budget_exceeded"
-        } else {
-            "rate_limited"
-        }),
-        code: code::LIMITED,
-        message: rej.message(),
-        data: Some(json!({
-            "limit": rej.limit.as_str(),
-            "scope": rej.scope.as_str(),
-            "name": &*rej.name,
-            "retry_after_secs": rej.retry_after.ceil().max(0.0),
-        })),
-    }
-}
-
-/// The upstream request: the server's URL, the client's protocol headers, the server's own
-/// headers (its credential) last, so a client cannot replace them.
-fn upstream_request(
-    server: &McpServer,
-    method: Method,
-    client: &HeaderMap,
-    body: Bytes,
-) -> Request<Full<Bytes>> {
-    let mut req = Request::new(Full::new(body));
-    *req.method_mut() = method;
-    *req.uri_mut() = server.url.clone();
-    let h = req.headers_mut();
-    for (name, value) in client {
-        if forwarded(name) {
-            h.append(name.clone(), value.clone());
-        }
-    }
-    for (name, value) in &server.upstream_headers {
-        h.insert(name.clone(), value.clone());
-    }
-    req
-}
-
-/// Sends `up` and answers with the server's response; `filter`: the `tools/list` ids whose
-/// answers are cut to the caller's tools.
-async fn forward(
-    gw: &Arc<Gateway>,
-    mut ex: Exchange,
-    up: Request<Full<Bytes>>,
-    filter: Option<(Vec<Id>, Allowed)>,
-) -> Response<McpBody> {
-    let timeout = ex.server.timeout;
-    let sent = tokio::time::timeout(timeout, upstream::send(gw.upstream_client(), up)).await;
-    let (resp, lease) = match sent {
-        Ok(Ok(r)) => r,
-        Ok(Err(e)) => {
-            tracing::warn!(server = %ex.server.name, error = %e, "MCP: upstream request failed");
-            return unavailable(ex, End::Unreachable, StatusCode::BAD_GATEWAY, "unreachable");
-        }
-        Err(_) => {
-            return unavailable(
-                ex,
-                End::Timeout,
-                StatusCode::GATEWAY_TIMEOUT,
-                &format!("did not answer within {} s", timeout.as_secs()),
-            );
-        }
-    };
-    let (mut parts, body) = resp.into_parts();
-    // Hop-by-hop: the fixed names, and those the `Connection` header lists (RFC 9110 §7.6.1).
-    let listed: Vec<HeaderName> = parts
-        .headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-        .collect();
-    let hops: Vec<HeaderName> = parts
-        .headers
-        .keys()
-        .filter(|n| hop_by_hop(n) || listed.contains(n))
-        .cloned()
-        .collect();
-    for n in hops {
-        parts.headers.remove(n);
-    }
-    ex.status = parts.status.as_u16();
-    let sse = parts
-        .headers
-        .get(header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
-    if sse {
-        // 2026-07-28: SSE responses SHOULD carry it, so no proxy in front buffers them.
-        parts
-            .headers
-            .entry(HeaderName::from_static("x-accel-buffering"))
-            .or_insert(HeaderValue::from_static("no"));
-    }
-    if let Some((ids, allowed)) = filter
-        && parts.status.is_success()
-    {
-        let whole = tokio::time::timeout(
-            timeout,
-            http_body_util::Limited::new(body, MAX_LIST_BYTES).collect(),
-        )
-        .await;
-        let bytes = match whole {
-            Ok(Ok(c)) => c.to_bytes(),
-            Ok(Err(_)) => return unavailable(ex, End::Cut, StatusCode::BAD_GATEWAY, "cut"),
-            Err(_) => return unavailable(ex, End::Timeout, StatusCode::GATEWAY_TIMEOUT, "slow"),
-        };
-        if let Some(l) = lease {
-            l.release();
-        }
-        let out = if sse {
-            let mut scanner = crate::proxy::sse::SseScanner::new(MAX_LIST_BYTES);
-            let mut on = |ev: crate::proxy::sse::Event<'_>| {
-                ex.on_data(ev.data);
-                crate::providers::EventKind::Content
-            };
-            scanner.feed(bytes.clone(), false, &mut on);
-            scanner.finish(false, &mut on);
-            policy::filter_tools_sse(&bytes, &ids, &allowed)
-        } else {
-            ex.on_data(&bytes);
-            policy::filter_tools_json(&bytes, &ids, &allowed)
-        };
-        let out = out.map_or(bytes, Bytes::from);
-        parts.headers.remove(header::CONTENT_LENGTH);
-        ex.bytes = out.len() as u64;
-        ex.finish(End::Complete);
-        return Response::from_parts(parts, McpBody::full(out));
-    }
-    if body.is_end_stream() {
-        // No body (a 202 for a notification): hyper would never poll it, so settle now.
-        if let Some(l) = lease {
-            l.release();
-        }
-        ex.finish(End::Complete);
-        return Response::from_parts(parts, McpBody::full(Bytes::new()));
-    }
-    let tap = StreamTap::new(body, lease, sse, ex);
-    Response::from_parts(parts, McpBody::Stream(Box::new(tap)))
-}
-
-/// The server did not answer: `status` with a JSON-RPC error for the body's request (id-less
-/// when it had none or several).
-fn unavailable(mut ex: Exchange, end: End, status: StatusCode, why: &str) -> Response<McpBody> {
-    let mut ids = ex.pending.iter().filter(|p| p.kind == Kind::Request);
-    let id = match (ids.next(), ids.next()) {
-        (Some(p), None) => {
-            p.id.as_ref()
-                .and_then(|i| serde_json::from_str(&i.0).ok())
-                .unwrap_or(Value::Null)
-        }
-        _ => Value::Null,
-    };
-    let message = format!("MCP server {:?}: {why}", &*ex.server.name);
-    let body = jsonrpc::error_body(&id, code::UPSTREAM_UNAVAILABLE, &message, None);
-    ex.status = status.as_u16();
-    ex.bytes = body.len() as u64;
-    ex.finish(end);
-    answer(status, body)
-}
-
 /// The gateway's own answer, after settling `ex` with it.
 fn refuse(mut ex: Exchange, status: StatusCode, body: Bytes) -> Response<McpBody> {
     ex.status = status.as_u16();
@@ -522,7 +266,8 @@ fn refuse(mut ex: Exchange, status: StatusCode, body: Bytes) -> Response<McpBody
     answer(status, body)
 }
 
-fn answer(status: StatusCode, body: Bytes) -> Response<McpBody> {
+/// A JSON body with `status`.
+pub(super) fn answer(status: StatusCode, body: Bytes) -> Response<McpBody> {
     let mut resp = Response::new(McpBody::full(body));
     *resp.status_mut() = status;
     resp.headers_mut().insert(
