@@ -171,6 +171,8 @@ pub async fn ledger_bench(url: &str, rows: usize, batch: usize, keys: usize) -> 
         upstream_endpoint: None,
         cache_status: None,
         saved_cost_nanos: None,
+        mcp_outcome: None,
+        response_bytes: None,
     };
     for built_on_the_path in [false, true] {
         let metrics = Metrics::new(&MetricsOptions::default());

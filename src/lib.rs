@@ -15,6 +15,9 @@
 //!   settlement;
 //! - [`billing`]: the providers' billing APIs polled into the ledger database, and the bill
 //!   reconciled with the ledger per provider, model and day;
+//! - [`mcp`]: the MCP gateway: Model Context Protocol servers at `/mcp/{name}`, proxied
+//!   transparently (both protocol eras), metered per JSON-RPC message, tools allowed per team
+//!   and key, limited per server and tool;
 //! - [`sim`]: the simulated provider used by `tollgate demo`, the tests and the benchmark;
 //! - [`demo`]: the demo: simulated provider, gateway and a little synthetic traffic.
 //!
@@ -37,6 +40,7 @@ pub mod config;
 pub mod demo;
 pub mod ledger;
 pub mod limits;
+pub mod mcp;
 pub mod metering;
 pub mod metrics;
 pub mod providers;

@@ -24,6 +24,10 @@ P = 'provider=~"$provider"'  # in-flight
 T = 'team=~"$team"'  # rate limits
 GW = 'job="tollgate"'  # process_* of the gateway, not of other targets
 RI = "$__rate_interval"
+# MCP error types that are the caller's (refusals, bad bodies, leaving), not the tool's: as in
+# the rule server_tool:llm_gateway_mcp_tool_errors:rate5m.
+MCP_CALLER_ERRORS = ("forbidden_tool|rate_limited|budget_exceeded|limit_backend_down|client_gone|no_response|"
+                     "header_mismatch|parse_error|invalid_request|body_too_large|body_timeout|body_read|batch_refused")
 
 
 def variables() -> list[dict]:
@@ -240,6 +244,12 @@ def cost() -> Board:
     b.panel("piechart", "Spend by provider",
             [(f"sum by (provider) (increase({cost_}[$__range]))", "{{provider}}")],
             unit="currencyUSD", instant=True, w=8)
+    b.panel("timeseries", "MCP tool cost by team (USD per hour)",
+            [(f'sum by (team, server, tool) (rate(llm_gateway_mcp_tool_cost_usd_total{{team=~"$team"}}[{RI}])) * 3600',
+              "{{team}} {{server}}/{{tool}}")],
+            unit="currencyUSD", w=24, h=7,
+            description="The configured cost of the MCP tool calls made ([[mcp_servers.tools]] cost_usd), "
+                        "charged when the tool ran (a result or an isError result).")
     b.row("Per day, week, month")
     bars = {"custom": {"drawStyle": "bars", "fillOpacity": 80, "lineWidth": 1, "stacking": {"mode": "normal"}}}
     b.panel("timeseries", "Cost per day by team",
@@ -410,6 +420,38 @@ def health() -> Board:
     b.panel("timeseries", "Limits backend errors",
             [(f"sum by (instance) (rate(llm_gateway_limit_backend_errors_total[{RI}]))", "{{instance}}")],
             unit="ops", w=12)
+    b.row("MCP tools")
+    mcp_calls = 'llm_gateway_mcp_requests_total{method="tools/call", team=~"$team"}'
+    mcp_errs = ('llm_gateway_mcp_errors_total{method="tools/call", team=~"$team", '
+                f'error_type!~"{MCP_CALLER_ERRORS}"}}')
+    b.panel("timeseries", "MCP tool calls by tool and team",
+            [(f"sum by (server, tool, team) (rate({mcp_calls}[{RI}]))", "{{server}}/{{tool}} {{team}}")],
+            unit="reqps", w=8,
+            description="tools/call through /mcp/{server}, every outcome (llm_gateway_mcp_requests_total).")
+    b.panel("timeseries", "MCP tool error ratio",
+            [(f"sum by (server, tool) (rate({mcp_errs}[{RI}])) / sum by (server, tool) (rate({mcp_calls}[{RI}]))",
+              "{{server}}/{{tool}}")],
+            unit="percentunit", w=8,
+            description="Calls that failed on the tool's side (isError, JSON-RPC errors, HTTP errors, timeouts, "
+                        "the server unreachable or cut), as in the TollgateMcpToolErrorRatioHigh alert.")
+    b.panel("timeseries", "MCP calls by outcome",
+            [(f'sum by (server, method, outcome) (rate(llm_gateway_mcp_requests_total{{team=~"$team"}}[{RI}]))',
+              "{{server}} {{method}} {{outcome}}")],
+            unit="reqps", w=8,
+            description="Every JSON-RPC message of clients, by method and how it ended (ok, tool_error, rpc_error, "
+                        "forbidden, limited, timeout, ...).")
+    b.panel("timeseries", "MCP tool latency p95",
+            [(f'histogram_quantile(0.95, sum by (le, server, tool) (rate(llm_gateway_mcp_request_duration_seconds_bucket{{method="tools/call"}}[{RI}])))',
+              "{{server}}/{{tool}}")],
+            unit="s", w=8, description="From the request to its answer (llm_gateway_mcp_request_duration_seconds).")
+    b.panel("timeseries", "MCP response body size p95",
+            [(f'histogram_quantile(0.95, sum by (le, server, method) (rate(llm_gateway_mcp_response_body_bytes_bucket[{RI}])))',
+              "{{server}} {{method}}")],
+            unit="bytes", w=8, description="Size of the response bodies that answered (llm_gateway_mcp_response_body_bytes).")
+    b.panel("bargauge", "MCP errors by type",
+            [(f'sum by (server, error_type) (increase(llm_gateway_mcp_errors_total{{team=~"$team"}}[$__range]))',
+              "{{server}} {{error_type}}")],
+            unit="short", instant=True, w=8, description="Every failed message, the callers' refusals included.")
     b.row("Process")
     b.panel("timeseries", "CPU (cores)", [(f"rate(process_cpu_seconds_total{{{GW}}}[{RI}])", "{{instance}}")],
             unit="short", w=8)

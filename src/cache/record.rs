@@ -88,6 +88,8 @@ impl Hit {
                 price_id: gw.config.prices.lookup(&e.model).map(|p| p.id.clone()),
                 cache_status: Some("hit"),
                 saved_cost_nanos: Some(i64::try_from(e.cost_nanos).unwrap_or(i64::MAX)),
+                mcp_outcome: None,
+                response_bytes: None,
                 ..UsageRow::blank()
             });
         }

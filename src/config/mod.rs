@@ -4,7 +4,7 @@
 
 pub mod env;
 pub mod raw;
-mod validate;
+pub(crate) mod validate;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -70,6 +70,8 @@ pub struct Config {
     pub billing: Vec<crate::billing::SourceConfig>,
     /// `[cache]` (None: off).
     pub cache: Option<crate::cache::CacheConfig>,
+    /// `[[mcp_servers]]` (empty: no MCP gateway).
+    pub mcp: crate::mcp::McpConfig,
 }
 
 /// `[metering]`

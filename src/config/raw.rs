@@ -46,6 +46,9 @@ pub struct RawConfig {
     /// `[cache]`: the response cache (off when absent).
     #[serde(default)]
     pub cache: RawCache,
+    /// `[[mcp_servers]]`: MCP servers behind the gateway (validated in `crate::mcp::config`).
+    #[serde(default)]
+    pub mcp_servers: Vec<crate::mcp::config::RawMcpServer>,
 }
 
 /// `[cache]` (validated in `crate::cache::config`).

@@ -238,10 +238,12 @@ impl Router {
     }
 }
 
-struct Errors(Vec<ConfigError>);
+/// Errors found so far, each with its key path.
+pub(crate) struct Errors(Vec<ConfigError>);
 
 impl Errors {
-    fn push(&mut self, path: impl Into<String>, message: impl Into<String>) {
+    /// Adds one error at `path`.
+    pub(crate) fn push(&mut self, path: impl Into<String>, message: impl Into<String>) {
         self.0.push(ConfigError {
             path: path.into(),
             message: message.into(),
@@ -757,6 +759,9 @@ pub fn validate(raw: RawConfig, vars: &dyn Vars) -> Result<Config, ConfigErrors>
     }
     options.cache = cache.is_some();
     options.semantic = cache.as_ref().is_some_and(|c| c.semantic.is_some());
+    let mcp = crate::mcp::config::validate(&mut errors, &raw.mcp_servers, vars);
+    all_rules.extend(mcp.rules());
+    options.mcp = !mcp.servers.is_empty();
 
     let workers = match raw.server.workers {
         Some(0) => {
@@ -865,6 +870,7 @@ pub fn validate(raw: RawConfig, vars: &dyn Vars) -> Result<Config, ConfigErrors>
         warnings,
         billing,
         cache,
+        mcp,
     })
 }
 
@@ -914,7 +920,7 @@ fn validate_limits(errors: &mut Errors, l: &super::raw::RawLimitsSection) -> Opt
 }
 
 /// A rule from a scope's `limits` and `budget`, or `None` when it has neither.
-fn rule(
+pub(crate) fn rule(
     errors: &mut Errors,
     path: &str,
     kind: ScopeKind,

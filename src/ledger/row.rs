@@ -67,6 +67,11 @@ pub struct UsageRow {
     pub cache_status: Option<&'static str>,
     /// On a hit, what the original request cost (nano-USD).
     pub saved_cost_nanos: Option<i64>,
+    /// MCP tool calls (`endpoint = "mcp"`, the server as `provider`, the tool as `model`): how
+    /// the call ended (`ok`, `tool_error`, `rpc_error`, `forbidden`, ...); `None` otherwise.
+    pub mcp_outcome: Option<&'static str>,
+    /// MCP tool calls: bytes of the response body that answered; `None` otherwise.
+    pub response_bytes: Option<i64>,
 }
 
 impl UsageRow {
@@ -106,6 +111,8 @@ impl UsageRow {
             upstream_endpoint: None,
             cache_status: None,
             saved_cost_nanos: None,
+            mcp_outcome: None,
+            response_bytes: None,
         }
     }
 

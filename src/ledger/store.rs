@@ -40,6 +40,7 @@ const SQLITE_MIGRATIONS: &[(i64, &str)] = &[
         include_str!("migrations/sqlite/0008_upstream_endpoint.sql"),
     ),
     (9, include_str!("migrations/sqlite/0009_cache.sql")),
+    (10, include_str!("migrations/sqlite/0010_mcp.sql")),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("migrations/postgres/0001_usage.sql")),
@@ -63,6 +64,7 @@ const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
         include_str!("migrations/postgres/0008_upstream_endpoint.sql"),
     ),
     (9, include_str!("migrations/postgres/0009_cache.sql")),
+    (10, include_str!("migrations/postgres/0010_mcp.sql")),
 ];
 
 /// Columns of `tollgate_usage`, in insert order.
@@ -70,7 +72,8 @@ const COLUMNS: &str = "id, started_at, duration_us, ttft_us, key_name, team, cus
     requested_model, model, endpoint, stream, status_code, error_type, input_tokens, \
     output_tokens, cached_read_tokens, cache_write_tokens, cache_write_1h_tokens, \
     reasoning_tokens, cost_nanos, estimated, upstream_request_id, price_id, cost_source, \
-    service_tier, usage_source, upstream_endpoint, cache_status, saved_cost_nanos";
+    service_tier, usage_source, upstream_endpoint, cache_status, saved_cost_nanos, mcp_outcome, \
+    response_bytes";
 
 /// Which rows a spend query sums.
 #[derive(Debug, Clone, Copy)]
@@ -349,7 +352,7 @@ impl Store {
                      $12::bool[], $13::int4[], $14::text[], $15::int8[], $16::int8[], \
                      $17::int8[], $18::int8[], $19::int8[], $20::int8[], $21::int8[], \
                      $22::bool[], $23::text[], $24::text[], $25::text[], $26::text[], $27::text[], \
-                     $28::text[], $29::text[], $30::int8[]) \
+                     $28::text[], $29::text[], $30::int8[], $31::text[], $32::int8[]) \
                      ON CONFLICT (id) DO NOTHING"
                 );
                 let col = |f: &dyn Fn(&UsageRow) -> i64| rows.iter().map(f).collect::<Vec<i64>>();
@@ -412,6 +415,8 @@ impl Store {
                     .bind(rows.iter().map(|r| r.upstream_endpoint).collect::<Vec<_>>())
                     .bind(rows.iter().map(|r| r.cache_status).collect::<Vec<_>>())
                     .bind(rows.iter().map(|r| r.saved_cost_nanos).collect::<Vec<_>>())
+                    .bind(rows.iter().map(|r| r.mcp_outcome).collect::<Vec<_>>())
+                    .bind(rows.iter().map(|r| r.response_bytes).collect::<Vec<_>>())
                     .execute(&mut **conn)
                     .await?
                     .rows_affected();
@@ -855,7 +860,9 @@ fn sqlite_insert(rows: &[UsageRow]) -> Query<'_, sqlx::Sqlite, SqliteArguments<'
             .bind(r.usage_source.as_str())
             .bind(r.upstream_endpoint)
             .bind(r.cache_status)
-            .bind(r.saved_cost_nanos);
+            .bind(r.saved_cost_nanos)
+            .bind(r.mcp_outcome)
+            .bind(r.response_bytes);
     }
     q
 }

@@ -41,6 +41,10 @@ pub enum ScopeKind {
     Team,
     /// A team's use of one model.
     TeamModel,
+    /// Every call to one MCP server (`[[mcp_servers]] limits`), named `server`.
+    McpServer,
+    /// Calls of one tool of an MCP server (`[[mcp_servers.tools]] limits`), named `server/tool`.
+    McpTool,
 }
 
 impl ScopeKind {
@@ -50,6 +54,8 @@ impl ScopeKind {
             ScopeKind::Key => "key",
             ScopeKind::Team => "team",
             ScopeKind::TeamModel => "team_model",
+            ScopeKind::McpServer => "mcp_server",
+            ScopeKind::McpTool => "mcp_tool",
         }
     }
 }
@@ -178,6 +184,7 @@ impl Rule {
             ScopeKind::Key => "",
             ScopeKind::Team => name,
             ScopeKind::TeamModel => name.split_once('/').map_or(name, |(t, _)| t),
+            ScopeKind::McpServer | ScopeKind::McpTool => "",
         };
         Rule::for_team(kind, name, team, limits, budget)
     }

@@ -30,6 +30,7 @@ pub const BOUNDED_LABELS: &[&str] = &[
     "endpoint",
     "status_code",
     "error_type",
+    "tool",
     "other",
 ];
 
@@ -235,7 +236,8 @@ impl<T: Default> Family<T> {
             self.overflowed.fetch_add(1, Ordering::Relaxed);
             let fold_all = map.len() >= self.cap.saturating_mul(2);
             LabelKey::new(values.iter().enumerate().map(|(i, v)| {
-                let fold = fold_all || self.label_names[i] == "model";
+                // `tool` (MCP tool names) comes from outside as `model` does.
+                let fold = fold_all || matches!(self.label_names[i], "model" | "tool");
                 match (self.enabled[i], fold) {
                     (false, _) => "",
                     (true, true) => OVERFLOW_VALUE,

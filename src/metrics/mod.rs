@@ -8,6 +8,7 @@ mod cache;
 mod cells;
 mod connections;
 mod family;
+mod mcp;
 mod process;
 mod render;
 
@@ -19,6 +20,7 @@ pub use cache::{Bypass, CacheMetrics};
 pub use cells::{Counter, Gauge, Histogram, LatencyHistogram, OverheadHistogram, UsageCells};
 pub use connections::{ConnectionMetrics, Rejected, TimedOut};
 pub use family::{BOUNDED_LABELS, Family, OVERFLOW_VALUE, ValueBound};
+pub use mcp::{BytesHistogram, McpMetrics, McpObservation};
 pub use render::{Format, OPENMETRICS_CONTENT_TYPE, TEXT_CONTENT_TYPE};
 
 use crate::metering::{Usage, UsageSource};
@@ -48,6 +50,8 @@ pub struct MetricsOptions {
     /// Semantic cache: `requests_total` also carries `vector_db`, `embeddings_provider` and
     /// `embeddings_model`.
     pub semantic: bool,
+    /// `[[mcp_servers]]` are configured: the `llm_gateway_mcp_*` families are rendered.
+    pub mcp: bool,
 }
 
 /// Default of `[metrics] max_label_value_bytes`. The longest model ids in use are about 100
@@ -65,6 +69,7 @@ impl Default for MetricsOptions {
             max_label_value_bytes: DEFAULT_MAX_LABEL_VALUE_BYTES,
             cache: false,
             semantic: false,
+            mcp: false,
         }
     }
 }
@@ -227,6 +232,8 @@ pub struct Metrics {
     pub billing: BillingCells,
     /// The response cache's families.
     pub cache: CacheMetrics,
+    /// The MCP gateway's families.
+    pub mcp: McpMetrics,
     start_time: f64,
 }
 
@@ -435,7 +442,7 @@ impl Metrics {
             limit_backend_errors: Counter::default(),
             limit_short_circuited: Counter::default(),
             connections: ConnectionMetrics::default(),
-            bound,
+            bound: bound.clone(),
             max_series_per_family: cap,
             ledger_written: Counter::default(),
             ledger_dropped: Counter::default(),
@@ -445,6 +452,7 @@ impl Metrics {
             ledger_unauthenticated: Counter::default(),
             billing: BillingCells::default(),
             cache: CacheMetrics::new(opts.cache, &on, cap),
+            mcp: McpMetrics::new(opts.mcp, &on, cap, &bound),
             start_time: SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map_or(0.0, |d| d.as_secs_f64()),

@@ -371,6 +371,7 @@ pub(super) fn render(
     ledger_families(&mut w, m, ledger);
     super::billing::render(&mut w, &m.billing, billing);
     m.cache.render(&mut w);
+    m.mcp.render(&mut w);
 
     w.header(
         "llm_gateway_build_info",

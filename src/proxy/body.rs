@@ -54,7 +54,7 @@ pub(super) fn drain_bound(limit: usize) -> u64 {
 /// Reads `body` whole, or fails: over `limit` bytes (announced, `announced`, or sent), or
 /// not complete within `timeout`. `expects_continue`: the client sent `Expect: 100-continue`
 /// and waits before sending the body (reading it would tell hyper to ask for it).
-pub(super) async fn read(
+pub(crate) async fn read(
     mut body: Incoming,
     announced: Option<u64>,
     expects_continue: bool,

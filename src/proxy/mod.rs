@@ -8,7 +8,7 @@
 
 mod admit;
 pub mod auth;
-mod body;
+pub(crate) mod body;
 mod context;
 mod deferred;
 pub mod error;
@@ -174,6 +174,9 @@ impl Gateway {
                         .unwrap_or(&rule.name);
                     ledger::SpendFilter::TeamModel(&rule.team, model)
                 }
+                // MCP server and tool budgets start each restart from 0 (their tool costs
+                // still count in the key's and team's restored spend).
+                limits::ScopeKind::McpServer | limits::ScopeKind::McpTool => continue,
             };
             match self.ledger.spend_nanos(filter, since).await {
                 Ok(spent) => {
@@ -199,6 +202,12 @@ impl Gateway {
     pub fn grace_over(&self) {
         self.past_grace
             .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The client for TLS upstreams (and for threads without a worker pool), for other
+    /// request paths that send through [`upstream::send`] (the MCP gateway).
+    pub fn upstream_client(&self) -> &upstream::UpstreamClient {
+        &self.client
     }
 
     /// True once [`grace_over`](Gateway::grace_over) was called.

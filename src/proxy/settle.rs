@@ -324,6 +324,8 @@ impl Closing {
                     upstream_endpoint: self.upstream_endpoint.map(Endpoint::path),
                     cache_status,
                     saved_cost_nanos: None,
+                    mcp_outcome: None,
+                    response_bytes: None,
                 };
                 // Nothing was sent upstream: a refusal, which may use only half the channel,
                 // so refusals never take the room of billed rows.

@@ -21,7 +21,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::proxy::Gateway;
-pub use routes::Routes;
+pub use routes::{Routes, ServerBody};
 pub use workers::run_workers;
 
 /// Serves `routes` on `listener` until `shutdown` resolves; then stops accepting and waits up

@@ -11,6 +11,9 @@ use crate::metrics::Format;
 use crate::providers::{ApiFormat, Endpoint};
 use crate::proxy::{Gateway, ResponseBody, auth, error_response, json_error};
 
+/// The body of any response of a listener: the LLM API's, or the MCP gateway's.
+pub type ServerBody = Either<ResponseBody, crate::mcp::McpBody>;
+
 /// The routing table of one listener.
 pub struct Routes {
     gateway: Arc<Gateway>,
@@ -34,7 +37,16 @@ impl Routes {
     }
 
     /// Answers one request.
-    pub async fn handle(&self, req: Request<Incoming>) -> Response<ResponseBody> {
+    pub async fn handle(&self, req: Request<Incoming>) -> Response<ServerBody> {
+        if self.proxy && req.uri().path().starts_with("/mcp/") {
+            let resp = crate::mcp::handle(self.gateway.clone(), req).await;
+            return resp.map(Either::Right);
+        }
+        self.handle_api(req).await.map(Either::Left)
+    }
+
+    /// Everything but the MCP gateway.
+    async fn handle_api(&self, req: Request<Incoming>) -> Response<ResponseBody> {
         let path = req.uri().path();
         if self.proxy
             && let Some((endpoint, _)) = Endpoint::from_path(path)

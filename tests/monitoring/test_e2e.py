@@ -121,7 +121,42 @@ def billing_mock() -> tuple[str, "object"]:
     return f"http://127.0.0.1:{srv.server_address[1]}", srv
 
 
-def gateway_config(sim: str, workdir: pathlib.Path, billing: str | None = None) -> str:
+def mcp_mock() -> tuple[str, "object"]:
+    """An MCP server speaking the official SDK's wire shapes (provider-apis.md §2.5): tools/list
+    as JSON, `add` answered on an event stream, `broken` with an isError result."""
+    import http.server
+
+    class H(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802
+            msg = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            rid, method = msg.get("id"), msg.get("method")
+            tool = (msg.get("params") or {}).get("name")
+            sse = False
+            if method == "tools/list":
+                result = {"tools": [{"name": n, "inputSchema": {"type": "object"}}
+                                    for n in ("add", "broken", "secret")]}
+            elif tool == "add":
+                result, sse = {"content": [{"type": "text", "text": "5"}], "isError": False}, True
+            else:
+                result = {"content": [{"type": "text", "text": "boom"}], "isError": True}
+            data = json.dumps({"jsonrpc": "2.0", "id": rid, "result": result})
+            body = (f"event: message\r\ndata: {data}\r\n\r\n" if sse else data).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream" if sse else "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    return f"http://127.0.0.1:{srv.server_address[1]}", srv
+
+
+def gateway_config(sim: str, workdir: pathlib.Path, billing: str | None = None,
+                   mcp: str = "http://127.0.0.1:9") -> str:
     cfg = f"""
 [metrics]
 bearer_token = "{METRICS_TOKEN}"
@@ -157,6 +192,10 @@ models = ["llama-3.1-8b"]
                               ("research-agent", "research", ""), ("batch-job", "batch", ""),
                               ("burst-app", "search", limits)):
         cfg += f'\n[[keys]]\nname = "{name}"\nkey = "tg-e2e-{name}"\nteam = "{team}"{extra}\n'
+    # The MCP gateway: team batch may call add (priced) and broken, not secret.
+    cfg += (f'\n[[mcp_servers]]\nname = "e2e-tools"\nurl = "{mcp}/mcp"\n'
+            '[[mcp_servers.access]]\nteam = "batch"\nallowed_tools = ["add", "broken"]\n'
+            '[[mcp_servers.tools]]\nname = "add"\ncost_usd = "0.002"\n')
     # What the pending branches need to produce their families (shapes from ARCHITECTURE.md).
     if not any_pending("llm_gateway_budget"):
         cfg += '\n[[teams]]\nname = "research"\nbudget = { usd = 1000, period = "day", action = "block" }\n'
@@ -337,6 +376,28 @@ class Traffic:
             t.join()
 
 
+def mcp_traffic(gateway: str, rounds: int) -> int:
+    """tools/list and three tool calls a round (add, broken, the forbidden secret) from team
+    batch through /mcp/e2e-tools; returns the number of tool calls, each a ledger row."""
+    calls = 0
+    for i in range(rounds):
+        for method, tool in (("tools/list", None), ("tools/call", "add"), ("tools/call", "broken"),
+                             ("tools/call", "secret")):
+            msg = {"jsonrpc": "2.0", "id": i * 10 + calls % 10, "method": method}
+            if tool:
+                msg["params"] = {"name": tool, "arguments": {}}
+            req = urllib.request.Request(
+                gateway + "/mcp/e2e-tools", data=json.dumps(msg).encode(), method="POST",
+                headers={"content-type": "application/json", "accept": "application/json, text/event-stream",
+                         "authorization": "Bearer tg-e2e-batch-job"})
+            with _HTTP.open(req, timeout=30) as resp:
+                assert resp.status == 200
+                resp.read()
+            calls += tool is not None
+        time.sleep(0.2)
+    return calls
+
+
 # --------------------------------------------------------------------------- Prometheus
 
 def free_port() -> int:
@@ -398,7 +459,8 @@ class Prometheus:
                 last = check()
                 if last:
                     return last
-            except (AssertionError, OSError, KeyError) as e:
+            # ValueError: a Prometheus still starting answers 503 "Service Unavailable", not JSON.
+            except (AssertionError, OSError, KeyError, ValueError) as e:
                 last = e
             time.sleep(0.25)
         pytest.fail(f"timed out waiting for {what} (last: {last})\nprometheus log:\n"
@@ -414,10 +476,14 @@ class Stack:
         self.gateway: Proc | None = None
         self.traffic: Traffic | None = None
         self.billing = None
+        self.mcp = None
+        self.mcp_calls = 0
 
     def stop(self) -> None:
         if self.billing is not None:
             self.billing.shutdown()
+        if self.mcp is not None:
+            self.mcp.shutdown()
         for p in reversed(self.procs):
             if isinstance(p, Proc):
                 p.stop()
@@ -509,7 +575,8 @@ def stack(tmp_path_factory):
         s.procs.append(sim)
         billing_url, billing_srv = billing_mock()
         s.billing = billing_srv
-        (workdir / "tollgate.toml").write_text(gateway_config(sim.url, workdir, billing_url))
+        mcp_url, s.mcp = mcp_mock()
+        (workdir / "tollgate.toml").write_text(gateway_config(sim.url, workdir, billing_url, mcp_url))
         s.gateway = start("gateway", [str(binary), "serve", "--config", str(workdir / "tollgate.toml"),
                                       "--listen", "127.0.0.1:0"], cwd=workdir)
         s.procs.append(s.gateway)
@@ -517,7 +584,10 @@ def stack(tmp_path_factory):
         start_prometheus(s, workdir)
 
         s.traffic = Traffic(s.gateway.url)
+        mcp = threading.Thread(target=lambda: setattr(s, "mcp_calls", mcp_traffic(s.gateway.url, 20)))
+        mcp.start()
         s.traffic.run(TRAFFIC_SECONDS)
+        mcp.join()
         # Until Prometheus has scraped the last request and evaluated the rules on it.
         s.prom.wait_for("the last request in Prometheus", lambda: s.prom.scalar(
             'sum(llm_gateway_requests_total{job="tollgate"})') == s.traffic.sent)
@@ -605,6 +675,11 @@ def test_alerts_fire_on_live_traffic(stack):
     # The bad virtual key (401, provider "none") is not an upstream error.
     assert ("TollgateUpstreamErrorRatioHigh", "none", None) not in state
     assert ("TollgateUpstreamErrorRatioHigh", "local-vllm", None) not in state
+    # Every call of the MCP tool `broken` answers isError: pending (for: 10m); `add` is fine
+    # and `secret`, forbidden to the caller, is not the tool's failure.
+    mcp = {a["labels"]["tool"]: a["state"] for a in alerts
+           if a["labels"]["alertname"] == "TollgateMcpToolErrorRatioHigh"}
+    assert mcp == {"broken": "pending"}, alerts
     for name in ("TollgateGatewayDown", "TollgateMetricsAbsent", "TollgateLedgerDroppingRows",
                  "TollgateMetricsOverflow"):
         assert not [a for a in alerts if a["labels"]["alertname"] == name], name
@@ -648,7 +723,8 @@ def test_known_values(stack):
         p.wait_for("ledger gauges to catch up", lambda: p.scalar(
             f"sum(llm_gateway_ledger_cost_usd{sel})") == pytest.approx(t.cost_nanos / 1e9, abs=1e-9))
         # Refused ones too, but those without a valid key are per-minute counts, not rows.
-        assert p.scalar("sum(llm_gateway_ledger_requests)") == t.sent - t.status["401"]
+        # MCP tool calls are ledger rows too (the server as provider, the tool as model).
+        assert p.scalar("sum(llm_gateway_ledger_requests)") == t.sent - t.status["401"] + stack.mcp_calls
         p.wait_for("unauthenticated requests stored", lambda: p.scalar(
             "sum(llm_gateway_ledger_unauthenticated_requests_total)") == t.status["401"])
         assert p.scalar("sum(llm_gateway_ledger_dropped_rows_total)") == 0
