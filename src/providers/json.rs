@@ -35,6 +35,15 @@ pub fn first_key_value<T: DeserializeOwned>(body: &[u8], key: &str) -> Option<T>
 /// it to its neighbour), for a stream chunk that must reach the client as the provider would
 /// have sent it had the gateway not asked for more. `None` when there is no such member.
 pub fn without_member(raw: &[u8], key: &str) -> Option<Vec<u8>> {
+    let (from, to) = member_span(raw, key)?;
+    let mut out = Vec::with_capacity(raw.len() - (to - from));
+    out.extend_from_slice(&raw[..from]);
+    out.extend_from_slice(&raw[to..]);
+    Some(out)
+}
+
+/// The byte range [`without_member`] cuts out of `raw`.
+pub fn member_span(raw: &[u8], key: &str) -> Option<(usize, usize)> {
     let needle = quoted(key);
     let mut end = raw.len();
     while let Some(pos) = memmem::rfind(&raw[..end], needle.as_bytes()) {
@@ -54,7 +63,7 @@ pub fn without_member(raw: &[u8], key: &str) -> Option<Vec<u8>> {
             .position(|b| !b.is_ascii_whitespace())
             .map(|i| value_end + i);
         // `, "key": v` after a neighbour, or `"key": v,` before one, or the only member.
-        let (cut_from, cut_to) = match (raw[before], after) {
+        return Some(match (raw[before], after) {
             (b',', _) => (before, value_end),
             (_, Some(a)) if raw[a] == b',' => {
                 let next = raw[a + 1..]
@@ -64,11 +73,7 @@ pub fn without_member(raw: &[u8], key: &str) -> Option<Vec<u8>> {
                 (pos, next)
             }
             _ => (pos, value_end),
-        };
-        let mut out = Vec::with_capacity(raw.len() - (cut_to - cut_from));
-        out.extend_from_slice(&raw[..cut_from]);
-        out.extend_from_slice(&raw[cut_to..]);
-        return Some(out);
+        });
     }
     None
 }

@@ -19,6 +19,10 @@ pub struct SseScanner {
     max: usize,
     /// Inside an event longer than `max`: its bytes pass through until its blank line.
     skipping: Option<Line>,
+    /// Where edited chunks are written: its allocation is reused once the client's side has
+    /// written (and dropped) the previous chunk, instead of one allocation per edited chunk
+    /// (every chunk of an OpenAI stream whose `"usage": null` members are cut).
+    out: BytesMut,
 }
 
 /// One event: its `event:` name and its `data:` lines joined with `\n`.
@@ -77,6 +81,7 @@ impl SseScanner {
             line_start: 0,
             max: max_event_bytes,
             skipping: None,
+            out: BytesMut::new(),
         }
     }
 
@@ -118,6 +123,12 @@ impl SseScanner {
             }
         };
         let mut removed: Option<BytesMut> = None;
+        let out = &mut self.out;
+        let mut edited = || {
+            let mut o = std::mem::take(out);
+            o.reserve(buf.len());
+            o
+        };
         let mut event_start = 0;
         let mut kept_from = 0;
         let mut line_start = 0;
@@ -131,15 +142,15 @@ impl SseScanner {
                     let event = &buf[event_start..line_start];
                     match (strip, dispatch(event, on_event)) {
                         (true, EventKind::UsageOnly) => {
-                            let o = removed.get_or_insert_with(BytesMut::new);
+                            let o = removed.get_or_insert_with(&mut edited);
                             o.extend_from_slice(&buf[kept_from..event_start]);
                             kept_from = next;
                         }
                         (true, EventKind::CarriesUsage) => {
-                            if let Some(edited) = without_usage(event) {
-                                let o = removed.get_or_insert_with(BytesMut::new);
-                                o.extend_from_slice(&buf[kept_from..event_start]);
-                                o.extend_from_slice(&edited);
+                            if let Some((from, to)) = usage_span(event) {
+                                let o = removed.get_or_insert_with(&mut edited);
+                                o.extend_from_slice(&buf[kept_from..event_start + from]);
+                                o.extend_from_slice(&buf[event_start + to..line_start]);
                                 // The blank line that ends the event stays.
                                 kept_from = line_start;
                             }
@@ -172,7 +183,9 @@ impl SseScanner {
                 if kept_from < held {
                     o.extend_from_slice(&buf[kept_from..held]);
                 }
-                o.freeze()
+                let edited = o.split().freeze();
+                self.out = o;
+                edited
             }
         }
     }
@@ -239,6 +252,11 @@ impl SseScanner {
 /// An event's bytes without the `usage` member of its JSON (see [`EventKind::CarriesUsage`]).
 fn without_usage(event: &[u8]) -> Option<Vec<u8>> {
     crate::providers::json::without_member(event, "usage")
+}
+
+/// The range of an event's bytes that [`without_usage`] cuts.
+fn usage_span(event: &[u8]) -> Option<(usize, usize)> {
+    crate::providers::json::member_span(event, "usage")
 }
 
 /// Parses the lines of one event and calls `on_event` if it carries data.
