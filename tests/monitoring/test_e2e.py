@@ -5,15 +5,15 @@ loopback port, scraping a live gateway (the built binary, `tollgate serve`) in f
 runs: plain and streamed requests, OpenAI and Anthropic shapes, embeddings, reasoning, cache
 reads, an unpriced model, usage the gateway must estimate, provider errors (5xx, overload,
 the provider's 429s, a stream cut mid-way) and a bad key; the gateway's own 429s once the rate
-limits are merged.
+limits are merged; the response cache, on for one key (misses, hits, a skip, a refresh).
 
 Then every panel query of every dashboard and every rule expression runs through
 Prometheus' HTTP API with the template variables filled in: each must parse and run; each
 panel query must return data; the recording rules must record and every rule must evaluate
 without error; some alerts must be pending or firing; and the numbers that are known exactly
 (tokens per model, prompt/completion/cached/reasoning tokens, cost, requests by status,
-estimated and unpriced requests) must equal what the traffic produced, as the clients saw it
-in the responses.
+estimated and unpriced requests, the cache's hits, bypasses and savings) must equal what the
+traffic produced, as the clients saw it in the responses.
 """
 
 from __future__ import annotations
