@@ -314,6 +314,7 @@ def cost() -> Board:
     b.panel("stat", "Share of spend on estimates",
             [(f"(sum(increase({est_}[$__range])) or vector(0)) / sum(increase({cost_}[$__range]))", "share")],
             unit="percentunit", instant=True, w=12, h=8)
+    cache_row(b)
     # The provider's bill ([[billing]] sources) beside the ledger, over the same window.
     billed = f'llm_gateway_billed_cost_usd{{{PM}, provider!="unmapped"}}'
     ledger = f"llm_gateway_ledger_cost_usd{{{TPM}}}"
@@ -350,6 +351,69 @@ def cost() -> Board:
             [("sum by (source, reason) (increase(llm_gateway_billing_fetch_errors_total[$__range]))",
               "{{source}} {{reason}}")], unit="short", instant=True, w=8)
     return b
+
+
+def cache_row(b: Board) -> None:
+    """The response cache ([cache]): how often it answers, what it saved, how fast it looks up,
+    what it holds and why requests went around it."""
+    req = "llm_gateway_requests_total"
+    hit = f'{req}{{{TPM}, cache_status="hit"}}'
+    looked_up = f'{req}{{{TPM}, cache_status=~"hit|miss"}}'
+    saved = f"llm_gateway_cache_saved_cost_usd_total{{{TPM}}}"
+    b.row("Response cache")
+    b.panel("stat", "Cache hit ratio (time range)",
+            [(f"sum(increase({hit}[$__range])) / sum(increase({looked_up}[$__range]))", "hit ratio")],
+            unit="percentunit", w=6, h=4, instant=True,
+            description="Hits over hits and misses (llm_gateway_requests_total by cache_status). Bypasses "
+                        "(x-tollgate-cache: skip, Cache-Control: no-cache, not deterministic, backend down) "
+                        "are left out: the cache was not asked.")
+    b.panel("stat", "USD saved by the cache (time range)",
+            [(f"sum(increase({saved}[$__range]))", "USD")], unit="currencyUSD", w=6, h=4, instant=True,
+            description="What the requests answered from the cache cost when they were first answered "
+                        "(llm_gateway_cache_saved_cost_usd_total); a hit itself costs 0.")
+    b.panel("stat", "Tokens saved by the cache (time range)",
+            [(f"sum(increase(llm_gateway_cache_saved_tokens_total{{{TPM}}}[$__range]))", "tokens")],
+            unit="short", w=6, h=4, instant=True)
+    b.panel("stat", "USD saved per hour",
+            [(f"sum(rate({saved}[{RI}])) * 3600", "USD/h")], unit="currencyUSD", w=6, h=4)
+    b.panel("timeseries", "Cache hit ratio by model",
+            [(f"sum by (provider, model) (rate({hit}[{RI}])) / sum by (provider, model) (rate({looked_up}[{RI}]))",
+              "{{provider}}/{{model}}")],
+            unit="percentunit", w=8)
+    b.panel("timeseries", "USD saved by team and model (USD per hour)",
+            [(f"sum by (team, model) (rate({saved}[{RI}])) * 3600", "{{team}} {{model}}")],
+            unit="currencyUSD", w=8)
+    b.panel("bargauge", "USD saved by team and model (time range)",
+            [(f"sort_desc(sum by (team, model) (increase({saved}[$__range])))", "{{team}} {{model}}")],
+            unit="currencyUSD", instant=True, w=8)
+    b.panel("timeseries", "Requests by cache status",
+            [(f'sum by (cache_status) (rate({req}{{{TPM}, cache_status=~"hit|miss|bypass"}}[{RI}]))',
+              "{{cache_status}}")],
+            unit="reqps", w=8,
+            description="Requests the cache answered (hit), forwarded and stored (miss) and forwarded "
+                        "around it (bypass). Requests the cache is not configured for have no cache_status.")
+    b.panel("timeseries", "Cache fetch latency by result",
+            [(f"histogram_quantile({q}, sum by (le, cache_status) (rate(llm_gateway_cache_fetch_duration_seconds_bucket[{RI}])))",
+              f"p{int(q * 100)} {{{{cache_status}}}}") for q in (0.5, 0.95)],
+            unit="s", w=8,
+            description="Time to look a request up (llm_gateway_cache_fetch_duration_seconds): the memory "
+                        "backend answers in microseconds, Redis in a round trip.")
+    b.panel("timeseries", "Cache bypasses by reason and evictions",
+            [(f"sum by (reason) (rate(llm_gateway_cache_bypass_total[{RI}]))", "bypass {{reason}}"),
+             (f"sum(rate(llm_gateway_cache_evictions_total[{RI}]))", "evictions")],
+            unit="ops", w=8,
+            description="backend_error and embeddings_error mean the cache failed and the request went "
+                        "upstream; evictions mean max_bytes (or the vector index's bounds) is too small "
+                        "for the TTL.")
+    b.panel("timeseries", "Cache entries",
+            [(f"sum by (instance) (llm_gateway_cache_entries{{{GW}}})", "entries {{instance}}"),
+             (f"sum by (instance) (llm_gateway_cache_ann_vectors{{{GW}}})", "ANN vectors {{instance}}")],
+            unit="short", w=12,
+            description="Entries held in process (memory backend entries, or semantic vectors), and the "
+                        "vectors searched through an HNSW graph.")
+    b.panel("timeseries", "Cache memory",
+            [(f"sum by (instance) (llm_gateway_cache_bytes{{{GW}}})", "{{instance}}")],
+            unit="bytes", w=12, description="Bytes held in process; the memory backend keeps it under max_bytes.")
 
 
 def health() -> Board:

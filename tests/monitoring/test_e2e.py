@@ -5,15 +5,15 @@ loopback port, scraping a live gateway (the built binary, `tollgate serve`) in f
 runs: plain and streamed requests, OpenAI and Anthropic shapes, embeddings, reasoning, cache
 reads, an unpriced model, usage the gateway must estimate, provider errors (5xx, overload,
 the provider's 429s, a stream cut mid-way) and a bad key; the gateway's own 429s once the rate
-limits are merged.
+limits are merged; the response cache, on for one key (misses, hits, a skip, a refresh).
 
 Then every panel query of every dashboard and every rule expression runs through
 Prometheus' HTTP API with the template variables filled in: each must parse and run; each
 panel query must return data; the recording rules must record and every rule must evaluate
 without error; some alerts must be pending or firing; and the numbers that are known exactly
 (tokens per model, prompt/completion/cached/reasoning tokens, cost, requests by status,
-estimated and unpriced requests) must equal what the traffic produced, as the clients saw it
-in the responses.
+estimated and unpriced requests, the cache's hits, bypasses and savings) must equal what the
+traffic produced, as the clients saw it in the responses.
 """
 
 from __future__ import annotations
@@ -51,7 +51,9 @@ PENDING_FAMILIES: list[str] = []
 TRAFFIC_SECONDS = 8
 WORKERS = 4
 METRICS_TOKEN = "e2e-metrics-token"
-EXACT_TEAMS = ["search", "support", "research"]  # teams whose usage the provider reports
+# Teams whose usage the provider reports; "cache" is the only team of the key the response
+# cache is on for (cache-app): its hits add no tokens or cost, which the sums below prove.
+EXACT_TEAMS = ["search", "support", "research", "cache"]
 
 sys.path.insert(0, str(ROOT / "tests" / "sdk"))
 from sdk_helpers import Proc, start  # noqa: E402  (the SDK suite's process helpers)
@@ -190,12 +192,15 @@ models = ["llama-3.1-8b"]
                   else '\nbudget = { usd = 500, period = "month", action = "alert" }')
     for name, team, extra in (("search-app", "search", key_budget), ("support-bot", "support", ""),
                               ("research-agent", "research", ""), ("batch-job", "batch", ""),
-                              ("burst-app", "search", limits)):
+                              ("burst-app", "search", limits), ("cache-app", "cache", "")):
         cfg += f'\n[[keys]]\nname = "{name}"\nkey = "tg-e2e-{name}"\nteam = "{team}"{extra}\n'
     # The MCP gateway: team batch may call add (priced) and broken, not secret.
     cfg += (f'\n[[mcp_servers]]\nname = "e2e-tools"\nurl = "{mcp}/mcp"\n'
             '[[mcp_servers.access]]\nteam = "batch"\nallowed_tools = ["add", "broken"]\n'
             '[[mcp_servers.tools]]\nname = "add"\ncost_usd = "0.002"\n')
+    # The response cache, for key cache-app only: the other keys' requests, and so every other
+    # known value, are as without a cache (no cache_status on their series).
+    cfg += '\n[cache]\nmode = "exact"\nkeys = ["cache-app"]\n'
     # What the pending branches need to produce their families (shapes from ARCHITECTURE.md).
     if not any_pending("llm_gateway_budget"):
         cfg += '\n[[teams]]\nname = "research"\nbudget = { usd = 1000, period = "day", action = "block" }\n'
@@ -214,6 +219,7 @@ models = ["llama-3.1-8b"]
 # --------------------------------------------------------------------------- traffic
 
 MSG = [{"role": "user", "content": "How much did this request cost?"}]
+CACHE_MSG = [{"role": "user", "content": "What does a cached answer cost?"}]
 # (key, path, body, headers, how to read the usage out of the response)
 WORKLOAD = [
     ("search-app", "/v1/chat/completions", {"model": "gpt-4o-mini", "messages": MSG, "max_tokens": 20}, {}, "chat"),
@@ -241,9 +247,20 @@ WORKLOAD = [
      {"x-sim-cut-after": "3"}, "cut"),  # the provider breaks the stream
     ("not-a-key", "/v1/chat/completions", {"model": "gpt-4o-mini", "messages": MSG}, {}, "error"),
     ("burst-app", "/v1/chat/completions", {"model": "gpt-4o-mini", "messages": MSG, "max_tokens": 5}, {}, "chat"),
+    # The response cache (key cache-app): the same deterministic requests again and again, so a
+    # miss each, then hits (concurrent identical misses collapse onto the first); the client
+    # skipping the cache (bypass, reason client) and refreshing it (no-cache: bypass of the read).
+    ("cache-app", "/v1/chat/completions", {"model": "gpt-4o-mini", "messages": CACHE_MSG, "max_tokens": 20}, {}, "chat"),
+    ("cache-app", "/v1/chat/completions", {"model": "gpt-4o-mini", "messages": CACHE_MSG, "max_tokens": 30, "stream": True,
+                                           "stream_options": {"include_usage": True}}, {}, "chat_stream"),
+    ("cache-app", "/v1/chat/completions", {"model": "gpt-4o-mini", "messages": CACHE_MSG, "max_tokens": 20},
+     {"x-tollgate-cache": "skip"}, "chat"),
+    ("cache-app", "/v1/chat/completions", {"model": "gpt-4o-mini", "messages": CACHE_MSG, "max_tokens": 20},
+     {"cache-control": "no-cache"}, "chat"),
+    ("cache-app", "/v1/chat/completions", {"model": "gpt-4o-mini", "messages": CACHE_MSG, "max_tokens": 20}, {}, "chat"),
 ]
 TEAM_OF = {"search-app": "search", "support-bot": "support", "research-agent": "research",
-           "batch-job": "batch", "burst-app": "search"}
+           "batch-job": "batch", "burst-app": "search", "cache-app": "cache"}
 PROVIDER_OF = {"gpt": "openai", "o4": "openai", "text": "openai", "claude": "anthropic", "llama": "local-vllm"}
 
 
@@ -318,14 +335,23 @@ class Traffic:
         self.cut = 0
         self.unpriced_ok = 0
         self.prices = load_prices()
+        # The response cache: requests by X-Cache-Status; per distinct request (path and body),
+        # the costs its misses were charged and the hits it got; what the hits saved.
+        self.cache_status = Counter()
+        self.miss_costs = defaultdict(set)
+        self.hits = Counter()
+        self.saved_nanos = 0
+        self.saved_tokens = 0
 
     def one(self, key: str, path: str, body: dict, headers: dict, kind: str) -> None:
         req = urllib.request.Request(
             self.gateway + path, data=json.dumps(body).encode(), method="POST",
             headers={"content-type": "application/json", "authorization": f"Bearer tg-e2e-{key}", **headers})
+        cache = None
         try:
             with _HTTP.open(req, timeout=30) as resp:
                 status = resp.status
+                cache = resp.headers.get("x-cache-status")
                 try:
                     data = resp.read()
                 except (http.client.IncompleteRead, ConnectionError):
@@ -345,6 +371,19 @@ class Traffic:
                 self.estimated_ok += 1
                 return
             u = usage_of(kind, data)
+            if cache is not None:
+                assert key == "cache-app", f"{key}: X-Cache-Status {cache} without the cache"
+                self.cache_status[cache] += 1
+                variant = (path, json.dumps(body, sort_keys=True))
+                price = cost_nanos(self.prices[model], u)
+                if cache == "Hit":
+                    # Nothing spent: no tokens, no cost; saved what the answer cost the first time.
+                    self.hits[variant] += 1
+                    self.saved_nanos += price
+                    self.saved_tokens += u["input"] + u["output"]
+                    return
+                if cache in ("Miss", "Refresh"):  # forwarded and stored: what a hit saves
+                    self.miss_costs[variant].add(price)
             provider = next(p for prefix, p in PROVIDER_OF.items() if model.startswith(prefix))
             t = self.tokens[(TEAM_OF[key], provider, model)]
             for k in ("input", "output", "cached", "reasoning"):
@@ -728,6 +767,46 @@ def test_known_values(stack):
         p.wait_for("unauthenticated requests stored", lambda: p.scalar(
             "sum(llm_gateway_ledger_unauthenticated_requests_total)") == t.status["401"])
         assert p.scalar("sum(llm_gateway_ledger_dropped_rows_total)") == 0
+
+
+def test_cache_known_values(stack):
+    """The response cache's families equal what cache-app's responses said (X-Cache-Status and
+    their usage): hits, misses and bypasses; the USD saved is each distinct request's miss cost
+    times its hits, to the nano-dollar; the tokens saved; one lookup timed per hit or miss."""
+    p, t = stack.prom, stack.traffic
+    c = t.cache_status
+    print(f"\ncache: {dict(c)}, saved {t.saved_nanos} nano-USD, {t.saved_tokens} tokens")
+    assert c["Hit"] > 0 and c["Miss"] > 0 and c["Bypass"] > 0 and c["Refresh"] > 0, c
+    assert set(c) <= {"Hit", "Miss", "Bypass", "Refresh"}, c
+    got = {x["metric"]["cache_status"]: int(float(x["value"][1]))
+           for x in p.vector('sum by (cache_status) (llm_gateway_requests_total{cache_status!=""})')}
+    assert got == {"hit": c["Hit"], "miss": c["Miss"], "bypass": c["Bypass"] + c["Refresh"]}
+    # Only cache-app's requests carry cache_status.
+    assert {x["metric"]["key"] for x in p.vector(
+        'sum by (key) (llm_gateway_requests_total{cache_status!=""})')} == {"cache-app"}
+    # Every miss (or refresh) of a request was charged the same, and each of its hits saved
+    # exactly that.
+    assert set(t.hits) <= set(t.miss_costs), "a hit without a miss"
+    for variant, costs in t.miss_costs.items():
+        assert len(costs) == 1, (variant, costs)
+    want = sum(next(iter(t.miss_costs[v])) * n for v, n in t.hits.items())
+    assert want == t.saved_nanos > 0
+    assert len(t.hits) == 2, "the plain and the streamed request both hit"
+    saved = 'llm_gateway_cache_saved_cost_usd_total{team="cache", provider="openai", model="gpt-4o-mini"}'
+    assert p.scalar(f"sum({saved})") == pytest.approx(want / 1e9, abs=1e-9)
+    assert p.scalar("sum(llm_gateway_cache_saved_cost_usd_total)") == pytest.approx(want / 1e9, abs=1e-9)
+    assert p.scalar("sum(llm_gateway_cache_saved_tokens_total)") == t.saved_tokens > 0
+    # x-tollgate-cache: skip is a client bypass; no-cache (Refresh) reads nothing, so no bypass
+    # counted, but is forwarded and stored.
+    assert p.scalar('sum(llm_gateway_cache_bypass_total{reason="client"})') == c["Bypass"]
+    assert p.scalar('sum(llm_gateway_cache_bypass_total{reason!="client"})') == 0
+    # Every hit and miss was a lookup (a request collapsed onto another's miss is timed as a
+    # miss and served as a hit); a refresh and a bypass are not.
+    assert p.scalar("sum(llm_gateway_cache_fetch_duration_seconds_count)") == c["Hit"] + c["Miss"]
+    # Two entries (the plain and the streamed answer), nothing evicted.
+    assert p.scalar('sum(llm_gateway_cache_entries{job="tollgate"})') == 2
+    assert p.scalar('sum(llm_gateway_cache_bytes{job="tollgate"})') > 0
+    assert p.scalar("sum(llm_gateway_cache_evictions_total)") == 0
 
 
 def doc_queries() -> list[str]:
