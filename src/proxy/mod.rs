@@ -22,6 +22,7 @@ mod send;
 pub mod settle;
 pub mod sse;
 pub mod tap;
+mod top_level;
 pub mod upstream;
 
 use std::collections::HashSet;
