@@ -518,7 +518,7 @@ impl Store {
 
     /// Of `ids`, those whose rows a new connection finds committed: on SQLite a connection
     /// outside the pool (one inside a broken transaction sees its own uncommitted rows), on
-    /// PostgreSQL the pool (every insert is one autocommitted statement). Fails when the
+    /// PostgreSQL the pool (a batch is one transaction, committed or not). Fails when the
     /// SQLite file is gone.
     pub async fn committed_ids(
         &self,
