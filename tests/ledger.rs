@@ -338,6 +338,7 @@ on_both_backends!(
     usage_api_cli_and_gauges_agree_with_the_rows,
     windows_are_half_open_and_utc,
     batches_of_every_size_are_written_whole_and_once,
+    rollups_count_each_row_once_under_retried_and_failed_batches,
 );
 
 async fn rows_written_under_concurrent_load_equal_requests_served(backend: Backend) {
@@ -891,6 +892,153 @@ async fn batches_of_every_size_are_written_whole_and_once(backend: Backend) {
             .await,
         expected_cost,
         "the rollup counts each row once"
+    );
+    store.close().await;
+    db.finish().await;
+}
+
+/// Groups where a rollup differs from the sums of the rows themselves (0: they agree).
+async fn rollup_mismatches(db: &TestDb) -> i64 {
+    let hour = match db.backend {
+        Backend::Sqlite => "started_at - started_at % 3600000000",
+        Backend::Postgres => "date_trunc('hour', started_at, 'UTC')",
+    };
+    let sum = |c: &str| format!("CAST(SUM({c}) AS BIGINT)");
+    let hourly_rows = format!(
+        "SELECT {hour} AS hour, team, provider, model, COUNT(*) AS requests, {}, {}, {}, {}, {}, {} \
+         FROM tollgate_usage GROUP BY 1, 2, 3, 4",
+        sum("input_tokens"),
+        sum("output_tokens"),
+        sum("cached_read_tokens"),
+        sum("cache_write_tokens"),
+        sum("reasoning_tokens"),
+        sum("cost_nanos"),
+    );
+    let hourly = "SELECT hour, team, provider, model, requests, input_tokens, output_tokens, \
+        cached_read_tokens, cache_write_tokens, reasoning_tokens, cost_nanos \
+        FROM tollgate_usage_hourly";
+    let spend_rows = format!(
+        "SELECT {hour} AS hour, team, key_name, requested_model, {} FROM tollgate_usage \
+         GROUP BY 1, 2, 3, 4",
+        sum("cost_nanos")
+    );
+    let spend =
+        "SELECT hour, team, key_name, requested_model, cost_nanos FROM tollgate_spend_hourly";
+    let diff = |a: &str, b: &str| format!("(SELECT COUNT(*) FROM ({a} EXCEPT {b}) d)");
+    db.scalar(&format!(
+        "SELECT CAST({} + {} + {} + {} AS BIGINT)",
+        diff(&hourly_rows, hourly),
+        diff(hourly, &hourly_rows),
+        diff(&spend_rows, spend),
+        diff(spend, &spend_rows)
+    ))
+    .await
+}
+
+/// The rollups are summed by the writer from the rows an insert actually added, in the
+/// batch's transaction: a batch retried in full adds nothing, one retried with new rows mixed
+/// in (the writer's next batch after a commit it could not confirm) adds only the new ones,
+/// and a batch that fails adds nothing at all. After each, the hourly and spend rollups equal
+/// the rows' own sums, group by group (a trigger left in place would count every row twice).
+async fn rollups_count_each_row_once_under_retried_and_failed_batches(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let store = Store::connect_lazy(&db.url, true, Duration::from_secs(5)).expect("store");
+    store.migrate().await.expect("migrate");
+    let start = at(2026, 11, 3, 9, 58, 0);
+    let make = |n: usize, seed: usize| -> Vec<UsageRow> {
+        (0..n)
+            .map(|i| {
+                let j = seed + i;
+                // Three hours, three teams, five keys, two models.
+                let at = start + chrono::Duration::seconds((j * 97 % 10_000) as i64);
+                let mut r = row(
+                    &format!("team{}", j % 3),
+                    &format!("k{}", j % 5),
+                    at,
+                    1 + j as i64,
+                );
+                r.id = uuid::Uuid::now_v7();
+                r.model = if j % 2 == 0 { "gpt-4o" } else { "gpt-4o-mini" }.into();
+                r.requested_model = r.model.clone();
+                r.usage = Usage {
+                    input: 100 + j as u64,
+                    output: 7 + (j % 11) as u64,
+                    cached_read: (j % 4) as u64,
+                    cache_write: (j % 3) as u64,
+                    cache_write_1h: 0,
+                    reasoning: (j % 5) as u64,
+                };
+                r
+            })
+            .collect()
+    };
+    let first = make(100, 0);
+    assert_eq!(store.insert(&first).await.expect("insert"), 100);
+    assert_eq!(rollup_mismatches(&db).await, 0, "after the first batch");
+
+    // The same batch again: nothing new.
+    assert_eq!(store.insert(&first).await.expect("retry"), 0);
+    assert_eq!(rollup_mismatches(&db).await, 0, "after a full retry");
+
+    // A retry with rows queued since, interleaved so that every 64-row statement holds old and
+    // new rows: only the 70 new ones count.
+    let fresh = make(70, 1000);
+    let mut mixed = Vec::new();
+    for (i, r) in fresh.iter().enumerate() {
+        mixed.push(r.clone());
+        if let Some(old) = first.get(i) {
+            mixed.push(old.clone());
+        }
+    }
+    assert_eq!(store.insert(&mixed).await.expect("mixed retry"), 70);
+    assert_eq!(rollup_mismatches(&db).await, 0, "after a mixed retry");
+    assert_eq!(
+        db.scalar("SELECT CAST(SUM(requests) AS BIGINT) FROM tollgate_usage_hourly")
+            .await,
+        170
+    );
+
+    // A batch that fails in its last statement (a duplicate id within the batch is fine, so a
+    // constraint the row cannot meet: SQLite's NOT NULL through a trigger set up for the test,
+    // PostgreSQL's refusal of a NUL character in text) leaves rows and rollups as they were.
+    let mut failing = make(65, 5000);
+    match backend {
+        Backend::Sqlite => {
+            let mut c = sqlx::SqliteConnection::connect(&db.url)
+                .await
+                .expect("sqlite");
+            sqlx::query(
+                "CREATE TRIGGER test_refuse BEFORE INSERT ON tollgate_usage \
+                 WHEN NEW.team = 'refused' BEGIN SELECT RAISE(ABORT, 'refused'); END",
+            )
+            .execute(&mut c)
+            .await
+            .expect("test trigger");
+            c.close().await.ok();
+            failing[64].team = "refused".into();
+        }
+        Backend::Postgres => failing[64].team = "nul\0team".into(),
+    }
+    store
+        .insert(&failing)
+        .await
+        .expect_err("the batch's last statement fails");
+    assert_eq!(db.scalar("SELECT COUNT(*) FROM tollgate_usage").await, 170);
+    assert_eq!(rollup_mismatches(&db).await, 0, "after a failed batch");
+    assert_eq!(
+        db.scalar("SELECT CAST(SUM(requests) AS BIGINT) FROM tollgate_usage_hourly")
+            .await,
+        170
+    );
+    // The same rows, fixed, go in once.
+    failing[64].team = "team0".into();
+    assert_eq!(store.insert(&failing).await.expect("insert"), 65);
+    assert_eq!(store.insert(&failing).await.expect("retry"), 0);
+    assert_eq!(rollup_mismatches(&db).await, 0, "at the end");
+    assert_eq!(
+        db.scalar("SELECT CAST(SUM(requests) AS BIGINT) FROM tollgate_usage_hourly")
+            .await,
+        235
     );
     store.close().await;
     db.finish().await;

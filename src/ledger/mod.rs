@@ -10,6 +10,7 @@
 pub mod config;
 pub mod report;
 pub mod reprice;
+pub mod rollup;
 pub mod row;
 pub mod store;
 pub mod window;

@@ -21,6 +21,7 @@ use sqlx::{ConnectOptions, Connection, Executor, Row};
 use super::LedgerError;
 use super::config::redact;
 use super::report::{GroupKey, Report, ReportQuery, ReportRow, Totals};
+use super::rollup::Rollups;
 use super::row::{UsageRow, micros, tokens};
 
 /// Schema migrations, in order: (version, SQL).
@@ -41,6 +42,10 @@ const SQLITE_MIGRATIONS: &[(i64, &str)] = &[
     ),
     (9, include_str!("migrations/sqlite/0009_cache.sql")),
     (10, include_str!("migrations/sqlite/0010_mcp.sql")),
+    (
+        11,
+        include_str!("migrations/sqlite/0011_rollups_by_the_writer.sql"),
+    ),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("migrations/postgres/0001_usage.sql")),
@@ -65,6 +70,10 @@ const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
     ),
     (9, include_str!("migrations/postgres/0009_cache.sql")),
     (10, include_str!("migrations/postgres/0010_mcp.sql")),
+    (
+        11,
+        include_str!("migrations/postgres/0011_rollups_by_the_writer.sql"),
+    ),
 ];
 
 /// Columns of `tollgate_usage`, in insert order.
@@ -249,12 +258,14 @@ impl Store {
             Store::Sqlite(s) => {
                 let mut tx = s.pool.begin().await?;
                 sqlx::query(TABLE).execute(&mut *tx).await?;
-                let current: i64 =
-                    sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM tollgate_migrations")
-                        .fetch_one(&mut *tx)
+                let applied: Vec<i64> =
+                    sqlx::query_scalar("SELECT version FROM tollgate_migrations")
+                        .fetch_all(&mut *tx)
                         .await?;
                 for &(v, sql) in SQLITE_MIGRATIONS {
-                    if v <= current {
+                    // By set, not by the highest: a version numbered below one already
+                    // applied (10, from a branch merged after 11) still runs.
+                    if applied.contains(&v) {
                         continue;
                     }
                     // Several statements: run as one (unprepared, no arguments).
@@ -276,12 +287,14 @@ impl Store {
                     .execute(&mut *tx)
                     .await?;
                 sqlx::query(TABLE).execute(&mut *tx).await?;
-                let current: i64 =
-                    sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM tollgate_migrations")
-                        .fetch_one(&mut *tx)
+                let applied: Vec<i64> =
+                    sqlx::query_scalar("SELECT version FROM tollgate_migrations")
+                        .fetch_all(&mut *tx)
                         .await?;
                 for &(v, sql) in POSTGRES_MIGRATIONS {
-                    if v <= current {
+                    // By set, not by the highest: a version numbered below one already
+                    // applied (10, from a branch merged after 11) still runs.
+                    if applied.contains(&v) {
                         continue;
                     }
                     // Several statements: run as one (unprepared, no arguments).
@@ -303,13 +316,15 @@ impl Store {
 
     /// Inserts `rows` in one transaction: multi-row `VALUES` statements of fixed sizes on
     /// SQLite, `UNNEST` of one array per column on PostgreSQL. Rows already present (a
-    /// retried batch) are skipped; returns how many were new. A connection that saw an error
-    /// is closed, never reused.
+    /// retried batch) are skipped; returns how many were new. The rollups get the sums of the
+    /// new rows only, in the same transaction ([`Rollups`]), so a row counts in them exactly
+    /// once however often its batch is retried. A connection that saw an error is closed,
+    /// never reused.
     pub async fn insert(&self, rows: &[UsageRow]) -> Result<u64, LedgerError> {
         if rows.is_empty() {
             return Ok(0);
         }
-        let mut added = 0;
+        let added;
         match self {
             Store::Sqlite(s) => {
                 let conn = s.pool.acquire().await?;
@@ -317,26 +332,12 @@ impl Store {
                 let Some(conn) = guard.0.as_mut() else {
                     return Ok(0);
                 };
-                // Fixed statement sizes, each prepared once per connection: one statement per
-                // batch had a new text for every row count, and the full batch's (23,000
-                // parameters) alone held 3.4 MB prepared, while a partial batch, the usual one
-                // below a few thousand requests/s, was parsed anew at every flush.
-                let mut tx = conn.begin().await?;
-                let mut rest = rows;
-                while !rest.is_empty() {
-                    let n = SQLITE_STATEMENT_ROWS
-                        .iter()
-                        .copied()
-                        .find(|&n| n <= rest.len())
-                        .unwrap_or(1);
-                    let (chunk, tail) = rest.split_at(n.min(rest.len()));
-                    added += sqlite_insert(chunk)
-                        .execute(&mut *tx)
-                        .await?
-                        .rows_affected();
-                    rest = tail;
-                }
-                tx.commit().await?;
+                added = match sqlite_insert_batch(conn, rows, false).await? {
+                    Some(n) => n,
+                    // Some rows of a statement were stored already (a retried batch that had
+                    // committed, with rows queued since): which ones, only a row at a time says.
+                    None => sqlite_insert_batch(conn, rows, true).await?.unwrap_or(0),
+                };
                 guard.done();
             }
             Store::Postgres(pool) => {
@@ -353,10 +354,11 @@ impl Store {
                      $17::int8[], $18::int8[], $19::int8[], $20::int8[], $21::int8[], \
                      $22::bool[], $23::text[], $24::text[], $25::text[], $26::text[], $27::text[], \
                      $28::text[], $29::text[], $30::int8[], $31::text[], $32::int8[]) \
-                     ON CONFLICT (id) DO NOTHING"
+                     ON CONFLICT (id) DO NOTHING RETURNING id"
                 );
+                let mut tx = conn.begin().await?;
                 let col = |f: &dyn Fn(&UsageRow) -> i64| rows.iter().map(f).collect::<Vec<i64>>();
-                sqlx::query(&sql)
+                let new = sqlx::query(&sql)
                     .bind(rows.iter().map(|r| r.id).collect::<Vec<_>>())
                     .bind(rows.iter().map(|r| r.started_at).collect::<Vec<_>>())
                     .bind(col(&|r| micros(r.duration)))
@@ -417,9 +419,22 @@ impl Store {
                     .bind(rows.iter().map(|r| r.saved_cost_nanos).collect::<Vec<_>>())
                     .bind(rows.iter().map(|r| r.mcp_outcome).collect::<Vec<_>>())
                     .bind(rows.iter().map(|r| r.response_bytes).collect::<Vec<_>>())
-                    .execute(&mut **conn)
-                    .await?
-                    .rows_affected();
+                    .fetch_all(&mut *tx)
+                    .await?;
+                // Only the rows this statement added (RETURNING skips the conflicts).
+                let mut sums = Rollups::default();
+                if new.len() == rows.len() {
+                    sums.add_all(rows);
+                } else if !new.is_empty() {
+                    let new: HashSet<uuid::Uuid> =
+                        new.iter().map(|r| r.get::<uuid::Uuid, _>(0)).collect();
+                    for r in rows.iter().filter(|r| new.contains(&r.id)) {
+                        sums.add(r);
+                    }
+                }
+                sums.upsert_postgres(&mut tx).await?;
+                tx.commit().await?;
+                added = new.len() as u64;
                 guard.done();
             }
         }
@@ -508,7 +523,7 @@ impl Store {
 
     /// Of `ids`, those whose rows a new connection finds committed: on SQLite a connection
     /// outside the pool (one inside a broken transaction sees its own uncommitted rows), on
-    /// PostgreSQL the pool (every insert is one autocommitted statement). Fails when the
+    /// PostgreSQL the pool (a batch is one transaction, committed or not). Fails when the
     /// SQLite file is gone.
     pub async fn committed_ids(
         &self,
@@ -823,6 +838,48 @@ fn sqlite_insert_sql(n: usize) -> &'static str {
         .position(|&m| m == n)
         .unwrap_or(SQLITE_STATEMENT_ROWS.len() - 1);
     &all[i]
+}
+
+/// One attempt at inserting `rows` and their rollup sums in one SQLite transaction, in
+/// statements of `SQLITE_STATEMENT_ROWS` rows (`one_by_one`: a row each). A statement's
+/// change count tells which rows were new when it is all or none of them; otherwise the
+/// transaction is rolled back and `Ok(None)` returned, for an attempt one row at a time.
+async fn sqlite_insert_batch(
+    conn: &mut sqlx::SqliteConnection,
+    rows: &[UsageRow],
+    one_by_one: bool,
+) -> sqlx::Result<Option<u64>> {
+    let mut tx = conn.begin().await?;
+    let mut sums = Rollups::default();
+    let mut added = 0;
+    let mut rest = rows;
+    while !rest.is_empty() {
+        let n = if one_by_one {
+            1
+        } else {
+            SQLITE_STATEMENT_ROWS
+                .iter()
+                .copied()
+                .find(|&n| n <= rest.len())
+                .unwrap_or(1)
+        };
+        let (chunk, tail) = rest.split_at(n.min(rest.len()));
+        let new = sqlite_insert(chunk)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if new == chunk.len() as u64 {
+            sums.add_all(chunk);
+        } else if new != 0 {
+            tx.rollback().await?;
+            return Ok(None);
+        }
+        added += new;
+        rest = tail;
+    }
+    sums.upsert_sqlite(&mut tx).await?;
+    tx.commit().await?;
+    Ok(Some(added))
 }
 
 /// The insert of `rows` (as many as one of `SQLITE_STATEMENT_ROWS`), with their values bound.

@@ -24,6 +24,7 @@ mod send;
 pub mod settle;
 pub mod sse;
 pub mod tap;
+mod top_level;
 pub mod upstream;
 
 use std::collections::HashSet;

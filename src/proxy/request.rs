@@ -2,13 +2,14 @@
 //! the upstream model id of an alias, and `stream_options.include_usage`. Edits splice bytes
 //! into the client's body rather than re-serialising it, so everything else passes untouched.
 
-use crate::metering::ServiceTier;
 use std::borrow::Cow;
 
 use bytes::{Bytes, BytesMut};
 use serde::Deserialize;
 
 use super::ProxyError;
+use super::top_level;
+use crate::metering::ServiceTier;
 use crate::providers::Str;
 
 #[derive(Deserialize)]
@@ -17,33 +18,23 @@ struct StreamOptions {
     include_usage: Option<bool>,
 }
 
-#[derive(Deserialize)]
+/// The top-level fields the gateway reads; every other member passes to the provider unread.
+#[derive(Default)]
 struct Raw<'a> {
-    #[serde(borrow, default)]
     model: Option<Str<'a>>,
-    #[serde(default)]
     stream: Option<bool>,
-    #[serde(default)]
     stream_options: Option<StreamOptions>,
-    #[serde(default)]
     max_tokens: Option<u64>,
-    #[serde(default)]
     max_completion_tokens: Option<u64>,
-    #[serde(default)]
     max_output_tokens: Option<u64>,
     /// OpenAI's end-user id (the ledger's customer).
-    #[serde(borrow, default)]
     user: Option<Lenient<'a>>,
-    #[serde(borrow, default)]
     metadata: Option<Metadata<'a>>,
     /// Gemini's options, `maxOutputTokens` among them.
-    #[serde(default, rename = "generationConfig")]
     generation_config: Option<GenerationConfig>,
     /// OpenAI's and Anthropic's `service_tier` (`priority`, `flex`, `auto`, ...).
-    #[serde(borrow, default)]
     service_tier: Option<Lenient<'a>>,
     /// Bedrock Converse's options, `maxTokens` among them.
-    #[serde(default, rename = "inferenceConfig")]
     inference_config: Option<InferenceConfig>,
 }
 
@@ -52,6 +43,70 @@ struct Raw<'a> {
 struct InferenceConfig {
     #[serde(default, rename = "maxTokens")]
     max_tokens: Option<u64>,
+}
+
+impl<'a> Raw<'a> {
+    /// Reads the fields from the body's top-level members ([`top_level`]): each value the
+    /// gateway reads is parsed by serde from its own bytes, the others are only skipped. A key
+    /// read twice is refused, as serde's derive did.
+    fn read(body: &'a [u8]) -> Result<Raw<'a>, String> {
+        fn field<'a, T: Deserialize<'a>>(
+            slot: &mut Option<T>,
+            seen: &mut u16,
+            bit: u16,
+            name: &str,
+            v: &'a [u8],
+        ) -> Result<(), String> {
+            if *seen & bit != 0 {
+                return Err(format!("duplicate field `{name}`"));
+            }
+            *seen |= bit;
+            *slot = serde_json::from_slice::<Option<T>>(v).map_err(|e| format!("`{name}`: {e}"))?;
+            Ok(())
+        }
+        let mut raw = Raw::default();
+        let mut seen = 0u16;
+        let mut members = top_level::Members::new(body)?;
+        while let Some(m) = members.next_member()? {
+            let decoded;
+            let key: &[u8] = if m.key_escaped {
+                decoded =
+                    serde_json::from_slice::<String>(m.key_quoted).map_err(|e| e.to_string())?;
+                decoded.as_bytes()
+            } else {
+                std::str::from_utf8(m.key).map_err(|e| e.to_string())?;
+                m.key
+            };
+            let (s, v) = (&mut seen, m.value);
+            match key {
+                b"model" => field(&mut raw.model, s, 1, "model", v)?,
+                b"stream" => field(&mut raw.stream, s, 2, "stream", v)?,
+                b"stream_options" => field(&mut raw.stream_options, s, 4, "stream_options", v)?,
+                b"max_tokens" => field(&mut raw.max_tokens, s, 8, "max_tokens", v)?,
+                b"max_completion_tokens" => field(
+                    &mut raw.max_completion_tokens,
+                    s,
+                    16,
+                    "max_completion_tokens",
+                    v,
+                )?,
+                b"max_output_tokens" => {
+                    field(&mut raw.max_output_tokens, s, 32, "max_output_tokens", v)?
+                }
+                b"user" => field(&mut raw.user, s, 64, "user", v)?,
+                b"metadata" => field(&mut raw.metadata, s, 128, "metadata", v)?,
+                b"generationConfig" => {
+                    field(&mut raw.generation_config, s, 256, "generationConfig", v)?
+                }
+                b"service_tier" => field(&mut raw.service_tier, s, 512, "service_tier", v)?,
+                b"inferenceConfig" => {
+                    field(&mut raw.inference_config, s, 1024, "inferenceConfig", v)?
+                }
+                _ => {}
+            }
+        }
+        Ok(raw)
+    }
 }
 
 /// Gemini's `generationConfig`.
@@ -155,12 +210,10 @@ impl<'a> RequestFacts<'a> {
         body: &'a [u8],
         path_model: Option<&'a str>,
     ) -> Result<RequestFacts<'a>, ProxyError> {
-        let raw: Raw<'a> = serde_json::from_slice(body).map_err(|e| {
-            ProxyError::MalformedJson(if e.is_data() {
-                format!("{e} (the body must be a JSON object with a string `model`)")
-            } else {
-                e.to_string()
-            })
+        let raw = Raw::read(body).map_err(|e| {
+            ProxyError::MalformedJson(format!(
+                "{e} (the body must be a JSON object with a string `model`)"
+            ))
         })?;
         let model = match (path_model, raw.model) {
             (Some(m), _) => Cow::Borrowed(m),
@@ -334,6 +387,42 @@ mod tests {
             RequestFacts::parse(b"", None),
             Err(ProxyError::MalformedJson(_))
         ));
+    }
+
+    #[test]
+    fn only_the_top_level_and_the_fields_read_are_checked() {
+        // Refused as serde's derive refused them: a field read twice, a wrong type, a bad
+        // top-level scalar, trailing bytes.
+        for bad in [
+            &br#"{"model":"a","model":"b"}"#[..],
+            br#"{"model":"a","stream":"yes"}"#,
+            br#"{"model":"a","max_tokens":-1}"#,
+            br#"{"model":"a","temperature":tru}"#,
+            br#"{"model":"a"} {}"#,
+            br#"{"model":"a","messages":[{"role":"user"]}"#,
+            br#"{"model":"a","stream_options":{"include_usage":1}}"#,
+        ] {
+            assert!(
+                matches!(
+                    RequestFacts::parse(bad, None),
+                    Err(ProxyError::MalformedJson(_))
+                ),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        // Inside the values the gateway does not read, only strings and brackets are checked:
+        // the provider answers the rest in its own shape.
+        let f = facts(br#"{"messages":[{"role":tru,"content":"\q"}],"model":"m","max_tokens":3}"#);
+        assert_eq!((&*f.model, f.max_tokens), ("m", Some(3)));
+        // Keys with escapes are decoded; nested keys of the same name are not the field.
+        let f = facts(br#"{"o":{"model":"inner","stream":true},"mod\u0065l":"outer"}"#);
+        assert_eq!(
+            (&*f.model, f.stream, f.model_span),
+            ("outer", false, Some((51, 56)))
+        );
+        let f = facts(br#"{"model":"m","stream":null,"stream_options":null,"user":7}"#);
+        assert!(!f.stream && !f.has_stream_options && f.user.is_none());
     }
 
     #[test]
