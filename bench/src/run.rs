@@ -105,8 +105,11 @@ pub async fn run(a: Args) -> Result<(), String> {
     let beside = std::env::current_exe()
         .map_err(|e| e.to_string())?
         .with_file_name("tollgate");
-    let bin = a.tollgate_bin.clone().unwrap_or(beside.clone());
-    let sim_bin = a.sim_bin.clone().unwrap_or(beside);
+    // The gateway runs in its scratch directory: a relative `--tollgate-bin` must not depend
+    // on where it starts.
+    let absolute = |p: &PathBuf| std::fs::canonicalize(p).unwrap_or(p.clone());
+    let bin = a.tollgate_bin.as_ref().map_or(beside.clone(), absolute);
+    let sim_bin = a.sim_bin.as_ref().map_or(beside, absolute);
     let workers = a
         .workers
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
