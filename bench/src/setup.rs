@@ -326,7 +326,8 @@ pub fn stream_workload(
         body: chat_body(true, tokens),
         keys,
         headers: vec![(HeaderName::from_static("x-sim-tokens-per-second"), tps)],
-        framing: Framing::Sse,
+        // The streaming section reports no event count: the load generator does as before.
+        framing: Framing::None,
     })
 }
 
