@@ -128,7 +128,7 @@ pub struct Plan {
     pub grace: Duration,
 }
 
-/// One stream shape: its request, and a marker its answer must hold (it proves the shape:
+/// One stream shape: its request, and markers its answer must hold (they prove the shape:
 /// a translated stream is OpenAI chunks of Claude's answer).
 struct Spec {
     name: &'static str,
@@ -136,7 +136,7 @@ struct Spec {
     upstream: &'static str,
     body: Bytes,
     framing: Framing,
-    marker: &'static [u8],
+    markers: &'static [&'static [u8]],
 }
 
 fn specs(tokens: u64) -> Vec<Spec> {
@@ -147,7 +147,7 @@ fn specs(tokens: u64) -> Vec<Spec> {
             upstream: "/v1/chat/completions",
             body: setup::chat_body(true, tokens),
             framing: Framing::Sse,
-            marker: b"chat.completion.chunk",
+            markers: &[b"chat.completion.chunk", b"\"model\":\"gpt-4o-mini\""],
         },
         Spec {
             name: "anthropic_sse",
@@ -155,7 +155,7 @@ fn specs(tokens: u64) -> Vec<Spec> {
             upstream: "/v1/messages",
             body: messages_body(tokens),
             framing: Framing::Sse,
-            marker: b"event: message_start",
+            markers: &[b"event: message_start", b"event: message_stop"],
         },
         Spec {
             name: "bedrock_converse_stream",
@@ -163,7 +163,7 @@ fn specs(tokens: u64) -> Vec<Spec> {
             upstream: BEDROCK_STREAM_PATH,
             body: converse_body(tokens),
             framing: Framing::EventStream,
-            marker: b"contentBlockDelta",
+            markers: &[b"contentBlockDelta", b"metadata"],
         },
         Spec {
             name: "openai_to_anthropic",
@@ -171,7 +171,11 @@ fn specs(tokens: u64) -> Vec<Spec> {
             upstream: "/v1/messages",
             body: setup::chat_body_for(CLAUDE, true, tokens),
             framing: Framing::Sse,
-            marker: b"chat.completion.chunk",
+            markers: &[
+                b"chat.completion.chunk",
+                b"claude-haiku-4-5",
+                b"data: [DONE]",
+            ],
         },
     ]
 }
@@ -257,11 +261,15 @@ pub async fn run(
         let body = load::probe_body(&w)
             .await
             .map_err(|e| format!("shapes: {}: {e}", spec.name))?;
-        if !body.windows(spec.marker.len()).any(|x| x == spec.marker) {
+        if let Some(m) = spec
+            .markers
+            .iter()
+            .find(|m| !body.windows(m.len()).any(|x| x == **m))
+        {
             return Err(format!(
                 "shapes: {}: the answer lacks {:?}: {}",
                 spec.name,
-                String::from_utf8_lossy(spec.marker),
+                String::from_utf8_lossy(m),
                 String::from_utf8_lossy(&body[..body.len().min(300)])
             ));
         }
@@ -478,3 +486,6 @@ pub fn problems(sh: Option<&Shapes>) -> Vec<String> {
     }
     out
 }
+
+#[cfg(test)]
+mod tests;
