@@ -34,6 +34,83 @@ pub struct Workload {
     pub keys: Vec<HeaderValue>,
     /// Extra headers on every request.
     pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// How a streamed answer is framed, to count its events ([`Framing::None`]: not counted).
+    pub framing: Framing,
+}
+
+/// The framing of a streamed answer, for counting the events a client receives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Framing {
+    /// Not counted.
+    #[default]
+    None,
+    /// Server-sent events: one event per blank line (`\n\n`).
+    Sse,
+    /// AWS event stream: length-prefixed messages (the first 4 bytes, big-endian, are the
+    /// message's total length).
+    EventStream,
+}
+
+/// Counts the events of one streamed body across reads that split them anywhere.
+#[derive(Debug, Default)]
+pub struct EventCounter {
+    framing: Framing,
+    /// Events seen whole.
+    pub events: u64,
+    /// SSE: the previous byte was `\n`. Event stream: bytes of the current message still to
+    /// skip.
+    newline: bool,
+    skip: u64,
+    prelude: [u8; 4],
+    have: usize,
+}
+
+impl EventCounter {
+    /// A counter for `framing`.
+    pub fn new(framing: Framing) -> EventCounter {
+        EventCounter {
+            framing,
+            ..Default::default()
+        }
+    }
+
+    /// Takes the next bytes of the body.
+    pub fn feed(&mut self, mut data: &[u8]) {
+        match self.framing {
+            Framing::None => {}
+            Framing::Sse => {
+                for &b in data {
+                    if b == b'\n' {
+                        if self.newline {
+                            self.events += 1;
+                        }
+                        self.newline = true;
+                    } else if b != b'\r' {
+                        self.newline = false;
+                    }
+                }
+            }
+            Framing::EventStream => {
+                while !data.is_empty() {
+                    if self.skip > 0 {
+                        let n = (self.skip as usize).min(data.len());
+                        self.skip -= n as u64;
+                        data = &data[n..];
+                        continue;
+                    }
+                    self.prelude[self.have] = data[0];
+                    self.have += 1;
+                    data = &data[1..];
+                    if self.have == 4 {
+                        self.have = 0;
+                        self.events += 1;
+                        // The 4 length bytes are part of the total.
+                        self.skip = u64::from(u32::from_be_bytes(self.prelude)).saturating_sub(4);
+                    }
+                }
+            }
+        }
+    }
 }
 
 impl Workload {
@@ -108,6 +185,7 @@ impl Conn {
         &mut self,
         req: Request<Full<Bytes>>,
         mut first_byte: Option<&mut Option<Instant>>,
+        mut events: Option<&mut EventCounter>,
     ) -> Result<bool, String> {
         let sender = self.sender().await?;
         let resp = match sender.send_request(req).await {
@@ -122,6 +200,9 @@ impl Conn {
         while let Some(frame) = body.frame().await {
             match frame {
                 Ok(f) => {
+                    if let (Some(c), Some(d)) = (events.as_deref_mut(), f.data_ref()) {
+                        c.feed(d);
+                    }
                     if let Some(fb) = first_byte.as_deref_mut()
                         && fb.is_none()
                         && f.data_ref().is_some_and(|d| !d.is_empty())
@@ -184,9 +265,10 @@ pub async fn closed_loop(
                     break;
                 }
                 let t = Instant::now();
-                let r = tokio::time::timeout_at(hard.into(), conn.exchange(w.request(i), None))
-                    .await
-                    .unwrap_or_else(|_| Err("timed out".into()));
+                let r =
+                    tokio::time::timeout_at(hard.into(), conn.exchange(w.request(i), None, None))
+                        .await
+                        .unwrap_or_else(|_| Err("timed out".into()));
                 match r {
                     Ok(true) => lat.push(t.elapsed().as_nanos() as u64),
                     Ok(false) => {
@@ -310,7 +392,8 @@ pub async fn fixed_rate(
                     incomplete += 1;
                     continue;
                 }
-                match tokio::time::timeout_at(hard.into(), conn.exchange(w.request(i), None)).await
+                match tokio::time::timeout_at(hard.into(), conn.exchange(w.request(i), None, None))
+                    .await
                 {
                     Err(_) => incomplete += 1,
                     Ok(Ok(true)) => {
@@ -370,6 +453,8 @@ pub struct StreamOutcome {
     pub ttft: Percentiles,
     /// The most streams open at one time.
     pub max_open: u64,
+    /// Events received over all streams (counted by the workload's [`Framing`]).
+    pub events: u64,
     /// The first error seen.
     pub first_error: Option<String>,
 }
@@ -412,19 +497,23 @@ pub async fn streams(
             let mut conn = Conn::new(w.addr);
             let mut ttft = Vec::new();
             let (mut completed, mut errors, mut first_error) = (0u64, 0u64, None);
+            let mut events = 0u64;
             while Instant::now() < deadline {
                 let i = started.fetch_add(1, Ordering::Relaxed);
                 let n = open.0.fetch_add(1, Ordering::Relaxed) + 1;
                 open.1.fetch_max(n, Ordering::Relaxed);
                 let t = Instant::now();
                 let mut fb = None;
+                let mut counter = EventCounter::new(w.framing);
                 let r = tokio::time::timeout_at(
                     hard.into(),
-                    conn.exchange(w.request(i), Some(&mut fb)),
+                    conn.exchange(w.request(i), Some(&mut fb), Some(&mut counter)),
                 )
                 .await
                 .unwrap_or_else(|_| Err("timed out".into()));
                 open.0.fetch_sub(1, Ordering::Relaxed);
+                // A stream cut short cost the proxy its events too: all are counted.
+                events += counter.events;
                 match r {
                     Ok(true) => {
                         completed += 1;
@@ -445,14 +534,15 @@ pub async fn streams(
                     }
                 }
             }
-            (ttft, completed, errors, first_error)
+            (ttft, completed, errors, first_error, events)
         }));
     }
     let mut out = StreamOutcome::default();
     let mut all = Vec::new();
     for t in tasks {
-        if let Ok((ttft, completed, errors, first)) = t.await {
+        if let Ok((ttft, completed, errors, first, events)) = t.await {
             all.extend(ttft);
+            out.events += events;
             out.completed += completed;
             out.errors += errors;
             if out.first_error.is_none() {
@@ -468,6 +558,11 @@ pub async fn streams(
 
 /// One request of `w`; the size of the answer's body if it was 2xx.
 pub async fn probe(w: &Workload) -> Result<usize, String> {
+    probe_body(w).await.map(|b| b.len())
+}
+
+/// One request of `w`; the answer's body if it was 2xx.
+pub async fn probe_body(w: &Workload) -> Result<Bytes, String> {
     let mut conn = Conn::new(w.addr);
     let sender = conn.sender().await?;
     let resp = tokio::time::timeout(REQUEST_TIMEOUT, sender.send_request(w.request(0)))
@@ -475,14 +570,13 @@ pub async fn probe(w: &Workload) -> Result<usize, String> {
         .map_err(|_| "timed out".to_string())?
         .map_err(|e| e.to_string())?;
     let status = resp.status();
-    let body = resp
-        .into_body()
-        .collect()
+    let body = tokio::time::timeout(REQUEST_TIMEOUT, resp.into_body().collect())
         .await
+        .map_err(|_| "timed out".to_string())?
         .map_err(|e| e.to_string())?
         .to_bytes();
     if status.is_success() {
-        Ok(body.len())
+        Ok(body)
     } else {
         Err(format!(
             "status {status}: {}",
@@ -512,4 +606,35 @@ pub async fn get(addr: SocketAddr, path: &'static str) -> Result<String, String>
         .map_err(|e| e.to_string())?
         .to_bytes();
     Ok(String::from_utf8_lossy(&body).into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_are_counted_across_any_split() {
+        let sse = b"data: {\"a\":1}\n\ndata: {\"b\":2}\r\n\r\ndata: [DONE]\n\n";
+        let mut es = Vec::new();
+        for len in [16u32, 20, 17] {
+            es.extend_from_slice(&len.to_be_bytes());
+            es.extend(std::iter::repeat_n(0xAB, len as usize - 4));
+        }
+        for (framing, body) in [(Framing::Sse, &sse[..]), (Framing::EventStream, &es[..])] {
+            for cut in 0..body.len() {
+                let mut c = EventCounter::new(framing);
+                c.feed(&body[..cut]);
+                c.feed(&body[cut..]);
+                assert_eq!(c.events, 3, "{framing:?} cut at {cut}");
+            }
+            let mut c = EventCounter::new(framing);
+            for b in body {
+                c.feed(std::slice::from_ref(b));
+            }
+            assert_eq!(c.events, 3, "{framing:?} byte by byte");
+        }
+        let mut none = EventCounter::new(Framing::None);
+        none.feed(sse);
+        assert_eq!(none.events, 0);
+    }
 }

@@ -1,7 +1,8 @@
 //! `tollgate-bench`: the same workload straight to the simulated provider, through nginx,
 //! through Tollgate and (if installed) through LiteLLM; closed-loop throughput and CPU per
 //! request, fixed-rate latency corrected for coordinated omission, time to first token with
-//! many open streams, and cost per request over 10 to 10,000 virtual keys. Prints a table,
+//! many open streams, cost per request over 10 to 10,000 virtual keys, and other shapes of
+//! traffic (Bedrock event streams, translated streams, MCP tool calls). Prints a table,
 //! writes bench/results/<timestamp>.json (schema in bench/README.md). `--smoke` does all of it
 //! in a few seconds and validates the file; it asserts no performance figure.
 
@@ -12,6 +13,7 @@ mod procs;
 mod report;
 mod run;
 mod setup;
+mod shapes;
 mod stats;
 
 use std::path::PathBuf;
@@ -68,12 +70,13 @@ pub struct Args {
         default_value = "direct,nginx,tollgate,litellm"
     )]
     pub paths: Vec<String>,
-    /// Sections to run, of closed, fixed, stream, scaling (e.g. `--paths tollgate --sections
-    /// closed --closed-secs 20` to profile the gateway under load).
+    /// Sections to run, of closed, fixed, stream, scaling, shapes (e.g. `--paths tollgate
+    /// --sections closed --closed-secs 20` to profile the gateway under load). `shapes` needs
+    /// the tollgate path.
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "closed,fixed,stream,scaling"
+        default_value = "closed,fixed,stream,scaling,shapes"
     )]
     pub sections: Vec<String>,
     /// Closed-loop connection counts.
@@ -113,6 +116,24 @@ pub struct Args {
     /// Rate of the scaling runs, requests/s.
     #[arg(long)]
     pub scaling_rate: Option<u32>,
+    /// Concurrent streams of each stream shape (shapes section).
+    #[arg(long)]
+    pub shapes_streams: Option<usize>,
+    /// Stream cadence of the shapes section, tokens/s.
+    #[arg(long)]
+    pub shapes_tps: Option<u32>,
+    /// Output tokens per stream of the shapes section.
+    #[arg(long)]
+    pub shapes_tokens: Option<u64>,
+    /// Seconds of each stream shape after its ramp.
+    #[arg(long)]
+    pub shapes_secs: Option<f64>,
+    /// MCP `tools/call` per second (shapes section).
+    #[arg(long)]
+    pub mcp_rate: Option<u32>,
+    /// Seconds of the MCP runs per path (split into `--fixed-rounds` interleaved rounds).
+    #[arg(long)]
+    pub mcp_secs: Option<f64>,
     /// Worker threads of the gateway and the simulator, worker processes of nginx
     /// (default: the number of cores).
     #[arg(long)]

@@ -27,6 +27,10 @@ pub struct Results {
     pub settings: Settings,
     /// One entry per path: direct, nginx, tollgate, litellm.
     pub paths: Vec<PathResult>,
+    /// The shapes section (other shapes of traffic through a gateway of their own); null when
+    /// it did not run.
+    #[serde(default)]
+    pub shapes: Option<crate::shapes::Shapes>,
     /// Every figure with its ratios, in table order.
     pub figures: Vec<Figure>,
     /// The targets, evaluated on this run.
@@ -485,7 +489,7 @@ fn number(v: f64) -> String {
 
 /// Checks a results file: it parses as [`Results`], has the schema, and every available path
 /// answered in every section it ran. Returns the problems found.
-pub fn validate(text: &str, need_paths: &[&str]) -> Vec<String> {
+pub fn validate(text: &str, need_paths: &[&str], need_shapes: bool) -> Vec<String> {
     let r: Results = match serde_json::from_str(text) {
         Ok(r) => r,
         Err(e) => return vec![format!("not a valid results file: {e}")],
@@ -549,6 +553,9 @@ pub fn validate(text: &str, need_paths: &[&str]) -> Vec<String> {
         if tg.available && ran && tg.gateway.as_ref().is_none_or(|g| g.requests <= 0.0) {
             problems.push("tollgate: its metrics counted no request".into());
         }
+    }
+    if need_shapes {
+        problems.extend(crate::shapes::problems(r.shapes.as_ref()));
     }
     if r.figures.is_empty() || r.targets.is_empty() {
         problems.push("no figures or targets".into());
@@ -645,6 +652,7 @@ mod tests {
             },
             settings: settings.clone(),
             paths,
+            shapes: None,
             figures: vec![Figure {
                 id: "x".into(),
                 label: "x".into(),
@@ -662,11 +670,25 @@ mod tests {
             }],
         };
         let good = serde_json::to_string(&results(vec![path("direct", 5)])).expect("json");
-        assert!(validate(&good, &["direct"]).is_empty());
+        assert!(validate(&good, &["direct"], false).is_empty());
         let silent = serde_json::to_string(&results(vec![path("direct", 0)])).expect("json");
-        assert_eq!(validate(&silent, &["direct"]).len(), 1);
-        assert_eq!(validate(&good, &["direct", "nginx"]).len(), 1);
-        assert_eq!(validate("{}", &["direct"]).len(), 1);
+        assert_eq!(validate(&silent, &["direct"], false).len(), 1);
+        assert_eq!(validate(&good, &["direct", "nginx"], false).len(), 1);
+        assert_eq!(validate("{}", &["direct"], false).len(), 1);
+        // A shapes section that should have run and did not, or ran empty.
+        assert_eq!(
+            validate(&good, &["direct"], true),
+            ["shapes: section missing"]
+        );
+        let mut empty = results(vec![path("direct", 5)]);
+        empty.shapes = Some(crate::shapes::Shapes::default());
+        let empty = serde_json::to_string(&empty).expect("json");
+        let problems = validate(&empty, &["direct"], true);
+        assert!(problems.len() >= 4, "{problems:?}");
+        assert!(
+            problems.iter().any(|p| p.contains("mcp tollgate")),
+            "{problems:?}"
+        );
     }
 
     #[test]

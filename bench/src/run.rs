@@ -14,6 +14,7 @@ use crate::report::{
     self, Closed, Figures, Fixed, GatewayView, Machine, PathResult, Results, Settings, Streaming,
 };
 use crate::setup::{self, GatewayOptions};
+use crate::shapes::{self, Shapes};
 use crate::stats::Percentiles;
 
 /// Virtual keys of the main gateway; requests rotate over them on every path.
@@ -31,6 +32,7 @@ struct Plan {
     s: Settings,
     warm: Duration,
     grace: Duration,
+    shapes: Option<shapes::Plan>,
 }
 
 fn plan(a: &Args, workers: usize) -> Plan {
@@ -81,6 +83,18 @@ fn plan(a: &Args, workers: usize) -> Plan {
         },
         warm: Duration::from_secs_f64(if smoke { 0.2 } else { 1.0 }),
         grace: Duration::from_secs_f64(if smoke { 1.0 } else { 3.0 }),
+        // 200 streams at 100 tokens/s: ~20,000 events/s, the main stream section's rate
+        // (1,000 at 20/s), in 5 s a shape; tools/call at 1,000/s as the fixed-rate section.
+        shapes: (on("shapes") && a.paths.iter().any(|p| p == "tollgate")).then(|| shapes::Plan {
+            streams: a.shapes_streams.unwrap_or(if smoke { 10 } else { 200 }),
+            tps: a.shapes_tps.unwrap_or(if smoke { 400 } else { 100 }),
+            tokens: a.shapes_tokens.unwrap_or(if smoke { 10 } else { 40 }),
+            secs: pick(a.shapes_secs, 5.0, 0.4),
+            mcp_rate: a.mcp_rate.unwrap_or(if smoke { 200 } else { 1000 }),
+            mcp_secs: pick(a.mcp_secs, 10.0, 0.4),
+            warm: Duration::from_secs_f64(if smoke { 0.2 } else { 1.0 }),
+            grace: Duration::from_secs_f64(if smoke { 1.0 } else { 3.0 }),
+        }),
     }
 }
 
@@ -91,12 +105,20 @@ pub async fn run(a: Args) -> Result<(), String> {
     let beside = std::env::current_exe()
         .map_err(|e| e.to_string())?
         .with_file_name("tollgate");
-    let bin = a.tollgate_bin.clone().unwrap_or(beside.clone());
-    let sim_bin = a.sim_bin.clone().unwrap_or(beside);
+    // The gateway runs in its scratch directory: a relative `--tollgate-bin` must not depend
+    // on where it starts.
+    let absolute = |p: &PathBuf| std::fs::canonicalize(p).unwrap_or(p.clone());
+    let bin = a.tollgate_bin.as_ref().map_or(beside.clone(), absolute);
+    let sim_bin = a.sim_bin.as_ref().map_or(beside, absolute);
     let workers = a
         .workers
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
-    let Plan { mut s, warm, grace } = plan(&a, workers);
+    let Plan {
+        mut s,
+        warm,
+        grace,
+        shapes: shapes_plan,
+    } = plan(&a, workers);
     let started_at = rfc3339(SystemTime::now());
     let (load_before, rustc) = procs::machine_busy();
     if !a.smoke && (rustc || load_before > 1.0) {
@@ -111,12 +133,26 @@ pub async fn run(a: Args) -> Result<(), String> {
         gateway: &bin,
         sim: &sim_bin,
     };
-    let outcome = measure(&a, bins, &templates, &dir, &mut s, grace, warm).await;
+    let outcome = measure(
+        &a,
+        bins,
+        &templates,
+        &dir,
+        &mut s,
+        grace,
+        warm,
+        shapes_plan.as_ref(),
+    )
+    .await;
     let _ = std::fs::remove_dir_all(&dir);
-    let paths = outcome?;
+    let (paths, shapes) = outcome?;
 
     // Figures, targets, table, file.
-    let figs = figures(&paths, &s).finish();
+    let mut figs = figures(&paths, &s);
+    if let Some(sh) = &shapes {
+        shapes::figures(sh, &mut figs);
+    }
+    let figs = figs.finish();
     let targets = report::targets(&figs, &s.scaling_keys);
     let names: Vec<String> = paths
         .iter()
@@ -141,6 +177,7 @@ pub async fn run(a: Args) -> Result<(), String> {
         },
         settings: s,
         paths,
+        shapes,
         figures: figs,
         targets,
     };
@@ -170,7 +207,7 @@ pub async fn run(a: Args) -> Result<(), String> {
         .into_iter()
         .filter(|p| a.paths.iter().any(|x| x == p))
         .collect();
-    let problems = report::validate(&text, &need);
+    let problems = report::validate(&text, &need, shapes_plan.is_some());
     if problems.is_empty() {
         println!("results file valid ({})", report::SCHEMA);
         if a.smoke {
@@ -223,6 +260,7 @@ struct Bins<'a> {
     sim: &'a Path,
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn measure(
     a: &Args,
     bins: Bins<'_>,
@@ -231,7 +269,8 @@ async fn measure(
     s: &mut Settings,
     grace: Duration,
     warm: Duration,
-) -> Result<Vec<PathResult>, String> {
+    shapes_plan: Option<&shapes::Plan>,
+) -> Result<(Vec<PathResult>, Option<Shapes>), String> {
     let bin = bins.gateway;
     let sim = setup::start_sim(bins.sim, s.workers)?;
     load::check_loopback(sim.addr)?;
@@ -266,6 +305,7 @@ async fn measure(
             limits: !a.no_limits,
             ledger: !a.no_ledger,
             workers: s.workers,
+            shapes: false,
         })
         .and_then(|c| {
             s.gateway_check = setup::check_gateway(bin, &c)?;
@@ -298,6 +338,7 @@ async fn measure(
                 limits: !a.no_limits,
                 ledger: !a.no_ledger,
                 workers: s.workers,
+                shapes: false,
             })?;
             let g = setup::start_gateway(bin, &cfg, s.workers)?;
             let w = setup::chat_workload(g.addr, setup::auth_headers(k));
@@ -322,6 +363,27 @@ async fn measure(
             g.stop();
         }
     }
+    // Other shapes of traffic, on a gateway of their own (the main one's config and figures
+    // stay as they were), alone on the machine.
+    let shapes = match shapes_plan {
+        Some(plan) => {
+            let cfg = setup::gateway_config(&GatewayOptions {
+                templates,
+                dir,
+                sim: sim.addr,
+                keys: main_keys,
+                limits: !a.no_limits,
+                ledger: !a.no_ledger,
+                workers: s.workers,
+                shapes: true,
+            })?;
+            let g = setup::start_gateway(bin, &cfg, s.workers)?;
+            let sh = shapes::run(plan, s, &g, &sim, main_keys).await;
+            g.stop();
+            Some(sh?)
+        }
+        None => None,
+    };
     // LiteLLM last and alone: its workers are not idle when idle, and it is slow enough to
     // need its own time.
     let want_litellm = want("litellm")
@@ -341,7 +403,7 @@ async fn measure(
         sections(&mut ll, s, &sim, warm, grace).await?;
         paths.extend(ll);
     }
-    Ok(paths.into_iter().map(|p| p.result).collect())
+    Ok((paths.into_iter().map(|p| p.result).collect(), shapes))
 }
 
 /// Every section through `paths` in turn: a first request and a warm-up each, then the
@@ -547,10 +609,10 @@ fn path(name: &'static str, started: Result<Proc, String>) -> Path_ {
 }
 
 /// CPU seconds of the proxy, the simulator and this process at one moment.
-struct Cpu(Option<f64>, f64, f64);
+pub(crate) struct Cpu(Option<f64>, f64, f64);
 
 impl Cpu {
-    fn now(proxy: Option<&Proc>, sim: &Proc) -> Cpu {
+    pub(crate) fn now(proxy: Option<&Proc>, sim: &Proc) -> Cpu {
         Cpu(
             proxy.map(Proc::cpu_seconds),
             sim.cpu_seconds(),
@@ -558,7 +620,7 @@ impl Cpu {
         )
     }
 
-    fn delta(&self, proxy: Option<&Proc>, sim: &Proc) -> (Option<f64>, f64, f64) {
+    pub(crate) fn delta(&self, proxy: Option<&Proc>, sim: &Proc) -> (Option<f64>, f64, f64) {
         let n = Cpu::now(proxy, sim);
         (
             n.0.zip(self.0).map(|(a, b)| a - b),
@@ -584,7 +646,7 @@ async fn fixed(
 
 /// Fixed-rate rounds of one path, pooled.
 #[derive(Default)]
-struct FixedSum {
+pub(crate) struct FixedSum {
     scheduled: u64,
     ok: u64,
     errors: u64,
@@ -599,7 +661,7 @@ struct FixedSum {
 
 impl FixedSum {
     #[allow(clippy::too_many_arguments)]
-    async fn add(
+    pub(crate) async fn add(
         &mut self,
         w: Arc<Workload>,
         rate: u32,
@@ -629,7 +691,7 @@ impl FixedSum {
         }
     }
 
-    fn finish(mut self, rate: u32, keys: usize, proxy: Option<&Proc>) -> Fixed {
+    pub(crate) fn finish(mut self, rate: u32, keys: usize, proxy: Option<&Proc>) -> Fixed {
         let per = |x: f64| x * 1e6 / self.ok.max(1) as f64;
         Fixed {
             rate,

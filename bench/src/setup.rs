@@ -10,7 +10,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue};
 
-use crate::load::Workload;
+use crate::load::{Framing, Workload};
 use crate::procs::{Proc, free_port};
 
 /// Fills `{{name}}` placeholders; an unknown placeholder is an error, so a template and the
@@ -83,6 +83,8 @@ pub struct GatewayOptions<'a> {
     pub ledger: bool,
     /// Worker threads (`[server] workers`).
     pub workers: usize,
+    /// Add shapes.toml (the Bedrock provider and the MCP server of the shapes section).
+    pub shapes: bool,
 }
 
 /// Renders the gateway config and returns its path.
@@ -118,6 +120,11 @@ pub fn gateway_config(o: &GatewayOptions) -> Result<PathBuf, String> {
     };
     let sim = o.sim.to_string();
     let max_series = (o.keys * 4).max(10_000).to_string();
+    let shapes = if o.shapes {
+        render(&template(o.templates, "shapes.toml")?, &[("sim", &sim)])?
+    } else {
+        String::new()
+    };
     let text = render(
         &template(o.templates, "gateway.toml")?,
         &[
@@ -128,9 +135,15 @@ pub fn gateway_config(o: &GatewayOptions) -> Result<PathBuf, String> {
             ("limits", &limits),
             ("ledger", &ledger),
             ("keys", &keys),
+            ("shapes", &shapes),
         ],
     )?;
-    let path = o.dir.join(format!("tollgate-{}keys.toml", o.keys));
+    let name = if o.shapes {
+        "tollgate-shapes.toml".to_string()
+    } else {
+        format!("tollgate-{}keys.toml", o.keys)
+    };
+    let path = o.dir.join(name);
     std::fs::write(&path, text).map_err(|e| e.to_string())?;
     Ok(path)
 }
@@ -241,20 +254,42 @@ pub fn start_litellm(
     Proc::on_port("litellm", cmd, addr, Duration::from_secs(180))
 }
 
+/// The system prompt of every benchmark request.
+pub const SYSTEM: &str = "You are a support assistant for an online bookshop. Answer briefly and \
+    politely, cite the order number when the customer gives one, never invent a delivery \
+    date, and hand over to a human agent when the customer asks for a refund above 100 EUR \
+    or mentions a legal complaint. Keep answers under 120 words.";
+
+/// The conversation of every benchmark request after the system prompt: (role, text).
+pub const TURNS: [(&str, &str); 3] = [
+    (
+        "user",
+        "Hi, I ordered three books last Tuesday (order 48213) and only two arrived. The parcel looked intact.",
+    ),
+    (
+        "assistant",
+        "I am sorry to hear that. Could you tell me which title is missing, so I can check whether it was shipped separately?",
+    ),
+    (
+        "user",
+        "The missing one is 'The Art of Computer Programming, Volume 1'. Can you check where it is and when it will arrive?",
+    ),
+];
+
 /// A chat completion of realistic size: a system prompt, two turns, a question.
 pub fn chat_body(stream: bool, max_tokens: u64) -> Bytes {
-    let system = "You are a support assistant for an online bookshop. Answer briefly and \
-        politely, cite the order number when the customer gives one, never invent a delivery \
-        date, and hand over to a human agent when the customer asks for a refund above 100 EUR \
-        or mentions a legal complaint. Keep answers under 120 words.";
+    chat_body_for("gpt-4o-mini", stream, max_tokens)
+}
+
+/// [`chat_body`] asking for `model`.
+pub fn chat_body_for(model: &str, stream: bool, max_tokens: u64) -> Bytes {
+    let mut messages = vec![serde_json::json!({"role": "system", "content": SYSTEM})];
+    for (role, text) in TURNS {
+        messages.push(serde_json::json!({"role": role, "content": text}));
+    }
     let mut v = serde_json::json!({
-        "model": "gpt-4o-mini",
-        "messages": [
-            {"role": "system", "content": system},
-            {"role": "user", "content": "Hi, I ordered three books last Tuesday (order 48213) and only two arrived. The parcel looked intact."},
-            {"role": "assistant", "content": "I am sorry to hear that. Could you tell me which title is missing, so I can check whether it was shipped separately?"},
-            {"role": "user", "content": "The missing one is 'The Art of Computer Programming, Volume 1'. Can you check where it is and when it will arrive?"}
-        ],
+        "model": model,
+        "messages": messages,
         "temperature": 0.2,
         "max_tokens": max_tokens,
         "user": "customer-48213"
@@ -273,6 +308,7 @@ pub fn chat_workload(addr: SocketAddr, keys: Vec<HeaderValue>) -> Arc<Workload> 
         body: chat_body(false, 64),
         keys,
         headers: Vec::new(),
+        framing: Framing::None,
     })
 }
 
@@ -290,6 +326,8 @@ pub fn stream_workload(
         body: chat_body(true, tokens),
         keys,
         headers: vec![(HeaderName::from_static("x-sim-tokens-per-second"), tps)],
+        // The streaming section reports no event count: the load generator does as before.
+        framing: Framing::None,
     })
 }
 
@@ -307,6 +345,19 @@ mod tests {
     }
 
     #[test]
+    fn the_request_is_the_one_every_committed_run_sent() {
+        // Runs are compared over time: the body (850 bytes in every file of bench/results)
+        // must not change when its parts are shared with other shapes.
+        assert_eq!(chat_body(false, 64).len(), 850);
+        let v: serde_json::Value = serde_json::from_slice(&chat_body(true, 9)).expect("json");
+        assert_eq!(v["messages"].as_array().map(Vec::len), Some(4));
+        assert_eq!(
+            (v["stream"].clone(), v["max_tokens"].clone()),
+            (true.into(), 9.into())
+        );
+    }
+
+    #[test]
     fn templates_render_to_a_valid_gateway_config() {
         let templates = Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/templates");
         let dir = std::env::temp_dir().join(format!("tg-bench-test-{}", std::process::id()));
@@ -319,14 +370,39 @@ mod tests {
             limits: false,
             ledger: false,
             workers: 3,
+            shapes: false,
         })
         .expect("renders");
         let text = std::fs::read_to_string(&path).expect("written");
         let cfg = tollgate::config::Config::from_toml(&text, &tollgate::config::env::ProcessEnv);
         assert!(cfg.is_ok(), "{text}");
         assert_eq!(
-            cfg.map(|c| (c.keys.len(), c.server.workers)).ok(),
-            Some((3, 3))
+            cfg.map(|c| (c.keys.len(), c.server.workers, c.providers.len()))
+                .ok(),
+            Some((3, 3, 2))
+        );
+        let path = gateway_config(&GatewayOptions {
+            templates: &templates,
+            dir: &dir,
+            sim: "127.0.0.1:9".parse().expect("addr"),
+            keys: 3,
+            limits: true,
+            ledger: true,
+            workers: 2,
+            shapes: true,
+        })
+        .expect("renders");
+        let text = std::fs::read_to_string(&path).expect("written");
+        let cfg = tollgate::config::Config::from_toml(&text, &tollgate::config::env::ProcessEnv);
+        assert!(cfg.is_ok(), "{text}");
+        let names: Vec<String> = cfg
+            .as_ref()
+            .map(|c| c.providers.iter().map(|p| p.name().to_string()).collect())
+            .unwrap_or_default();
+        assert_eq!(names, ["openai", "anthropic", "bedrock"], "{text}");
+        assert!(
+            cfg.is_ok_and(|c| c.mcp.servers.contains_key("sim")),
+            "{text}"
         );
         std::fs::remove_dir_all(&dir).ok();
     }

@@ -3,6 +3,9 @@
 //! Used by `tollgate demo`, the tests and the benchmark. Deterministic: the same request gets
 //! the same usage.
 //!
+//! `POST /mcp` is a minimal stateless MCP server with one `echo` tool (`mcp.rs`), for the
+//! benchmark's MCP gateway path.
+//!
 //! Per-request behaviour is set by headers (the gateway passes them through):
 //! `x-sim-status: 500` answers that error in the provider's shape; `x-sim-no-usage: 1` omits
 //! usage; `x-sim-cached-tokens: N` and `x-sim-reasoning-tokens: N` report cache reads and
@@ -12,6 +15,7 @@
 
 mod bedrock;
 mod gemini;
+mod mcp;
 mod shapes;
 
 use std::convert::Infallible;
@@ -119,6 +123,9 @@ async fn handle(req: Request<Incoming>, opts: &SimOptions) -> Response<SimBody> 
             serde_json::json!({"object": "list", "data": []}).to_string(),
         );
     }
+    if path == "/mcp" {
+        return mcp_post(parts.method, body).await;
+    }
     let Some((endpoint, path_model)) = route else {
         return json(404, error(404));
     };
@@ -214,6 +221,27 @@ async fn handle(req: Request<Incoming>, opts: &SimOptions) -> Response<SimBody> 
                     u32::try_from(n).unwrap_or(u32::MAX)
                 });
             stream_events(events, tps, cut, "text/event-stream; charset=utf-8")
+        }
+    }
+}
+
+/// `POST /mcp`; other methods get 405, as a server without the GET stream answers.
+async fn mcp_post(method: http::Method, body: Incoming) -> Response<SimBody> {
+    if method != http::Method::POST {
+        let mut resp = json(405, String::new());
+        resp.headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("POST"));
+        return resp;
+    }
+    let Ok(bytes) = body.collect().await.map(|b| b.to_bytes()) else {
+        return json(400, String::new());
+    };
+    match mcp::answer(&bytes) {
+        (status, Some(text)) => json(status, text),
+        (status, None) => {
+            let mut resp = json(status, String::new());
+            resp.headers_mut().remove(header::CONTENT_TYPE);
+            resp
         }
     }
 }
