@@ -421,3 +421,144 @@ async fn a_plain_gemini_answer_and_a_google_error_reach_the_openai_client_in_its
         1.0
     );
 }
+
+// ------------------------------------------------------------------ a Bedrock provider
+
+fn bedrock_config(upstream: std::net::SocketAddr, db: &std::path::Path) -> String {
+    format!(
+        r#"
+[ledger]
+url = "sqlite://{}"
+flush_interval_ms = 20
+
+[[providers]]
+name = "aws"
+kind = "bedrock"
+region = "us-east-1"
+base_url = "http://{upstream}"
+api_key = "bedrock-api-key-upstream"
+model_prefixes = ["amazon.nova-"]
+
+[[keys]]
+name = "app"
+key = "{KEY}"
+team = "agents"
+"#,
+        db.display()
+    )
+}
+
+#[tokio::test]
+async fn a_tool_call_event_stream_of_a_bedrock_model_reaches_an_openai_client_and_is_metered() {
+    use tollgate::proxy::eventstream::encode_event;
+    let stream: Vec<u8> = [
+        ("messageStart", r#"{"role":"assistant"}"#),
+        ("contentBlockDelta", r#"{"contentBlockIndex":0,"delta":{"text":"Let me check."}}"#),
+        ("contentBlockStop", r#"{"contentBlockIndex":0}"#),
+        ("contentBlockStart", r#"{"contentBlockIndex":1,"start":{"toolUse":{"toolUseId":"tooluse_7","name":"weather"}}}"#),
+        ("contentBlockDelta", r#"{"contentBlockIndex":1,"delta":{"toolUse":{"input":"{\"city\":\"Paris\"}"}}}"#),
+        ("contentBlockStop", r#"{"contentBlockIndex":1}"#),
+        ("messageStop", r#"{"stopReason":"tool_use"}"#),
+        ("metadata", r#"{"usage":{"inputTokens":100,"outputTokens":42,"totalTokens":172,"cacheReadInputTokens":30},"metrics":{"latencyMs":300}}"#),
+    ]
+    .iter()
+    .flat_map(|(name, payload)| encode_event(name, payload.as_bytes()))
+    .collect();
+    // In pieces that split messages: translation must not depend on how they arrive.
+    let frames = stream.chunks(23).map(Bytes::copy_from_slice).collect();
+    let (upstream, seen) = mock_upstream(MockReply {
+        status: 200,
+        content_type: "application/vnd.amazon.eventstream".into(),
+        frames,
+        cut: false,
+        frame_delay: Duration::ZERO,
+    })
+    .await;
+    let db = temp_db("bedrock-tools");
+    let mut gw = TestGateway::start_with_ledger(&bedrock_config(upstream, &db)).await;
+    let (status, headers, body) = post(
+        &gw.url("/v1/chat/completions"),
+        &[("authorization", &format!("Bearer {KEY}"))],
+        r#"{"model":"amazon.nova-lite-v1:0","stream":true,"stream_options":{"include_usage":true},
+            "max_tokens":100,"messages":[{"role":"user","content":"Weather in Paris?"}],
+            "tools":[{"type":"function","function":{"name":"weather","parameters":{"type":"object","properties":{"city":{"type":"string"}}}}}]}"#,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(headers["content-type"], "text/event-stream");
+    {
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.paths.len(), 1);
+        assert!(
+            seen.paths[0].ends_with("/converse-stream")
+                && seen.paths[0].starts_with("/model/amazon.nova-lite-v1"),
+            "{:?}",
+            seen.paths
+        );
+        assert_eq!(
+            seen.headers[0]["authorization"],
+            "Bearer bedrock-api-key-upstream"
+        );
+        let sent: Value = serde_json::from_slice(&seen.bodies[0]).unwrap();
+        assert_eq!(sent["inferenceConfig"]["maxTokens"], 100);
+        assert_eq!(
+            sent["messages"][0]["content"][0]["text"],
+            "Weather in Paris?"
+        );
+        assert_eq!(
+            sent["toolConfig"]["tools"][0]["toolSpec"]["name"],
+            "weather"
+        );
+    }
+    let text = std::str::from_utf8(&body).unwrap();
+    assert!(text.ends_with("data: [DONE]\n\n"), "{text}");
+    let chunks: Vec<Value> = text
+        .split("\n\n")
+        .filter(|e| !e.is_empty() && *e != "data: [DONE]")
+        .map(|e| serde_json::from_str(e.strip_prefix("data: ").expect("data line")).unwrap())
+        .collect();
+    let args: String = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"]["tool_calls"][0]["function"]["arguments"].as_str())
+        .collect();
+    assert_eq!(args, r#"{"city":"Paris"}"#);
+    let finish: Vec<&str> = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["finish_reason"].as_str())
+        .collect();
+    assert_eq!(finish, ["tool_calls"]);
+    let usage = &chunks.last().unwrap()["usage"];
+    assert_eq!(usage["prompt_tokens"], 130);
+    assert_eq!(usage["completion_tokens"], 42);
+    assert_eq!(usage["prompt_tokens_details"]["cached_tokens"], 30);
+
+    let s = gw.wait_requests(1.0).await;
+    assert_eq!(
+        s.sum(
+            "llm_gateway_requests_total",
+            &[("endpoint", "/v1/chat/completions"), ("status_code", "200")]
+        ),
+        1.0
+    );
+    assert_eq!(s.sum("llm_gateway_prompt_tokens_total", &[]), 130.0);
+    assert_eq!(s.sum("llm_gateway_completion_tokens_total", &[]), 42.0);
+    gw.shutdown().await;
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", db.display()))
+        .await
+        .unwrap();
+    let row: (String, Option<String>, i64, i64) = sqlx::query_as(
+        "SELECT endpoint, upstream_endpoint, input_tokens, output_tokens FROM tollgate_usage",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        row,
+        (
+            "/v1/chat/completions".to_string(),
+            Some("/model/{model}/converse-stream".to_string()),
+            130,
+            42
+        )
+    );
+}

@@ -1060,3 +1060,23 @@ fn a_converse_stream_exception_or_corrupt_frame_ends_with_an_openai_error() {
     assert!(text.contains("event stream is corrupt"), "{text}");
     assert!(!text.contains("[DONE]"));
 }
+
+#[test]
+fn empty_assistant_text_beside_tool_calls_is_left_out_for_gemini_and_bedrock() {
+    let req = json!({"model": "m", "messages": [
+        {"role": "user", "content": "Weather?"},
+        {"role": "assistant", "content": "", "tool_calls": [
+            {"id": "c1", "type": "function", "function": {"name": "weather", "arguments": "{}"}}]},
+        {"role": "tool", "tool_call_id": "c1", "content": "sunny"}
+    ]});
+    let g = to_gemini(req.clone()).unwrap();
+    assert_eq!(
+        g["contents"][1]["parts"],
+        json!([{"functionCall": {"name": "weather", "args": {}}}])
+    );
+    let b = to_converse(req).unwrap();
+    assert_eq!(
+        b["messages"][1]["content"],
+        json!([{"toolUse": {"toolUseId": "c1", "name": "weather", "input": {}}}])
+    );
+}

@@ -181,6 +181,8 @@ fn messages(msgs: &[Value], system: &mut Vec<Value>) -> Result<Vec<Value>, Untra
 /// Content (a string or content parts) as Converse blocks; images only where `images`.
 fn blocks(content: &Value, at: &str, images: bool) -> Result<Vec<Value>, Untranslatable> {
     match content {
+        // Converse refuses blank text blocks (clients send `""` beside tool calls).
+        Value::String(s) if s.is_empty() => Ok(Vec::new()),
         Value::String(s) => Ok(vec![json!({ "text": s })]),
         Value::Array(parts) => parts
             .iter()

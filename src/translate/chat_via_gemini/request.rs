@@ -228,6 +228,8 @@ fn called<'a>(earlier: &'a [Value], id: &str) -> Option<&'a str> {
 /// Content (a string or content parts) as Gemini parts; images only where `images`.
 fn parts(content: &Value, at: &str, images: bool) -> Result<Vec<Value>, Untranslatable> {
     match content {
+        // Gemini refuses empty text parts (clients send `""` beside tool calls).
+        Value::String(s) if s.is_empty() => Ok(Vec::new()),
         Value::String(s) => Ok(vec![json!({ "text": s })]),
         Value::Array(parts) => parts
             .iter()
