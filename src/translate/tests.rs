@@ -1080,3 +1080,33 @@ fn empty_assistant_text_beside_tool_calls_is_left_out_for_gemini_and_bedrock() {
         json!([{"toolUse": {"toolUseId": "c1", "name": "weather", "input": {}}}])
     );
 }
+
+#[test]
+fn a_gemini_thought_signature_rides_in_the_tool_call_id_and_comes_back() {
+    let mut t = Translation::ChatViaGemini { stream: true }.response(200, true, false);
+    let out = t.feed(Bytes::from_static(
+        b"data: {\"candidates\":[{\"content\":{\"parts\":[{\"functionCall\":{\"name\":\"weather\",\"args\":{}},\"thoughtSignature\":\"CpkBAb4+9vs=\"}],\"role\":\"model\"},\"finishReason\":\"STOP\"}],\"responseId\":\"r\"}\r\n\r\n",
+    ));
+    let c = chunks(&out);
+    let id = c
+        .iter()
+        .find_map(|c| c["choices"][0]["delta"]["tool_calls"][0]["id"].as_str())
+        .unwrap()
+        .to_string();
+    assert_eq!(id, "call_0~ts~CpkBAb4+9vs=");
+    let g = to_gemini(json!({"model": "m", "messages": [
+        {"role": "user", "content": "Weather?"},
+        {"role": "assistant", "content": null, "tool_calls": [
+            {"id": id, "type": "function", "function": {"name": "weather", "arguments": "{}"}}]},
+        {"role": "tool", "tool_call_id": id, "content": "sunny"}
+    ]}))
+    .unwrap();
+    assert_eq!(
+        g["contents"][1]["parts"][0],
+        json!({"functionCall": {"name": "weather", "args": {}}, "thoughtSignature": "CpkBAb4+9vs="})
+    );
+    assert_eq!(
+        g["contents"][2]["parts"][0]["functionResponse"]["name"],
+        "weather"
+    );
+}

@@ -2,7 +2,7 @@
 //!
 //! Mapped: `system`/`developer` messages to `systemInstruction`; user text and images (`data:`
 //! URLs to `inlineData`) to `user` turns; assistant text and `tool_calls` to `model` turns with
-//! `functionCall` parts; `tool` messages to `functionResponse` parts in a `user` turn (the
+//! `functionCall` parts (a `thoughtSignature` kept in the call's id restored); `tool` messages to `functionResponse` parts in a `user` turn (the
 //! function's name found from the assistant's call with that `tool_call_id`; a result that is a
 //! JSON object is passed as the response, any other as `{"output": <content>}`, the key Google's
 //! docs name for a function's output); consecutive turns of one role merged. `max_tokens` /
@@ -302,7 +302,16 @@ fn function_call(call: &Value, at: &str) -> Result<Value, Untranslatable> {
             "must be a JSON object",
         ));
     }
-    Ok(json!({"functionCall": {"name": name, "args": args}}))
+    let mut part = json!({"functionCall": {"name": name, "args": args}});
+    // The signature Gemini gave the call, kept in its id (see `response::SIGNATURE`).
+    if let Some((_, sig)) = call
+        .get("id")
+        .and_then(Value::as_str)
+        .and_then(|id| id.split_once(super::response::SIGNATURE))
+    {
+        part["thoughtSignature"] = sig.into();
+    }
+    Ok(part)
 }
 
 /// Function tools as one Gemini tool of `functionDeclarations`.

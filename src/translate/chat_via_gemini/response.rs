@@ -10,7 +10,9 @@
 //! `PROHIBITED_CONTENT`, `SPII`, `IMAGE_SAFETY` (and a prompt blocked by `promptFeedback`) ->
 //! `content_filter`, anything else -> `stop`. Only the first candidate is translated (the
 //! request asks for one). Thought parts (`thought: true`) are not part of the chat completions
-//! format and are left out. A `functionCall` without Gemini's own `id` gets `call_{n}`.
+//! format and are left out. A `functionCall` without Gemini's own `id` gets `call_{n}`; its
+//! `thoughtSignature` is appended to the id after `~ts~` and restored from it when the client
+//! sends the call back (Gemini 3 requires the signatures of earlier calls).
 
 use serde_json::{Value, json};
 
@@ -23,8 +25,8 @@ pub fn gemini_to_chat(body: &[u8]) -> Result<Vec<u8>, String> {
     for p in parts(cand) {
         if let Some(t) = p.get("text").and_then(Value::as_str) {
             text.push_str(t);
-        } else if let Some(f) = p.get("functionCall") {
-            calls.push(tool_call(f, calls.len(), false));
+        } else if p.get("functionCall").is_some() {
+            calls.push(tool_call(p, calls.len(), false));
         }
     }
     let mut message = json!({
@@ -87,6 +89,9 @@ fn error_object(e: &Value, fallback: &str) -> Value {
     json!({"error": {"message": message, "type": kind, "param": null, "code": status}})
 }
 
+/// Between a tool call's id and the `thoughtSignature` of its `functionCall`.
+pub const SIGNATURE: &str = "~ts~";
+
 fn now() -> i64 {
     chrono::Utc::now().timestamp()
 }
@@ -100,12 +105,19 @@ fn parts(cand: &Value) -> impl Iterator<Item = &Value> {
         .filter(|p| p.get("thought").and_then(Value::as_bool) != Some(true))
 }
 
-/// A `functionCall` as an OpenAI tool call, the `n`th of the answer; `delta`: with `index`.
-fn tool_call(f: &Value, n: usize, delta: bool) -> Value {
-    let id = f
+/// A `functionCall` part as an OpenAI tool call, the `n`th of the answer; `delta`: with
+/// `index`. The part's `thoughtSignature` (Gemini 3 refuses a later turn whose function call
+/// lacks it) rides in the id after [`SIGNATURE`]: the client sends the id back with the call.
+fn tool_call(part: &Value, n: usize, delta: bool) -> Value {
+    let f = &part["functionCall"];
+    let mut id = f
         .get("id")
         .and_then(Value::as_str)
         .map_or_else(|| format!("call_{n}"), str::to_string);
+    if let Some(sig) = part.get("thoughtSignature").and_then(Value::as_str) {
+        id.push_str(SIGNATURE);
+        id.push_str(sig);
+    }
     let args = f
         .get("args")
         .map_or_else(|| "{}".to_string(), Value::to_string);
@@ -256,8 +268,8 @@ impl GeminiToChatStream {
         for p in parts(cand) {
             if let Some(t) = p.get("text").and_then(Value::as_str) {
                 text.push_str(t);
-            } else if let Some(f) = p.get("functionCall") {
-                calls.push(tool_call(f, self.calls + calls.len(), true));
+            } else if p.get("functionCall").is_some() {
+                calls.push(tool_call(p, self.calls + calls.len(), true));
             }
         }
         if !text.is_empty() {
