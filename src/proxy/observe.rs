@@ -36,11 +36,12 @@ pub(super) fn observe(mut ctx: RequestContext, sent: Sent) -> Response<ResponseB
     } else {
         Framing::Json
     };
-    let is_sse = framing == Framing::Sse;
+    // Bedrock's event stream is translated into SSE too.
+    let streamed = matches!(framing, Framing::Sse | Framing::AwsEventStream);
     let translator = ctx.translation.map(|t| {
         // The client's format, whatever the provider's: length and type are the translation's.
         parts.headers.remove(header::CONTENT_LENGTH);
-        let content_type = if is_sse && parts.status.is_success() {
+        let content_type = if streamed && parts.status.is_success() {
             "text/event-stream"
         } else {
             "application/json"
@@ -48,7 +49,7 @@ pub(super) fn observe(mut ctx: RequestContext, sent: Sent) -> Response<ResponseB
         parts
             .headers
             .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-        Box::new(t.response(parts.status.as_u16(), is_sse, ctx.include_usage))
+        Box::new(t.response(parts.status.as_u16(), streamed, ctx.include_usage))
     });
     let pending = PendingRequest {
         ctx,

@@ -41,7 +41,7 @@ pub(super) fn rewrite(
     let target = providers::Target {
         endpoint,
         model: upstream_model.unwrap_or(&facts.model),
-        query,
+        query: ctx.translation.and_then(|t| t.upstream_query()).or(query),
     };
     let uri = match provider.upstream_uri(&target) {
         Ok(uri) => uri.into_owned(),

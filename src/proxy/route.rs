@@ -21,12 +21,12 @@ pub(super) fn route<'c>(
     if provider.supports(endpoint) {
         return Ok((route, None));
     }
-    // OpenAI's and Azure's reasoning models take only `max_completion_tokens`.
-    let openai = matches!(
+    match Translation::between(
+        endpoint,
         provider.kind(),
-        crate::providers::ProviderKind::OpenAi | crate::providers::ProviderKind::AzureOpenAi
-    );
-    match Translation::between(endpoint, |e| provider.supports(e), openai) {
+        |e| provider.supports(e),
+        facts.stream,
+    ) {
         Some(t) => Ok((route, Some(t))),
         None => Err(ProxyError::EndpointNotServed {
             model: error::echo(&facts.model),

@@ -71,6 +71,67 @@ pub fn converse_stream(sim: &SimRequest) -> Vec<Bytes> {
     out
 }
 
+/// The tool a Converse request forces (`toolConfig.toolChoice` `any` or `tool`): the named
+/// (else first) tool, called with the word `sim` for each string parameter.
+pub fn forced_tool(req: &Value) -> Option<Value> {
+    let config = req.get("toolConfig")?;
+    let choice = config.get("toolChoice")?;
+    let named = choice.pointer("/tool/name").and_then(Value::as_str);
+    if named.is_none() && choice.get("any").is_none() {
+        return None;
+    }
+    let spec = config
+        .get("tools")?
+        .as_array()?
+        .iter()
+        .filter_map(|t| t.get("toolSpec"))
+        .find(|t| named.is_none_or(|n| t.get("name").and_then(Value::as_str) == Some(n)))?;
+    let mut input = serde_json::Map::new();
+    for (k, p) in spec
+        .pointer("/inputSchema/json/properties")
+        .and_then(Value::as_object)
+        .into_iter()
+        .flatten()
+    {
+        if p.get("type").and_then(Value::as_str) == Some("string") {
+            input.insert(k.clone(), "sim".into());
+        }
+    }
+    Some(json!({"toolUseId": "tooluse_sim0001", "name": spec.get("name")?, "input": input}))
+}
+
+/// `converse` calling `tool` (stop reason `tool_use`).
+pub fn converse_tool(sim: &SimRequest, tool: &Value) -> String {
+    let mut v: Value = serde_json::from_str(&converse(sim)).unwrap_or_default();
+    v["output"]["message"]["content"] = json!([{ "toolUse": tool }]);
+    v["stopReason"] = "tool_use".into();
+    v.to_string()
+}
+
+/// `converse-stream` calling `tool`: its start, its input in one delta, `tool_use`.
+pub fn converse_stream_tool(sim: &SimRequest, tool: &Value) -> Vec<Bytes> {
+    let ev = |name: &str, v: Value| Bytes::from(encode_event(name, v.to_string().as_bytes()));
+    let start = json!({"toolUseId": tool["toolUseId"], "name": tool["name"]});
+    let mut meta = json!({"metrics": {"latencyMs": 42}});
+    if !sim.no_usage {
+        meta["usage"] = usage(sim);
+    }
+    vec![
+        ev("messageStart", json!({"role": "assistant"})),
+        ev(
+            "contentBlockStart",
+            json!({"contentBlockIndex": 0, "start": {"toolUse": start}}),
+        ),
+        ev(
+            "contentBlockDelta",
+            json!({"contentBlockIndex": 0, "delta": {"toolUse": {"input": tool["input"].to_string()}}}),
+        ),
+        ev("contentBlockStop", json!({"contentBlockIndex": 0})),
+        ev("messageStop", json!({"stopReason": "tool_use"})),
+        ev("metadata", meta),
+    ]
+}
+
 /// `POST /model/{modelId}/invoke` of a Claude model: the Messages body.
 pub fn invoke(sim: &SimRequest) -> String {
     shapes::message(sim)

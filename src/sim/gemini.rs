@@ -82,6 +82,54 @@ pub fn stream_array(sim: &SimRequest) -> Vec<String> {
     out
 }
 
+/// The function a request forces (`toolConfig.functionCallingConfig.mode` `ANY`): the first
+/// allowed (else declared) one, called with the word `sim` for each string parameter.
+pub fn forced_call(req: &Value) -> Option<Value> {
+    let config = req.pointer("/toolConfig/functionCallingConfig")?;
+    if config.get("mode").and_then(Value::as_str) != Some("ANY") {
+        return None;
+    }
+    let decls: Vec<&Value> = req
+        .get("tools")?
+        .as_array()?
+        .iter()
+        .filter_map(|t| t.get("functionDeclarations").and_then(Value::as_array))
+        .flatten()
+        .collect();
+    let allowed = config
+        .pointer("/allowedFunctionNames/0")
+        .and_then(Value::as_str);
+    let decl = decls
+        .iter()
+        .find(|d| allowed.is_none_or(|a| d.get("name").and_then(Value::as_str) == Some(a)))?;
+    let schema = decl
+        .get("parametersJsonSchema")
+        .or_else(|| decl.get("parameters"));
+    let mut args = serde_json::Map::new();
+    for (k, p) in schema
+        .and_then(|s| s.get("properties"))
+        .and_then(Value::as_object)
+        .into_iter()
+        .flatten()
+    {
+        if p.get("type")
+            .and_then(Value::as_str)
+            .map(str::to_ascii_lowercase)
+            == Some("string".into())
+        {
+            args.insert(k.clone(), "sim".into());
+        }
+    }
+    Some(json!({"name": decl.get("name")?, "args": args}))
+}
+
+/// A `generateContent` response (or the one chunk of a stream) calling `call`.
+pub fn call_response(sim: &SimRequest, call: &Value) -> String {
+    let mut v = response(sim, "", sim.visible_tokens(), true);
+    v["candidates"][0]["content"]["parts"] = json!([{ "functionCall": call }]);
+    v.to_string()
+}
+
 /// `:countTokens`
 pub fn count_tokens(sim: &SimRequest) -> String {
     json!({"totalTokens": sim.prompt_tokens,

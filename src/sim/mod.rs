@@ -165,8 +165,17 @@ async fn handle(req: Request<Incoming>, opts: &SimOptions) -> Response<SimBody> 
         (Endpoint::CountTokens, _) => {
             Ok(serde_json::json!({"input_tokens": sim.prompt_tokens}).to_string())
         }
-        (Endpoint::GenerateContent, _) => Ok(gemini::generate(&sim)),
-        (Endpoint::StreamGenerateContent, _) if alt_sse => Err(gemini::stream_sse(&sim)),
+        (Endpoint::GenerateContent, _) => Ok(match gemini::forced_call(&v) {
+            Some(call) => gemini::call_response(&sim, &call),
+            None => gemini::generate(&sim),
+        }),
+        (Endpoint::StreamGenerateContent, _) if alt_sse => Err(match gemini::forced_call(&v) {
+            Some(call) => vec![format!(
+                "data: {}\r\n\r\n",
+                gemini::call_response(&sim, &call)
+            )],
+            None => gemini::stream_sse(&sim),
+        }),
         (Endpoint::StreamGenerateContent, _) => {
             let cut = header_u64(h, "x-sim-cut-after").map(|n| n as usize);
             return stream_events(
@@ -179,12 +188,18 @@ async fn handle(req: Request<Incoming>, opts: &SimOptions) -> Response<SimBody> 
         (Endpoint::GeminiCountTokens, _) => Ok(gemini::count_tokens(&sim)),
         (Endpoint::EmbedContent, _) => Ok(gemini::embed(&sim)),
         (Endpoint::BatchEmbedContents, _) => Ok(gemini::batch_embed(&v)),
-        (Endpoint::BedrockConverse, _) => Ok(bedrock::converse(&sim)),
+        (Endpoint::BedrockConverse, _) => Ok(match bedrock::forced_tool(&v) {
+            Some(tool) => bedrock::converse_tool(&sim, &tool),
+            None => bedrock::converse(&sim),
+        }),
         (Endpoint::BedrockInvoke, _) => Ok(bedrock::invoke(&sim)),
         (Endpoint::BedrockCountTokens, _) => Ok(bedrock::count_tokens(&sim)),
         (Endpoint::BedrockConverseStream | Endpoint::BedrockInvokeStream, _) => {
             let mut frames = if endpoint == Endpoint::BedrockConverseStream {
-                bedrock::converse_stream(&sim)
+                match bedrock::forced_tool(&v) {
+                    Some(tool) => bedrock::converse_stream_tool(&sim, &tool),
+                    None => bedrock::converse_stream(&sim),
+                }
             } else {
                 bedrock::invoke_stream(&sim)
             };

@@ -1,7 +1,9 @@
 //! Format translation: a client of one API format calling a model whose provider speaks
 //! another. OpenAI chat completions (`/v1/chat/completions`, plain and streamed, tools and
 //! images) served by an Anthropic Messages provider, and Anthropic Messages (`/v1/messages`)
-//! served by an OpenAI-format provider.
+//! served by an OpenAI-format provider; OpenAI chat completions served by a Gemini provider
+//! (`generateContent`, streamed as `streamGenerateContent?alt=sse`); OpenAI chat completions
+//! served by a Bedrock provider (`Converse`, streamed as `ConverseStream`, AWS event stream).
 //!
 //! The request is translated before it is sent; the response and its stream after the tap has
 //! metered them, so metering always reads the provider's native usage (the tap parses the
@@ -12,14 +14,19 @@
 //! (one parse and one serialisation of the request, each response event parsed twice), and is
 //! only ever used for requests that need it.
 
+mod chat_via_converse;
+mod chat_via_gemini;
 mod chat_via_messages;
 mod messages_via_chat;
 
 use bytes::Bytes;
 
-use crate::providers::Endpoint;
+use crate::providers::{Endpoint, ProviderKind};
+use crate::proxy::eventstream::EventStreamScanner;
 use crate::proxy::sse::SseScanner;
 
+pub use chat_via_converse::{ConverseToChatStream, chat_to_converse, converse_to_chat};
+pub use chat_via_gemini::{GeminiToChatStream, chat_to_gemini, gemini_to_chat};
 pub use chat_via_messages::{
     MessagesToChatStream, chat_to_messages, error_to_openai, message_to_chat,
 };
@@ -57,19 +64,42 @@ pub enum Translation {
         /// OpenAI itself, not an OpenAI-compatible server.
         openai: bool,
     },
+    /// OpenAI chat completions from the client, Gemini `generateContent` upstream;
+    /// `stream`: the client streams (`streamGenerateContent?alt=sse` upstream).
+    ChatViaGemini {
+        /// The client asked for a stream.
+        stream: bool,
+    },
+    /// OpenAI chat completions from the client, Bedrock `Converse` upstream; `stream`: the
+    /// client streams (`ConverseStream` upstream).
+    ChatViaConverse {
+        /// The client asked for a stream.
+        stream: bool,
+    },
 }
 
 impl Translation {
-    /// The translation that lets a provider serving the endpoints `serves` answer `endpoint`,
-    /// if there is one; `openai`: the provider is OpenAI itself.
+    /// The translation that lets a provider of `kind` serving the endpoints `serves` answer
+    /// `endpoint`, if there is one; `stream`: the client asked for a stream.
     pub fn between(
         endpoint: Endpoint,
+        kind: ProviderKind,
         serves: impl Fn(Endpoint) -> bool,
-        openai: bool,
+        stream: bool,
     ) -> Option<Translation> {
+        // OpenAI's and Azure's reasoning models take only `max_completion_tokens`.
+        let openai = matches!(kind, ProviderKind::OpenAi | ProviderKind::AzureOpenAi);
         match endpoint {
             Endpoint::ChatCompletions if serves(Endpoint::Messages) => {
                 Some(Translation::ChatViaMessages)
+            }
+            // The Gemini API only: Vertex AI serves Gemini and Claude on different paths, and
+            // its translation is not built yet.
+            Endpoint::ChatCompletions if kind == ProviderKind::Gemini => {
+                Some(Translation::ChatViaGemini { stream })
+            }
+            Endpoint::ChatCompletions if kind == ProviderKind::Bedrock => {
+                Some(Translation::ChatViaConverse { stream })
             }
             Endpoint::Messages if serves(Endpoint::ChatCompletions) => {
                 Some(Translation::MessagesViaChat { openai })
@@ -83,6 +113,19 @@ impl Translation {
         match self {
             Translation::ChatViaMessages => Endpoint::Messages,
             Translation::MessagesViaChat { .. } => Endpoint::ChatCompletions,
+            Translation::ChatViaGemini { stream: false } => Endpoint::GenerateContent,
+            Translation::ChatViaGemini { stream: true } => Endpoint::StreamGenerateContent,
+            Translation::ChatViaConverse { stream: false } => Endpoint::BedrockConverse,
+            Translation::ChatViaConverse { stream: true } => Endpoint::BedrockConverseStream,
+        }
+    }
+
+    /// The upstream query in place of the client's, where the translation sets one: Gemini
+    /// streams SSE only with `alt=sse` (else one JSON array).
+    pub fn upstream_query(self) -> Option<&'static str> {
+        match self {
+            Translation::ChatViaGemini { stream: true } => Some("alt=sse"),
+            _ => None,
         }
     }
 
@@ -104,14 +147,16 @@ impl Translation {
                 };
                 messages_to_chat(body, upstream_model, field).map(Bytes::from)
             }
+            Translation::ChatViaGemini { .. } => chat_to_gemini(body).map(Bytes::from),
+            Translation::ChatViaConverse { .. } => chat_to_converse(body).map(Bytes::from),
         }
     }
 
-    /// The translator of the response: `status` and whether the upstream streams SSE;
-    /// `include_usage`: the client asked for the final usage chunk.
-    pub fn response(self, status: u16, sse: bool, include_usage: bool) -> Translator {
+    /// The translator of the response: `status` and whether the upstream streams (SSE, or
+    /// Bedrock's AWS event stream); `include_usage`: the client asked for the final usage chunk.
+    pub fn response(self, status: u16, streamed: bool, include_usage: bool) -> Translator {
         let success = (200..300).contains(&status);
-        if !(sse && success) {
+        if !(streamed && success) {
             return Translator::Whole {
                 translation: self,
                 body: Vec::new(),
@@ -120,11 +165,20 @@ impl Translation {
             };
         }
         let stream = match self {
+            Translation::ChatViaConverse { .. } => {
+                return Translator::EventStream {
+                    scanner: EventStreamScanner::new(MAX_EVENT_BYTES),
+                    stream: Box::new(ConverseToChatStream::new(include_usage)),
+                };
+            }
             Translation::ChatViaMessages => {
                 EventTranslator::ToChat(MessagesToChatStream::new(include_usage))
             }
             Translation::MessagesViaChat { .. } => {
                 EventTranslator::ToMessages(ChatToMessagesStream::new())
+            }
+            Translation::ChatViaGemini { .. } => {
+                EventTranslator::GeminiToChat(GeminiToChatStream::new(include_usage))
             }
         };
         Translator::Stream {
@@ -140,6 +194,8 @@ pub enum EventTranslator {
     ToChat(MessagesToChatStream),
     /// Chat chunks to Messages events.
     ToMessages(ChatToMessagesStream),
+    /// Gemini chunks to chat chunks.
+    GeminiToChat(GeminiToChatStream),
 }
 
 impl EventTranslator {
@@ -147,6 +203,7 @@ impl EventTranslator {
         match self {
             EventTranslator::ToChat(s) => s.event(name, data),
             EventTranslator::ToMessages(s) => s.event(data),
+            EventTranslator::GeminiToChat(s) => s.event(data),
         }
     }
 
@@ -154,6 +211,7 @@ impl EventTranslator {
         match self {
             EventTranslator::ToChat(s) => s.lost_event(),
             EventTranslator::ToMessages(s) => s.lost_event(),
+            EventTranslator::GeminiToChat(s) => s.lost_event(),
         }
     }
 
@@ -161,6 +219,7 @@ impl EventTranslator {
         match self {
             EventTranslator::ToChat(s) => s.take_output(),
             EventTranslator::ToMessages(s) => s.take_output(),
+            EventTranslator::GeminiToChat(s) => s.take_output(),
         }
     }
 }
@@ -189,6 +248,11 @@ pub enum Translator {
         scanner: SseScanner,
         stream: Box<EventTranslator>,
     },
+    /// An AWS event stream (Bedrock's `ConverseStream`), translated message by message.
+    EventStream {
+        scanner: EventStreamScanner,
+        stream: Box<ConverseToChatStream>,
+    },
 }
 
 impl Translator {
@@ -212,6 +276,15 @@ impl Translator {
                 // client could not parse it either) and end the stream with an error.
                 if !passed.is_empty() {
                     stream.lost_event();
+                }
+                stream.take_output()
+            }
+            Translator::EventStream { scanner, stream } => {
+                // Whole messages are translated; the raw bytes the scanner passes are not
+                // the client's.
+                let _ = scanner.feed(data, &mut |m| stream.event(m.name(), m.data()));
+                if scanner.corrupt().is_some() {
+                    stream.corrupt();
                 }
                 stream.take_output()
             }
@@ -244,6 +317,31 @@ impl Translator {
                             error_to_anthropic(500, b"", &format!("the provider's response: {e}"))
                         }),
                     Translation::MessagesViaChat { .. } => error_to_anthropic(*status, body, ""),
+                    Translation::ChatViaGemini { .. } if *over => {
+                        chat_via_gemini::error_to_openai(b"", too_large)
+                    }
+                    Translation::ChatViaGemini { .. } if success => gemini_to_chat(body)
+                        .unwrap_or_else(|e| {
+                            chat_via_gemini::error_to_openai(
+                                b"",
+                                &format!("the provider's response: {e}"),
+                            )
+                        }),
+                    Translation::ChatViaGemini { .. } => chat_via_gemini::error_to_openai(body, ""),
+                    Translation::ChatViaConverse { .. } if *over => {
+                        chat_via_converse::error_to_openai(500, b"", too_large)
+                    }
+                    Translation::ChatViaConverse { .. } if success => converse_to_chat(body)
+                        .unwrap_or_else(|e| {
+                            chat_via_converse::error_to_openai(
+                                500,
+                                b"",
+                                &format!("the provider's response: {e}"),
+                            )
+                        }),
+                    Translation::ChatViaConverse { .. } => {
+                        chat_via_converse::error_to_openai(*status, body, "")
+                    }
                 };
                 Bytes::from(out)
             }
@@ -252,6 +350,13 @@ impl Translator {
                     stream.event(ev.name, ev.data);
                     crate::providers::EventKind::UsageOnly
                 });
+                stream.take_output()
+            }
+            Translator::EventStream { scanner, stream } => {
+                // A message cut short: the stream did not end whole.
+                if !scanner.finish().is_empty() {
+                    stream.corrupt();
+                }
                 stream.take_output()
             }
         }

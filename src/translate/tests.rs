@@ -288,18 +288,19 @@ fn an_error_event_ends_the_stream_with_an_openai_error() {
 
 #[test]
 fn only_chat_completions_translate_and_only_to_a_messages_provider() {
-    use crate::providers::Endpoint;
+    use crate::providers::{Endpoint, ProviderKind};
     let anthropic = |e: Endpoint| matches!(e, Endpoint::Messages | Endpoint::CountTokens);
+    let kind = ProviderKind::Anthropic;
     assert_eq!(
-        Translation::between(Endpoint::ChatCompletions, anthropic, false),
+        Translation::between(Endpoint::ChatCompletions, kind, anthropic, false),
         Some(Translation::ChatViaMessages)
     );
     assert_eq!(
-        Translation::between(Endpoint::Embeddings, anthropic, false),
+        Translation::between(Endpoint::Embeddings, kind, anthropic, false),
         None
     );
     assert_eq!(
-        Translation::between(Endpoint::ChatCompletions, |_| false, false),
+        Translation::between(Endpoint::ChatCompletions, kind, |_| false, false),
         None
     );
 }
@@ -482,4 +483,630 @@ fn chat_chunks_become_a_messages_stream() {
     assert_eq!(events[8].1["delta"]["stop_reason"], "tool_use");
     assert_eq!(events[8].1["usage"]["input_tokens"], 10);
     assert_eq!(events[8].1["usage"]["output_tokens"], 5);
+}
+
+// ------------------------------------------------------------ chat completions via Gemini
+
+fn to_gemini(req: Value) -> Result<Value, Untranslatable> {
+    let body = serde_json::to_vec(&req).unwrap();
+    let out = Translation::ChatViaGemini { stream: false }.request(&body, None)?;
+    Ok(serde_json::from_slice(&out).unwrap())
+}
+
+#[test]
+fn a_chat_request_with_system_images_tools_and_tool_results_becomes_a_gemini_request() {
+    let out = to_gemini(json!({
+        "model": "gemini-2.5-flash",
+        "messages": [
+            {"role": "system", "content": "Be brief."},
+            {"role": "developer", "content": [{"type": "text", "text": "Use metric units."}]},
+            {"role": "user", "content": [
+                {"type": "text", "text": "What is in this image, and the weather?"},
+                {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}
+            ]},
+            {"role": "assistant", "content": "Checking.", "tool_calls": [
+                {"id": "call_1", "type": "function", "function": {"name": "weather", "arguments": "{\"city\":\"Paris\"}"}},
+                {"id": "call_2", "type": "function", "function": {"name": "time", "arguments": ""}}
+            ]},
+            {"role": "tool", "tool_call_id": "call_1", "content": "sunny"},
+            {"role": "tool", "tool_call_id": "call_2", "content": "{\"hour\":9}"},
+            {"role": "user", "content": "Thanks"}
+        ],
+        "max_completion_tokens": 300,
+        "temperature": 1.5,
+        "top_p": 0.9,
+        "stop": ["END", "STOP"],
+        "seed": 7,
+        "stream": true,
+        "stream_options": {"include_usage": true},
+        "response_format": {"type": "json_object"},
+        "tools": [{"type": "function", "function": {"name": "weather", "description": "Weather",
+                   "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
+                                  "required": ["city"], "additionalProperties": false}}},
+                  {"type": "function", "function": {"name": "time"}}],
+        "tool_choice": {"type": "function", "function": {"name": "weather"}},
+        "parallel_tool_calls": true,
+        "user": "u-42"
+    }))
+    .unwrap();
+    assert_eq!(
+        out,
+        json!({
+            "systemInstruction": {"parts": [{"text": "Be brief."}, {"text": "Use metric units."}]},
+            "contents": [
+                {"role": "user", "parts": [
+                    {"text": "What is in this image, and the weather?"},
+                    {"inlineData": {"mimeType": "image/png", "data": "iVBORw0KGgo="}}
+                ]},
+                {"role": "model", "parts": [
+                    {"text": "Checking."},
+                    {"functionCall": {"name": "weather", "args": {"city": "Paris"}}},
+                    {"functionCall": {"name": "time", "args": {}}}
+                ]},
+                // Both results and the next user text: one user turn; names from the calls.
+                {"role": "user", "parts": [
+                    {"functionResponse": {"name": "weather", "response": {"output": "sunny"}}},
+                    {"functionResponse": {"name": "time", "response": {"hour": 9}}},
+                    {"text": "Thanks"}
+                ]}
+            ],
+            "generationConfig": {
+                "maxOutputTokens": 300, "temperature": 1.5, "topP": 0.9,
+                "stopSequences": ["END", "STOP"], "seed": 7,
+                "responseMimeType": "application/json"
+            },
+            "tools": [{"functionDeclarations": [
+                {"name": "weather", "description": "Weather",
+                 "parametersJsonSchema": {"type": "object", "properties": {"city": {"type": "string"}},
+                                          "required": ["city"], "additionalProperties": false}},
+                {"name": "time"}
+            ]}],
+            "toolConfig": {"functionCallingConfig": {"mode": "ANY", "allowedFunctionNames": ["weather"]}}
+        })
+    );
+}
+
+#[test]
+fn fields_without_a_gemini_equivalent_are_refused_by_name() {
+    let base =
+        || json!({"model": "gemini-2.5-flash", "messages": [{"role": "user", "content": "hi"}]});
+    let refused = |k: &str, v: Value| {
+        let mut r = base();
+        r[k] = v;
+        to_gemini(r).unwrap_err().field
+    };
+    assert_eq!(refused("n", json!(2)), "n");
+    assert_eq!(refused("logprobs", json!(true)), "logprobs");
+    assert_eq!(refused("logit_bias", json!({"50256": -100})), "logit_bias");
+    assert_eq!(
+        refused("parallel_tool_calls", json!(false)),
+        "parallel_tool_calls"
+    );
+    assert_eq!(refused("audio", json!({"voice": "alloy"})), "audio");
+    assert_eq!(
+        refused(
+            "response_format",
+            json!({"type": "json_schema", "json_schema": {}})
+        ),
+        "response_format.type"
+    );
+    assert_eq!(
+        refused(
+            "tools",
+            json!([{"type": "custom", "custom": {"name": "x"}}])
+        ),
+        "tools[0].type"
+    );
+    // An image by URL: Gemini takes only uploaded files or inline data.
+    let mut r = base();
+    r["messages"] = json!([{"role": "user", "content": [
+        {"type": "image_url", "image_url": {"url": "https://example.com/cat.jpg"}}]}]);
+    assert_eq!(
+        to_gemini(r).unwrap_err().field,
+        "messages[0].content[0].image_url.url"
+    );
+    // A tool result whose call is not in the conversation: Gemini needs the function's name.
+    let mut r = base();
+    r["messages"] = json!([{"role": "tool", "tool_call_id": "call_x", "content": "1"}]);
+    assert_eq!(to_gemini(r).unwrap_err().field, "messages[0].tool_call_id");
+    // Defaults and nulls pass; the model is in the path, not the body.
+    let mut r = base();
+    r["n"] = json!(1);
+    r["logprobs"] = json!(false);
+    r["max_tokens"] = Value::Null;
+    let out = to_gemini(r).unwrap();
+    assert_eq!(
+        out,
+        json!({"contents": [{"role": "user", "parts": [{"text": "hi"}]}]})
+    );
+}
+
+#[test]
+fn the_gemini_translation_picks_the_method_and_sse_query_by_stream() {
+    use crate::providers::{Endpoint, ProviderKind};
+    let gemini = |e: Endpoint| {
+        matches!(
+            e,
+            Endpoint::GenerateContent | Endpoint::StreamGenerateContent
+        )
+    };
+    let plain = Translation::between(
+        Endpoint::ChatCompletions,
+        ProviderKind::Gemini,
+        gemini,
+        false,
+    )
+    .unwrap();
+    assert_eq!(plain.upstream_endpoint(), Endpoint::GenerateContent);
+    assert_eq!(plain.upstream_query(), None);
+    let streamed = Translation::between(
+        Endpoint::ChatCompletions,
+        ProviderKind::Gemini,
+        gemini,
+        true,
+    )
+    .unwrap();
+    assert_eq!(
+        streamed.upstream_endpoint(),
+        Endpoint::StreamGenerateContent
+    );
+    assert_eq!(streamed.upstream_query(), Some("alt=sse"));
+    // Only chat completions translate to Gemini.
+    assert_eq!(
+        Translation::between(Endpoint::Messages, ProviderKind::Gemini, gemini, false),
+        None
+    );
+}
+
+const GEMINI_ANSWER: &str = r#"{"candidates":[{"content":{"parts":[
+    {"text":"Thinking about it","thought":true},{"text":"Let me check."},
+    {"functionCall":{"name":"weather","args":{"city":"Paris"}}}],"role":"model"},
+    "finishReason":"STOP","index":0}],
+  "usageMetadata":{"promptTokenCount":1200,"candidatesTokenCount":40,"totalTokenCount":1565,
+    "cachedContentTokenCount":1000,"thoughtsTokenCount":300,"toolUsePromptTokenCount":25},
+  "modelVersion":"gemini-2.5-flash","responseId":"resp-1"}"#;
+
+#[test]
+fn a_gemini_answer_becomes_a_chat_completion_with_tool_calls_and_exact_usage() {
+    let mut t = Translation::ChatViaGemini { stream: false }.response(200, false, false);
+    assert!(
+        t.feed(Bytes::from_static(GEMINI_ANSWER.as_bytes()))
+            .is_empty()
+    );
+    let v: Value = serde_json::from_slice(&t.finish()).unwrap();
+    assert_eq!(v["object"], "chat.completion");
+    assert_eq!(v["id"], "resp-1");
+    assert_eq!(v["model"], "gemini-2.5-flash");
+    let c = &v["choices"][0];
+    assert_eq!(c["finish_reason"], "tool_calls");
+    // The thought is left out.
+    assert_eq!(c["message"]["content"], "Let me check.");
+    assert_eq!(
+        c["message"]["tool_calls"],
+        json!([{"id": "call_0", "type": "function",
+                "function": {"name": "weather", "arguments": "{\"city\":\"Paris\"}"}}])
+    );
+    // The gateway's metering of the same body (src/providers/gemini.rs): input 1225, output
+    // 340, cached 1000, reasoning 300.
+    assert_eq!(
+        v["usage"],
+        json!({"prompt_tokens": 1225, "completion_tokens": 340, "total_tokens": 1565,
+               "prompt_tokens_details": {"cached_tokens": 1000},
+               "completion_tokens_details": {"reasoning_tokens": 300}})
+    );
+}
+
+#[test]
+fn gemini_finish_reasons_map_to_openai_ones() {
+    for (gemini, openai) in [
+        ("STOP", "stop"),
+        ("MAX_TOKENS", "length"),
+        ("SAFETY", "content_filter"),
+        ("RECITATION", "content_filter"),
+        ("PROHIBITED_CONTENT", "content_filter"),
+        ("MALFORMED_FUNCTION_CALL", "stop"),
+    ] {
+        let body = format!(
+            r#"{{"candidates":[{{"content":{{"parts":[{{"text":"x"}}],"role":"model"}},"finishReason":"{gemini}"}}]}}"#
+        );
+        let mut t = Translation::ChatViaGemini { stream: false }.response(200, false, false);
+        t.feed(Bytes::from(body));
+        let v: Value = serde_json::from_slice(&t.finish()).unwrap();
+        assert_eq!(v["choices"][0]["finish_reason"], openai, "{gemini}");
+    }
+    // A blocked prompt has no candidate.
+    let mut t = Translation::ChatViaGemini { stream: false }.response(200, false, false);
+    t.feed(Bytes::from_static(
+        br#"{"promptFeedback":{"blockReason":"SAFETY"},"usageMetadata":{"promptTokenCount":8}}"#,
+    ));
+    let v: Value = serde_json::from_slice(&t.finish()).unwrap();
+    assert_eq!(v["choices"][0]["finish_reason"], "content_filter");
+    assert_eq!(v["usage"]["prompt_tokens"], 8);
+}
+
+#[test]
+fn a_google_error_becomes_an_openai_error() {
+    let mut t = Translation::ChatViaGemini { stream: false }.response(429, false, false);
+    t.feed(Bytes::from_static(
+        br#"{"error":{"code":429,"message":"Quota exceeded.","status":"RESOURCE_EXHAUSTED"}}"#,
+    ));
+    let v: Value = serde_json::from_slice(&t.finish()).unwrap();
+    assert_eq!(
+        v,
+        json!({"error": {"message": "Quota exceeded.", "type": "rate_limit_error",
+                         "param": null, "code": "RESOURCE_EXHAUSTED"}})
+    );
+}
+
+/// A `streamGenerateContent?alt=sse` stream as Google sends it (`\r\n\r\n` between events):
+/// text, then a function call with the finish reason; usage cumulative in every chunk.
+const GEMINI_STREAM: &str = concat!(
+    "data: {\"candidates\":[{\"content\":{\"parts\":[{\"text\":\"Let me\"}],\"role\":\"model\"},\"index\":0}],\"usageMetadata\":{\"promptTokenCount\":90,\"candidatesTokenCount\":2,\"totalTokenCount\":92},\"modelVersion\":\"gemini-2.5-flash\",\"responseId\":\"r-9\"}\r\n\r\n",
+    "data: {\"candidates\":[{\"content\":{\"parts\":[{\"text\":\" check.\"}],\"role\":\"model\"},\"index\":0}],\"usageMetadata\":{\"promptTokenCount\":90,\"candidatesTokenCount\":4,\"totalTokenCount\":94},\"modelVersion\":\"gemini-2.5-flash\",\"responseId\":\"r-9\"}\r\n\r\n",
+    "data: {\"candidates\":[{\"content\":{\"parts\":[{\"functionCall\":{\"name\":\"weather\",\"args\":{\"city\":\"Paris\"}}}],\"role\":\"model\"},\"finishReason\":\"STOP\",\"index\":0}],\"usageMetadata\":{\"promptTokenCount\":90,\"candidatesTokenCount\":11,\"totalTokenCount\":121,\"cachedContentTokenCount\":64,\"thoughtsTokenCount\":20},\"modelVersion\":\"gemini-2.5-flash\",\"responseId\":\"r-9\"}\r\n\r\n",
+);
+
+#[test]
+fn a_gemini_stream_becomes_chat_chunks_split_anywhere() {
+    let run = |cut: usize, include_usage: bool| {
+        let mut t = Translation::ChatViaGemini { stream: true }.response(200, true, include_usage);
+        let b = GEMINI_STREAM.as_bytes();
+        let mut out = t.feed(Bytes::copy_from_slice(&b[..cut])).to_vec();
+        out.extend_from_slice(&t.feed(Bytes::copy_from_slice(&b[cut..])));
+        out.extend_from_slice(&t.finish());
+        out
+    };
+    let whole = run(0, true);
+    for cut in (1..GEMINI_STREAM.len()).step_by(5) {
+        assert_eq!(
+            chunks(&run(cut, true)).len(),
+            chunks(&whole).len(),
+            "split at {cut}"
+        );
+    }
+    let c = chunks(&whole);
+    assert!(c.iter().all(|c| c["object"] == "chat.completion.chunk"
+        && c["id"] == "r-9"
+        && c["model"] == "gemini-2.5-flash"));
+    assert_eq!(
+        c[0]["choices"][0]["delta"],
+        json!({"role": "assistant", "content": ""})
+    );
+    let text: String = c
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
+        .collect();
+    assert_eq!(text, "Let me check.");
+    let call = c
+        .iter()
+        .find_map(|c| c["choices"][0]["delta"]["tool_calls"].as_array())
+        .unwrap();
+    assert_eq!(
+        call,
+        &vec![json!({"index": 0, "id": "call_0", "type": "function",
+                     "function": {"name": "weather", "arguments": "{\"city\":\"Paris\"}"}})]
+    );
+    let finish: Vec<_> = c
+        .iter()
+        .filter_map(|c| c["choices"][0]["finish_reason"].as_str())
+        .collect();
+    assert_eq!(finish, ["tool_calls"]);
+    // The last chunk's (cumulative) usage, as metered.
+    let last = c.last().unwrap();
+    assert_eq!(last["choices"], json!([]));
+    assert_eq!(
+        last["usage"],
+        json!({"prompt_tokens": 90, "completion_tokens": 31, "total_tokens": 121,
+               "prompt_tokens_details": {"cached_tokens": 64},
+               "completion_tokens_details": {"reasoning_tokens": 20}})
+    );
+    assert!(
+        chunks(&run(0, false))
+            .iter()
+            .all(|c| c.get("usage").is_none())
+    );
+}
+
+#[test]
+fn a_gemini_stream_error_ends_the_stream_with_an_openai_error() {
+    let mut t = Translation::ChatViaGemini { stream: true }.response(200, true, false);
+    let out = t.feed(Bytes::from_static(
+        b"data: {\"error\":{\"code\":503,\"message\":\"The model is overloaded.\",\"status\":\"UNAVAILABLE\"}}\r\n\r\n",
+    ));
+    let text = std::str::from_utf8(&out).unwrap();
+    let v: Value = serde_json::from_str(text.trim().strip_prefix("data: ").unwrap()).unwrap();
+    assert_eq!(v["error"]["message"], "The model is overloaded.");
+    assert_eq!(v["error"]["code"], "UNAVAILABLE");
+    // Nothing after the error.
+    assert!(
+        t.feed(Bytes::from_static(GEMINI_STREAM.as_bytes()))
+            .is_empty()
+    );
+}
+
+// ---------------------------------------------------- chat completions via Bedrock Converse
+
+fn to_converse(req: Value) -> Result<Value, Untranslatable> {
+    let body = serde_json::to_vec(&req).unwrap();
+    let out = Translation::ChatViaConverse { stream: false }.request(&body, None)?;
+    Ok(serde_json::from_slice(&out).unwrap())
+}
+
+#[test]
+fn a_chat_request_with_system_images_tools_and_tool_results_becomes_a_converse_request() {
+    let out = to_converse(json!({
+        "model": "amazon.nova-lite-v1:0",
+        "messages": [
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": [
+                {"type": "text", "text": "What is in this image, and the weather?"},
+                {"type": "image_url", "image_url": {"url": "data:image/jpeg;base64,/9j/4AAQ"}}
+            ]},
+            {"role": "assistant", "content": null, "tool_calls": [
+                {"id": "tooluse_1", "type": "function", "function": {"name": "weather", "arguments": "{\"city\":\"Paris\"}"}}
+            ]},
+            {"role": "tool", "tool_call_id": "tooluse_1", "content": "sunny"},
+            {"role": "user", "content": "Thanks"}
+        ],
+        "max_tokens": 300,
+        "temperature": 0.2,
+        "top_p": 0.9,
+        "stop": "END",
+        "stream": true,
+        "tools": [{"type": "function", "function": {"name": "weather", "description": "Weather",
+                   "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}],
+        "tool_choice": "required",
+        "user": "u-42"
+    }))
+    .unwrap();
+    assert_eq!(
+        out,
+        json!({
+            "system": [{"text": "Be brief."}],
+            "messages": [
+                {"role": "user", "content": [
+                    {"text": "What is in this image, and the weather?"},
+                    {"image": {"format": "jpeg", "source": {"bytes": "/9j/4AAQ"}}}
+                ]},
+                {"role": "assistant", "content": [
+                    {"toolUse": {"toolUseId": "tooluse_1", "name": "weather", "input": {"city": "Paris"}}}
+                ]},
+                {"role": "user", "content": [
+                    {"toolResult": {"toolUseId": "tooluse_1", "content": [{"text": "sunny"}]}},
+                    {"text": "Thanks"}
+                ]}
+            ],
+            "inferenceConfig": {"maxTokens": 300, "temperature": 0.2, "topP": 0.9, "stopSequences": ["END"]},
+            "toolConfig": {
+                "tools": [{"toolSpec": {"name": "weather", "description": "Weather",
+                           "inputSchema": {"json": {"type": "object", "properties": {"city": {"type": "string"}}}}}}],
+                "toolChoice": {"any": {}}
+            }
+        })
+    );
+}
+
+#[test]
+fn fields_without_a_converse_equivalent_are_refused_by_name() {
+    let base = || json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]});
+    let refused = |k: &str, v: Value| {
+        let mut r = base();
+        r[k] = v;
+        to_converse(r).unwrap_err().field
+    };
+    assert_eq!(refused("n", json!(3)), "n");
+    assert_eq!(refused("seed", json!(1)), "seed");
+    assert_eq!(refused("presence_penalty", json!(0.5)), "presence_penalty");
+    assert_eq!(
+        refused("response_format", json!({"type": "json_object"})),
+        "response_format"
+    );
+    assert_eq!(
+        refused("parallel_tool_calls", json!(false)),
+        "parallel_tool_calls"
+    );
+    assert_eq!(refused("tool_choice", json!("none")), "tool_choice");
+    let mut r = base();
+    r["messages"] = json!([{"role": "user", "content": [
+        {"type": "image_url", "image_url": {"url": "data:image/bmp;base64,Qk0="}}]}]);
+    assert_eq!(
+        to_converse(r).unwrap_err().field,
+        "messages[0].content[0].image_url.url"
+    );
+}
+
+#[test]
+fn the_bedrock_translation_picks_the_operation_by_stream() {
+    use crate::providers::{Endpoint, ProviderKind};
+    let bedrock = |e: Endpoint| {
+        matches!(
+            e,
+            Endpoint::BedrockConverse | Endpoint::BedrockConverseStream
+        )
+    };
+    let t = |stream| {
+        Translation::between(
+            Endpoint::ChatCompletions,
+            ProviderKind::Bedrock,
+            bedrock,
+            stream,
+        )
+        .unwrap()
+        .upstream_endpoint()
+    };
+    assert_eq!(t(false), Endpoint::BedrockConverse);
+    assert_eq!(t(true), Endpoint::BedrockConverseStream);
+}
+
+#[test]
+fn a_converse_answer_becomes_a_chat_completion() {
+    let mut t = Translation::ChatViaConverse { stream: false }.response(200, false, false);
+    t.feed(Bytes::from_static(
+        br#"{"output":{"message":{"role":"assistant","content":[{"text":"Let me check."},
+            {"toolUse":{"toolUseId":"tooluse_7","name":"weather","input":{"city":"Paris"}}}]}},
+            "stopReason":"tool_use","usage":{"inputTokens":100,"outputTokens":20,"totalTokens":150,
+            "cacheReadInputTokens":25,"cacheWriteInputTokens":5},"metrics":{"latencyMs":300}}"#,
+    ));
+    let v: Value = serde_json::from_slice(&t.finish()).unwrap();
+    let c = &v["choices"][0];
+    assert_eq!(c["finish_reason"], "tool_calls");
+    assert_eq!(c["message"]["content"], "Let me check.");
+    assert_eq!(c["message"]["tool_calls"][0]["id"], "tooluse_7");
+    assert_eq!(
+        c["message"]["tool_calls"][0]["function"],
+        json!({"name": "weather", "arguments": "{\"city\":\"Paris\"}"})
+    );
+    // As metered (src/providers/bedrock/usage.rs): input 130 with 25 read from the cache.
+    assert_eq!(
+        v["usage"],
+        json!({"prompt_tokens": 130, "completion_tokens": 20, "total_tokens": 150,
+               "prompt_tokens_details": {"cached_tokens": 25}})
+    );
+    let mut t = Translation::ChatViaConverse { stream: false }.response(429, false, false);
+    t.feed(Bytes::from_static(
+        br#"{"message":"Too many requests, please wait before trying again."}"#,
+    ));
+    let v: Value = serde_json::from_slice(&t.finish()).unwrap();
+    assert_eq!(v["error"]["type"], "rate_limit_error");
+    assert_eq!(
+        v["error"]["message"],
+        "Too many requests, please wait before trying again."
+    );
+}
+
+fn converse_stream() -> Vec<u8> {
+    use crate::proxy::eventstream::encode_event;
+    [
+        ("messageStart", r#"{"role":"assistant"}"#),
+        ("contentBlockDelta", r#"{"contentBlockIndex":0,"delta":{"text":"Let me"}}"#),
+        ("contentBlockDelta", r#"{"contentBlockIndex":0,"delta":{"text":" check."}}"#),
+        ("contentBlockStop", r#"{"contentBlockIndex":0}"#),
+        ("contentBlockStart", r#"{"contentBlockIndex":1,"start":{"toolUse":{"toolUseId":"tooluse_7","name":"weather"}}}"#),
+        ("contentBlockDelta", r#"{"contentBlockIndex":1,"delta":{"toolUse":{"input":"{\"city\":"}}}"#),
+        ("contentBlockDelta", r#"{"contentBlockIndex":1,"delta":{"toolUse":{"input":"\"Paris\"}"}}}"#),
+        ("contentBlockStop", r#"{"contentBlockIndex":1}"#),
+        ("messageStop", r#"{"stopReason":"tool_use"}"#),
+        ("metadata", r#"{"usage":{"inputTokens":100,"outputTokens":20,"totalTokens":145,"cacheReadInputTokens":25},"metrics":{"latencyMs":300}}"#),
+    ]
+    .iter()
+    .flat_map(|(name, payload)| encode_event(name, payload.as_bytes()))
+    .collect()
+}
+
+#[test]
+fn a_converse_stream_becomes_chat_chunks_split_anywhere() {
+    let stream = converse_stream();
+    let run = |cut: usize| {
+        let mut t = Translation::ChatViaConverse { stream: true }.response(200, true, true);
+        let mut out = t.feed(Bytes::copy_from_slice(&stream[..cut])).to_vec();
+        out.extend_from_slice(&t.feed(Bytes::copy_from_slice(&stream[cut..])));
+        out.extend_from_slice(&t.finish());
+        out
+    };
+    let whole = run(0);
+    for cut in (1..stream.len()).step_by(3) {
+        assert_eq!(
+            chunks(&run(cut)).len(),
+            chunks(&whole).len(),
+            "split at {cut}"
+        );
+    }
+    let c = chunks(&whole);
+    let text: String = c
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
+        .collect();
+    assert_eq!(text, "Let me check.");
+    let args: String = c
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"]["tool_calls"][0]["function"]["arguments"].as_str())
+        .collect();
+    assert_eq!(args, "{\"city\":\"Paris\"}");
+    let finish: Vec<_> = c
+        .iter()
+        .filter_map(|c| c["choices"][0]["finish_reason"].as_str())
+        .collect();
+    assert_eq!(finish, ["tool_calls"]);
+    assert_eq!(
+        c.last().unwrap()["usage"],
+        json!({"prompt_tokens": 125, "completion_tokens": 20, "total_tokens": 145,
+               "prompt_tokens_details": {"cached_tokens": 25}})
+    );
+}
+
+#[test]
+fn a_converse_stream_exception_or_corrupt_frame_ends_with_an_openai_error() {
+    use crate::proxy::eventstream::encode;
+    let mut t = Translation::ChatViaConverse { stream: true }.response(200, true, false);
+    let out = t.feed(Bytes::from(encode(
+        &[
+            (":message-type", "exception"),
+            (":exception-type", "throttlingException"),
+            (":content-type", "application/json"),
+        ],
+        br#"{"message":"Too many tokens, please wait before trying again."}"#,
+    )));
+    let text = std::str::from_utf8(&out).unwrap();
+    let v: Value = serde_json::from_str(text.trim().strip_prefix("data: ").unwrap()).unwrap();
+    assert_eq!(v["error"]["type"], "rate_limit_error");
+    assert_eq!(v["error"]["code"], "throttlingException");
+
+    let mut bad = converse_stream();
+    bad[20] ^= 0xff; // inside the first message: its CRC fails
+    let mut t = Translation::ChatViaConverse { stream: true }.response(200, true, false);
+    let mut out = t.feed(Bytes::from(bad)).to_vec();
+    out.extend_from_slice(&t.finish());
+    let text = std::str::from_utf8(&out).unwrap();
+    assert!(text.contains("event stream is corrupt"), "{text}");
+    assert!(!text.contains("[DONE]"));
+}
+
+#[test]
+fn empty_assistant_text_beside_tool_calls_is_left_out_for_gemini_and_bedrock() {
+    let req = json!({"model": "m", "messages": [
+        {"role": "user", "content": "Weather?"},
+        {"role": "assistant", "content": "", "tool_calls": [
+            {"id": "c1", "type": "function", "function": {"name": "weather", "arguments": "{}"}}]},
+        {"role": "tool", "tool_call_id": "c1", "content": "sunny"}
+    ]});
+    let g = to_gemini(req.clone()).unwrap();
+    assert_eq!(
+        g["contents"][1]["parts"],
+        json!([{"functionCall": {"name": "weather", "args": {}}}])
+    );
+    let b = to_converse(req).unwrap();
+    assert_eq!(
+        b["messages"][1]["content"],
+        json!([{"toolUse": {"toolUseId": "c1", "name": "weather", "input": {}}}])
+    );
+}
+
+#[test]
+fn a_gemini_thought_signature_rides_in_the_tool_call_id_and_comes_back() {
+    let mut t = Translation::ChatViaGemini { stream: true }.response(200, true, false);
+    let out = t.feed(Bytes::from_static(
+        b"data: {\"candidates\":[{\"content\":{\"parts\":[{\"functionCall\":{\"name\":\"weather\",\"args\":{}},\"thoughtSignature\":\"CpkBAb4+9vs=\"}],\"role\":\"model\"},\"finishReason\":\"STOP\"}],\"responseId\":\"r\"}\r\n\r\n",
+    ));
+    let c = chunks(&out);
+    let id = c
+        .iter()
+        .find_map(|c| c["choices"][0]["delta"]["tool_calls"][0]["id"].as_str())
+        .unwrap()
+        .to_string();
+    assert_eq!(id, "call_0~ts~CpkBAb4+9vs=");
+    let g = to_gemini(json!({"model": "m", "messages": [
+        {"role": "user", "content": "Weather?"},
+        {"role": "assistant", "content": null, "tool_calls": [
+            {"id": id, "type": "function", "function": {"name": "weather", "arguments": "{}"}}]},
+        {"role": "tool", "tool_call_id": id, "content": "sunny"}
+    ]}))
+    .unwrap();
+    assert_eq!(
+        g["contents"][1]["parts"][0],
+        json!({"functionCall": {"name": "weather", "args": {}}, "thoughtSignature": "CpkBAb4+9vs="})
+    );
+    assert_eq!(
+        g["contents"][2]["parts"][0]["functionResponse"]["name"],
+        "weather"
+    );
 }

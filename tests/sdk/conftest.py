@@ -62,6 +62,16 @@ admin_token = "{admin}"
 name = "sdk-test"
 key = "{key}"
 team = "{team}"
+
+# Bedrock's Converse, reached by OpenAI-format clients through translation.
+[[providers]]
+name = "sim-bedrock"
+kind = "bedrock"
+region = "us-east-1"
+base_url = "{sim}"
+forward_headers = ["x-sim-*"]
+api_key = "bedrock-api-key-sim"
+models = ["amazon.nova-lite-v1:0"]
 """
 
 

@@ -1,13 +1,15 @@
-"""The official `openai` SDK calling a Claude model: the gateway translates chat completions to
-Anthropic's Messages API and back (request, response, stream, errors), and meters the
-provider's own usage. Every number the SDK sees must equal what the gateway counted."""
+"""The official `openai` SDK calling a Claude, a Gemini and a Bedrock model: the gateway
+translates chat completions to Anthropic's Messages API, Gemini's generateContent or Bedrock's
+Converse and back (request,
+response, stream, tools, errors), and meters the provider's own usage; the `anthropic` SDK
+calling an OpenAI model. Every number the SDK sees must equal what the gateway counted."""
 
 from __future__ import annotations
 
 import openai
 import pytest
 
-from sdk_helpers import TEAM
+from sdk_helpers import GEMINI_MODELS, TEAM
 
 MODEL = "claude-sonnet-4-5"
 MESSAGES = [
@@ -123,3 +125,174 @@ def test_anthropic_sdk_streams_an_openai_model(claude, metrics):
     assert metrics.wait_for_deltas(before, expected, model=OPENAI_MODEL, team=TEAM) == expected
     one = {"requests": 1}
     assert metrics.wait_for_deltas(before, one, model=OPENAI_MODEL, team=TEAM, status_code="200") == one
+
+
+# ------------------------------------------------------- the openai SDK calling a Gemini model
+
+GEMINI_MODEL = GEMINI_MODELS[0]
+WEATHER = {"type": "function", "function": {
+    "name": "get_weather", "description": "The weather in a city.",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
+                   "required": ["city"], "additionalProperties": False}}}
+
+
+def test_chat_completion_of_a_gemini_model(oai, metrics):
+    before = metrics.scrape()
+    resp = oai.chat.completions.create(model=GEMINI_MODEL, messages=MESSAGES, max_tokens=12)
+
+    assert resp.object == "chat.completion"
+    assert resp.model == GEMINI_MODEL  # Gemini's modelVersion
+    assert resp.choices[0].message.role == "assistant"
+    assert resp.choices[0].message.content
+    assert resp.choices[0].finish_reason == "stop"  # the simulator's STOP
+    assert resp.usage.prompt_tokens > 0 and resp.usage.completion_tokens == 12
+
+    expected = expectation(resp.usage)
+    assert metrics.wait_for_deltas(before, expected, model=GEMINI_MODEL, team=TEAM,
+                                   provider="sim-gemini") == expected
+    one = {"requests": 1}
+    assert metrics.wait_for_deltas(before, one, model=GEMINI_MODEL, status_code="200",
+                                   endpoint="/v1/chat/completions") == one
+
+
+def test_streamed_chat_of_a_gemini_model_with_include_usage(oai, metrics):
+    before = metrics.scrape()
+    stream = oai.chat.completions.create(model=GEMINI_MODEL, messages=MESSAGES, max_tokens=9,
+                                         stream=True, stream_options={"include_usage": True})
+    chunks = list(stream)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert len(text.split()) == 9  # the simulator's word a token
+    assert [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason] == ["stop"]
+    usage = chunks[-1].usage
+    assert chunks[-1].choices == [] and usage.completion_tokens == 9 and usage.prompt_tokens > 0
+
+    expected = expectation(usage)
+    assert metrics.wait_for_deltas(before, expected, model=GEMINI_MODEL, team=TEAM) == expected
+    ok = {"requests": 1}
+    assert metrics.wait_for_deltas(before, ok, model=GEMINI_MODEL, team=TEAM, status_code="200") == ok
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_gemini_model_calls_a_tool_and_reads_its_result(oai, metrics, stream):
+    before = metrics.scrape()
+    question = [{"role": "user", "content": "What is the weather in Paris?"}]
+    kwargs = dict(model=GEMINI_MODEL, tools=[WEATHER], tool_choice="required", max_tokens=6)
+    if stream:
+        chunks = list(oai.chat.completions.create(messages=question, stream=True,
+                                                  stream_options={"include_usage": True}, **kwargs))
+        calls = [t for c in chunks if c.choices for t in (c.choices[0].delta.tool_calls or [])]
+        finish = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
+        call_id, name, args = calls[0].id, calls[0].function.name, calls[0].function.arguments
+        usage = chunks[-1].usage
+    else:
+        resp = oai.chat.completions.create(messages=question, **kwargs)
+        call = resp.choices[0].message.tool_calls[0]
+        finish = [resp.choices[0].finish_reason]
+        call_id, name, args = call.id, call.function.name, call.function.arguments
+        usage = resp.usage
+    assert finish == ["tool_calls"]
+    assert name == "get_weather" and args == '{"city":"sim"}'
+    expected = expectation(usage)
+    assert metrics.wait_for_deltas(before, expected, model=GEMINI_MODEL, team=TEAM) == expected
+
+    # The result goes back as a functionResponse named after the call; the answer is text.
+    followup = question + [
+        {"role": "assistant", "content": None, "tool_calls": [
+            {"id": call_id, "type": "function", "function": {"name": name, "arguments": args}}]},
+        {"role": "tool", "tool_call_id": call_id, "content": "Sunny, 21 C"},
+    ]
+    resp = oai.chat.completions.create(model=GEMINI_MODEL, messages=followup, tools=[WEATHER],
+                                       max_tokens=5)
+    assert resp.choices[0].finish_reason == "stop" and resp.choices[0].message.content
+
+
+def test_a_field_gemini_cannot_take_is_a_400_naming_it(oai, metrics):
+    before = metrics.scrape()
+    with pytest.raises(openai.BadRequestError) as e:
+        oai.chat.completions.create(model=GEMINI_MODEL, messages=MESSAGES, max_tokens=5,
+                                    logprobs=True)
+    assert "`logprobs`" in e.value.message
+    expected = {"errors": 1}
+    assert metrics.wait_for_deltas(before, expected, team=TEAM, error_type="untranslatable") == expected
+
+
+def test_a_google_error_reaches_the_openai_sdk_as_its_own(oai):
+    with pytest.raises(openai.RateLimitError) as e:
+        oai.chat.completions.create(
+            model=GEMINI_MODEL, messages=MESSAGES, max_tokens=5,
+            extra_headers={"x-sim-status": "429"})
+    assert e.value.status_code == 429
+    assert e.value.code == "RESOURCE_EXHAUSTED"
+    assert "Quota exceeded" in e.value.message
+
+
+# ------------------------------------------------------- the openai SDK calling a Bedrock model
+
+BEDROCK_MODEL = "amazon.nova-lite-v1:0"
+
+
+def test_chat_completion_of_a_bedrock_model(oai, metrics):
+    before = metrics.scrape()
+    resp = oai.chat.completions.create(model=BEDROCK_MODEL, messages=MESSAGES, max_tokens=12)
+    assert resp.object == "chat.completion"
+    assert resp.choices[0].message.content and resp.choices[0].finish_reason == "stop"
+    assert resp.usage.prompt_tokens > 0 and resp.usage.completion_tokens == 12
+    expected = expectation(resp.usage)
+    assert metrics.wait_for_deltas(before, expected, model=BEDROCK_MODEL, team=TEAM,
+                                   provider="sim-bedrock") == expected
+
+
+def test_streamed_chat_of_a_bedrock_model_with_include_usage(oai, metrics):
+    before = metrics.scrape()
+    chunks = list(oai.chat.completions.create(model=BEDROCK_MODEL, messages=MESSAGES, max_tokens=9,
+                                              stream=True, stream_options={"include_usage": True}))
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert len(text.split()) == 9
+    assert [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason] == ["stop"]
+    usage = chunks[-1].usage
+    assert chunks[-1].choices == [] and usage.completion_tokens == 9
+    expected = expectation(usage)
+    assert metrics.wait_for_deltas(before, expected, model=BEDROCK_MODEL, team=TEAM) == expected
+    ok = {"requests": 1}
+    assert metrics.wait_for_deltas(before, ok, model=BEDROCK_MODEL, team=TEAM, status_code="200") == ok
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_bedrock_model_calls_a_tool_and_reads_its_result(oai, metrics, stream):
+    before = metrics.scrape()
+    question = [{"role": "user", "content": "What is the weather in Paris?"}]
+    kwargs = dict(model=BEDROCK_MODEL, tools=[WEATHER], tool_choice="required", max_tokens=6)
+    if stream:
+        chunks = list(oai.chat.completions.create(messages=question, stream=True,
+                                                  stream_options={"include_usage": True}, **kwargs))
+        calls = [t for c in chunks if c.choices for t in (c.choices[0].delta.tool_calls or [])]
+        finish = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
+        call_id, name = calls[0].id, calls[0].function.name
+        args = "".join(t.function.arguments or "" for t in calls)
+        usage = chunks[-1].usage
+    else:
+        resp = oai.chat.completions.create(messages=question, **kwargs)
+        call = resp.choices[0].message.tool_calls[0]
+        finish = [resp.choices[0].finish_reason]
+        call_id, name, args = call.id, call.function.name, call.function.arguments
+        usage = resp.usage
+    assert finish == ["tool_calls"]
+    assert call_id == "tooluse_sim0001" and name == "get_weather" and args == '{"city":"sim"}'
+    expected = expectation(usage)
+    assert metrics.wait_for_deltas(before, expected, model=BEDROCK_MODEL, team=TEAM) == expected
+
+    followup = question + [
+        {"role": "assistant", "content": None, "tool_calls": [
+            {"id": call_id, "type": "function", "function": {"name": name, "arguments": args}}]},
+        {"role": "tool", "tool_call_id": call_id, "content": "Sunny, 21 C"},
+    ]
+    resp = oai.chat.completions.create(model=BEDROCK_MODEL, messages=followup, tools=[WEATHER],
+                                       max_tokens=5)
+    assert resp.choices[0].finish_reason == "stop" and resp.choices[0].message.content
+
+
+def test_a_bedrock_error_reaches_the_openai_sdk_as_its_own(oai):
+    with pytest.raises(openai.RateLimitError) as e:
+        oai.chat.completions.create(model=BEDROCK_MODEL, messages=MESSAGES, max_tokens=5,
+                                    extra_headers={"x-sim-status": "429"})
+    assert e.value.status_code == 429
