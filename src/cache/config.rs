@@ -244,8 +244,9 @@ fn validate_semantic(s: &RawSemantic, err: &mut impl FnMut(&str, String)) -> Sem
         // 10,000 vectors of 1,536 dimensions are 61 MB and an exact scan of them ~1.5 ms.
         max_entries: s.max_entries.unwrap_or(10_000).max(1),
         max_bytes: s.max_bytes.unwrap_or(64 * 1024 * 1024),
-        // Where a graph search beats the exact scan (README, Cache: measured).
-        ann_above_entries: s.ann_above_entries.unwrap_or(2_048).max(2),
+        // Off unless set: no measured size below max_entries where a graph search beats the
+        // exact scan (index.rs).
+        ann_above_entries: s.ann_above_entries.unwrap_or(50_000).max(2),
         timeout: Duration::from_millis(s.timeout_ms.unwrap_or(2_000).max(1)),
     }
 }

@@ -106,7 +106,7 @@ pub struct RawSemantic {
     pub max_entries: Option<usize>,
     /// Bytes of vectors kept at most (default 64 MiB).
     pub max_bytes: Option<usize>,
-    /// Vectors in one group above which it is searched through an HNSW graph (default 2048).
+    /// Vectors in one group above which it is searched through an HNSW graph (default 50000).
     pub ann_above_entries: Option<usize>,
     /// Bound on the embeddings call in milliseconds (default 2000).
     pub timeout_ms: Option<u64>,
