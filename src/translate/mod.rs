@@ -14,6 +14,7 @@
 //! (one parse and one serialisation of the request, each response event parsed twice), and is
 //! only ever used for requests that need it.
 
+mod chat_content;
 mod chat_via_converse;
 mod chat_via_gemini;
 mod chat_via_messages;

@@ -20,6 +20,7 @@
 use serde_json::{Map, Value, json};
 
 use crate::translate::Untranslatable;
+use crate::translate::chat_content::{data_url, text_parts};
 
 /// The `generateContent` request for the chat completions request `body`.
 pub fn chat_to_gemini(body: &[u8]) -> Result<Vec<u8>, Untranslatable> {
@@ -147,14 +148,14 @@ fn messages(msgs: &[Value], system: &mut Vec<Value>) -> Result<Vec<Value>, Untra
         let content = m.get("content").unwrap_or(&Value::Null);
         let (role, new) = match role {
             "system" | "developer" => {
-                system.extend(parts(content, &at("content"), false)?);
+                system.extend(text_parts(content, &at("content"), false, image)?);
                 continue;
             }
-            "user" => ("user", parts(content, &at("content"), true)?),
+            "user" => ("user", text_parts(content, &at("content"), true, image)?),
             "assistant" => {
                 let mut p = match content {
                     Value::Null => Vec::new(),
-                    c => parts(c, &at("content"), false)?,
+                    c => text_parts(c, &at("content"), false, image)?,
                 };
                 if let Some(calls) = m.get("tool_calls").filter(|c| !c.is_null()) {
                     let calls = calls
@@ -183,7 +184,7 @@ fn messages(msgs: &[Value], system: &mut Vec<Value>) -> Result<Vec<Value>, Untra
                         _ => json!({ "output": s }),
                     },
                     c => {
-                        let text: String = parts(c, &at("content"), false)?
+                        let text: String = text_parts(c, &at("content"), false, image)?
                             .iter()
                             .filter_map(|p| p.get("text").and_then(Value::as_str))
                             .collect();
@@ -225,54 +226,10 @@ fn called<'a>(earlier: &'a [Value], id: &str) -> Option<&'a str> {
         .and_then(Value::as_str)
 }
 
-/// Content (a string or content parts) as Gemini parts; images only where `images`.
-fn parts(content: &Value, at: &str, images: bool) -> Result<Vec<Value>, Untranslatable> {
-    match content {
-        // Gemini refuses empty text parts (clients send `""` beside tool calls).
-        Value::String(s) if s.is_empty() => Ok(Vec::new()),
-        Value::String(s) => Ok(vec![json!({ "text": s })]),
-        Value::Array(parts) => parts
-            .iter()
-            .enumerate()
-            .map(|(j, p)| {
-                let at = format!("{at}[{j}]");
-                match p.get("type").and_then(Value::as_str) {
-                    Some("text") => {
-                        let t = p.get("text").and_then(Value::as_str).ok_or_else(|| {
-                            Untranslatable::new(format!("{at}.text"), "is required")
-                        })?;
-                        Ok(json!({ "text": t }))
-                    }
-                    Some("image_url") if images => image(p, &at),
-                    other => Err(Untranslatable::new(
-                        format!("{at}.type"),
-                        format!("content part {other:?} has no equivalent here"),
-                    )),
-                }
-            })
-            .collect(),
-        _ => Err(Untranslatable::new(at, "must be a string or content parts")),
-    }
-}
-
 /// An `image_url` part with a base64 `data:` URL as `inlineData` (Gemini's `fileData` takes
 /// only files uploaded to Google, not arbitrary URLs).
 fn image(part: &Value, at: &str) -> Result<Value, Untranslatable> {
-    let field = || format!("{at}.image_url.url");
-    let url = part
-        .get("image_url")
-        .and_then(|u| u.get("url").or(Some(u)))
-        .and_then(Value::as_str)
-        .ok_or_else(|| Untranslatable::new(field(), "is required"))?;
-    let (mime, data) = url
-        .strip_prefix("data:")
-        .and_then(|rest| rest.split_once(";base64,"))
-        .ok_or_else(|| {
-            Untranslatable::new(
-                field(),
-                "Gemini models take images inline only: a base64 data: URL",
-            )
-        })?;
+    let (mime, data) = data_url(part, at, "Gemini")?;
     Ok(json!({"inlineData": {"mimeType": mime, "data": data}}))
 }
 
