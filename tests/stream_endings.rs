@@ -459,3 +459,107 @@ async fn a_50_mb_line_passes_through_and_the_usage_after_it_counts() {
     let (status, _, _) = support::get(&gw.url("/v1/models"), &[("authorization", &auth)]).await;
     assert_eq!(status, 200);
 }
+
+/// `on_client_disconnect = "drain"`: a client that leaves after the first token does not cut
+/// the upstream; the gateway reads the stream on to its end, so the request (recorded `499`,
+/// the client left) holds the provider's own usage, 11 in / 7 out, nothing estimated, and
+/// `llm_gateway_streams_draining` counts the stream while it drains. With the default
+/// (`cancel`) the same departure cuts the upstream, and what was seen is estimated. With a
+/// drain bound shorter than the stream, the drain ends at the bound and estimates too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_draining_gateway_reads_a_left_stream_to_the_providers_usage() {
+    let pieces: Vec<Vec<u8>> = String::from_utf8(openai_stream())
+        .expect("utf-8")
+        .split_inclusive("\n\n")
+        .map(|e| e.as_bytes().to_vec())
+        .collect();
+    assert_eq!(pieces.len(), 6);
+    // Six events 250 ms apart: the stream lasts ~1.5 s after the client left at the first.
+    let up = raw_upstream(Raw {
+        head: sse_head(),
+        pieces,
+        gap: Duration::from_millis(250),
+        end_delay: Some(Duration::ZERO),
+        chunked: true,
+        cuts: vec![],
+    })
+    .await;
+    let draining =
+        |s: &support::Scrape| s.sum("llm_gateway_streams_draining", &[("provider", "up")]);
+
+    // Drain, bounded far above the stream's length.
+    let gw = TestGateway::start(&config(
+        up,
+        "openai",
+        "on_client_disconnect = \"drain\"\ndrain_timeout_secs = 20",
+    ))
+    .await;
+    let got = close_at(gw.addr, "/v1/chat/completions", CHAT_STREAM, b"Hello").await;
+    assert!(String::from_utf8_lossy(&got).contains("Hello"));
+    let mut seen_draining = false;
+    for _ in 0..100 {
+        let s = gw.scrape().await;
+        if draining(&s) == 1.0 {
+            seen_draining = true;
+            assert_eq!(
+                s.sum("llm_gateway_requests_total", &[]),
+                0.0,
+                "not settled while draining"
+            );
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(seen_draining, "the drain is counted while it reads");
+    let s = gw.wait_requests(1.0).await;
+    assert_eq!(draining(&s), 0.0, "the drain ended");
+    assert_eq!(
+        s.sum("llm_gateway_requests_total", &[("status_code", "499")]),
+        1.0
+    );
+    assert_eq!(s.sum("llm_gateway_prompt_tokens_total", &[]), 11.0);
+    assert_eq!(s.sum("llm_gateway_completion_tokens_total", &[]), 7.0);
+    assert_eq!(
+        s.sum("llm_gateway_estimated_usage_requests_total", &[]),
+        0.0,
+        "the provider's usage, not an estimate"
+    );
+    drop(gw);
+
+    // Cancel (the default): the upstream is cut when the client leaves; nothing reported it.
+    let gw = TestGateway::start(&config(up, "openai", "")).await;
+    let got = close_at(gw.addr, "/v1/chat/completions", CHAT_STREAM, b"Hello").await;
+    assert!(String::from_utf8_lossy(&got).contains("Hello"));
+    let s = gw.wait_requests(1.0).await;
+    assert_eq!(
+        s.sum("llm_gateway_requests_total", &[("status_code", "499")]),
+        1.0
+    );
+    assert_eq!(
+        s.sum("llm_gateway_estimated_usage_requests_total", &[]),
+        1.0
+    );
+    assert_eq!(draining(&s), 0.0);
+    drop(gw);
+
+    // Drain bounded at 1 s, shorter than the stream: cut at the bound, what was seen estimated.
+    let gw = TestGateway::start(&config(
+        up,
+        "openai",
+        "on_client_disconnect = \"drain\"\ndrain_timeout_secs = 1",
+    ))
+    .await;
+    let started = Instant::now();
+    let _ = close_at(gw.addr, "/v1/chat/completions", CHAT_STREAM, b"Hello").await;
+    let s = gw.wait_requests(1.0).await;
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_millis(1400),
+        "settled at the drain bound: {took:?}"
+    );
+    assert_eq!(
+        s.sum("llm_gateway_estimated_usage_requests_total", &[]),
+        1.0
+    );
+    assert_eq!(draining(&s), 0.0);
+}
