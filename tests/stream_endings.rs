@@ -553,8 +553,10 @@ async fn a_draining_gateway_reads_a_left_stream_to_the_providers_usage() {
     let _ = close_at(gw.addr, "/v1/chat/completions", CHAT_STREAM, b"Hello").await;
     let s = gw.wait_requests(1.0).await;
     let took = started.elapsed();
+    // The client left at the first event (250 ms); the drain read for its 1 s bound after
+    // that. The stream would have ended with its usage at 1.5 s: estimated means it was cut.
     assert!(
-        took >= Duration::from_millis(900) && took < Duration::from_millis(1400),
+        took >= Duration::from_millis(1150) && took < Duration::from_secs(5),
         "settled at the drain bound: {took:?}"
     );
     assert_eq!(
