@@ -49,7 +49,12 @@ pub(super) fn observe(mut ctx: RequestContext, sent: Sent) -> Response<ResponseB
         parts
             .headers
             .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-        Box::new(t.response(parts.status.as_u16(), streamed, ctx.include_usage))
+        Box::new(t.response(
+            parts.status.as_u16(),
+            streamed,
+            ctx.include_usage,
+            &ctx.requested_model,
+        ))
     });
     let pending = PendingRequest {
         ctx,

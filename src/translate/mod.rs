@@ -3,7 +3,10 @@
 //! images) served by an Anthropic Messages provider, and Anthropic Messages (`/v1/messages`)
 //! served by an OpenAI-format provider; OpenAI chat completions served by a Gemini provider
 //! (`generateContent`, streamed as `streamGenerateContent?alt=sse`); OpenAI chat completions
-//! served by a Bedrock provider (`Converse`, streamed as `ConverseStream`, AWS event stream).
+//! served by a Bedrock provider (`Converse`, streamed as `ConverseStream`, AWS event stream);
+//! and Anthropic Messages served by a Gemini or a Bedrock provider, as two legs through the
+//! chat format (Messages to chat to Gemini or Converse, and back), so each mapping is written
+//! once.
 //!
 //! The request is translated before it is sent; the response and its stream after the tap has
 //! metered them, so metering always reads the provider's native usage (the tap parses the
@@ -77,6 +80,17 @@ pub enum Translation {
         /// The client asked for a stream.
         stream: bool,
     },
+    /// Anthropic Messages from the client, Gemini upstream: Messages to chat to Gemini, and
+    /// the answer back through chat.
+    MessagesViaGemini {
+        /// The client asked for a stream.
+        stream: bool,
+    },
+    /// Anthropic Messages from the client, Bedrock `Converse` upstream, through chat.
+    MessagesViaConverse {
+        /// The client asked for a stream.
+        stream: bool,
+    },
 }
 
 impl Translation {
@@ -105,6 +119,12 @@ impl Translation {
             Endpoint::Messages if serves(Endpoint::ChatCompletions) => {
                 Some(Translation::MessagesViaChat { openai })
             }
+            Endpoint::Messages if kind == ProviderKind::Gemini => {
+                Some(Translation::MessagesViaGemini { stream })
+            }
+            Endpoint::Messages if kind == ProviderKind::Bedrock => {
+                Some(Translation::MessagesViaConverse { stream })
+            }
             _ => None,
         }
     }
@@ -114,10 +134,14 @@ impl Translation {
         match self {
             Translation::ChatViaMessages => Endpoint::Messages,
             Translation::MessagesViaChat { .. } => Endpoint::ChatCompletions,
-            Translation::ChatViaGemini { stream: false } => Endpoint::GenerateContent,
-            Translation::ChatViaGemini { stream: true } => Endpoint::StreamGenerateContent,
-            Translation::ChatViaConverse { stream: false } => Endpoint::BedrockConverse,
-            Translation::ChatViaConverse { stream: true } => Endpoint::BedrockConverseStream,
+            Translation::ChatViaGemini { stream: false }
+            | Translation::MessagesViaGemini { stream: false } => Endpoint::GenerateContent,
+            Translation::ChatViaGemini { stream: true }
+            | Translation::MessagesViaGemini { stream: true } => Endpoint::StreamGenerateContent,
+            Translation::ChatViaConverse { stream: false }
+            | Translation::MessagesViaConverse { stream: false } => Endpoint::BedrockConverse,
+            Translation::ChatViaConverse { stream: true }
+            | Translation::MessagesViaConverse { stream: true } => Endpoint::BedrockConverseStream,
         }
     }
 
@@ -125,7 +149,8 @@ impl Translation {
     /// streams SSE only with `alt=sse` (else one JSON array).
     pub fn upstream_query(self) -> Option<&'static str> {
         match self {
-            Translation::ChatViaGemini { stream: true } => Some("alt=sse"),
+            Translation::ChatViaGemini { stream: true }
+            | Translation::MessagesViaGemini { stream: true } => Some("alt=sse"),
             _ => None,
         }
     }
@@ -150,12 +175,26 @@ impl Translation {
             }
             Translation::ChatViaGemini { .. } => chat_to_gemini(body).map(Bytes::from),
             Translation::ChatViaConverse { .. } => chat_to_converse(body).map(Bytes::from),
+            Translation::MessagesViaGemini { .. } => {
+                through_chat(body, upstream_model, chat_to_gemini)
+            }
+            Translation::MessagesViaConverse { .. } => {
+                through_chat(body, upstream_model, chat_to_converse)
+            }
         }
     }
 
     /// The translator of the response: `status` and whether the upstream streams (SSE, or
-    /// Bedrock's AWS event stream); `include_usage`: the client asked for the final usage chunk.
-    pub fn response(self, status: u16, streamed: bool, include_usage: bool) -> Translator {
+    /// Bedrock's AWS event stream); `include_usage`: the client asked for the final usage chunk;
+    /// `model`: the model the client asked for, named in answers whose provider names none
+    /// (Converse's).
+    pub fn response(
+        self,
+        status: u16,
+        streamed: bool,
+        include_usage: bool,
+        model: &str,
+    ) -> Translator {
         let success = (200..300).contains(&status);
         if !(streamed && success) {
             return Translator::Whole {
@@ -163,13 +202,30 @@ impl Translation {
                 body: Vec::new(),
                 status,
                 over: false,
+                model: model.into(),
             };
         }
         let stream = match self {
             Translation::ChatViaConverse { .. } => {
                 return Translator::EventStream {
                     scanner: EventStreamScanner::new(MAX_EVENT_BYTES),
-                    stream: Box::new(ConverseToChatStream::new(include_usage)),
+                    stream: Box::new(ConverseToChatStream::new(include_usage, model)),
+                    then: None,
+                };
+            }
+            // The chat leg always carries usage: the Messages leg needs it for `message_delta`.
+            Translation::MessagesViaConverse { .. } => {
+                return Translator::EventStream {
+                    scanner: EventStreamScanner::new(MAX_EVENT_BYTES),
+                    stream: Box::new(ConverseToChatStream::new(true, model)),
+                    then: Some(ToMessages::new()),
+                };
+            }
+            Translation::MessagesViaGemini { .. } => {
+                return Translator::Stream {
+                    scanner: SseScanner::new(MAX_EVENT_BYTES),
+                    stream: Box::new(EventTranslator::GeminiToChat(GeminiToChatStream::new(true))),
+                    then: Some(ToMessages::new()),
                 };
             }
             Translation::ChatViaMessages => {
@@ -185,7 +241,65 @@ impl Translation {
         Translator::Stream {
             scanner: SseScanner::new(MAX_EVENT_BYTES),
             stream: Box::new(stream),
+            then: None,
         }
+    }
+}
+
+/// The Messages request `body` as a chat request, then as the provider's by `onward`. A
+/// refusal of the second leg names the field as the chat request has it (the Messages
+/// request's own fields are checked by the first leg).
+fn through_chat(
+    body: &[u8],
+    upstream_model: Option<&str>,
+    onward: fn(&[u8]) -> Result<Vec<u8>, Untranslatable>,
+) -> Result<Bytes, Untranslatable> {
+    let chat = messages_to_chat(body, upstream_model, "max_tokens")?;
+    onward(&chat).map(Bytes::from).map_err(|e| {
+        Untranslatable::new(
+            e.field,
+            format!(
+                "{} (the field as the request reads in OpenAI's chat format)",
+                e.reason
+            ),
+        )
+    })
+}
+
+/// The second leg of a translation through chat: the first leg's chat chunks (SSE bytes) to
+/// Anthropic Messages events.
+pub struct ToMessages {
+    scanner: SseScanner,
+    stream: ChatToMessagesStream,
+}
+
+impl ToMessages {
+    fn new() -> Box<ToMessages> {
+        Box::new(ToMessages {
+            scanner: SseScanner::new(MAX_EVENT_BYTES),
+            stream: ChatToMessagesStream::new(),
+        })
+    }
+
+    /// The Messages events for the chat bytes `chat`; `end`: the first leg has ended.
+    fn feed(&mut self, chat: Bytes, end: bool) -> Bytes {
+        let ToMessages { scanner, stream } = self;
+        if !chat.is_empty() {
+            let passed = scanner.feed(chat, true, &mut |ev| {
+                stream.event(ev.data);
+                crate::providers::EventKind::UsageOnly
+            });
+            if !passed.is_empty() {
+                stream.lost_event();
+            }
+        }
+        if end {
+            let _ = scanner.finish(true, &mut |ev| {
+                stream.event(ev.data);
+                crate::providers::EventKind::UsageOnly
+            });
+        }
+        stream.take_output()
     }
 }
 
@@ -243,16 +357,21 @@ pub enum Translator {
         status: u16,
         /// The body outgrew [`MAX_EVENT_BYTES`]: answered with an error at its end.
         over: bool,
+        /// The client's model, for answers that name none.
+        model: Box<str>,
     },
-    /// An SSE stream, translated event by event.
+    /// An SSE stream, translated event by event; `then`: to Messages events after.
     Stream {
         scanner: SseScanner,
         stream: Box<EventTranslator>,
+        then: Option<Box<ToMessages>>,
     },
-    /// An AWS event stream (Bedrock's `ConverseStream`), translated message by message.
+    /// An AWS event stream (Bedrock's `ConverseStream`), translated message by message;
+    /// `then`: to Messages events after.
     EventStream {
         scanner: EventStreamScanner,
         stream: Box<ConverseToChatStream>,
+        then: Option<Box<ToMessages>>,
     },
 }
 
@@ -268,7 +387,11 @@ impl Translator {
                 }
                 Bytes::new()
             }
-            Translator::Stream { scanner, stream } => {
+            Translator::Stream {
+                scanner,
+                stream,
+                then,
+            } => {
                 let passed = scanner.feed(data, true, &mut |ev| {
                     stream.event(ev.name, ev.data);
                     crate::providers::EventKind::UsageOnly
@@ -278,16 +401,20 @@ impl Translator {
                 if !passed.is_empty() {
                     stream.lost_event();
                 }
-                stream.take_output()
+                onward(then, stream.take_output(), false)
             }
-            Translator::EventStream { scanner, stream } => {
+            Translator::EventStream {
+                scanner,
+                stream,
+                then,
+            } => {
                 // Whole messages are translated; the raw bytes the scanner passes are not
                 // the client's.
                 let _ = scanner.feed(data, &mut |m| stream.event(m.name(), m.data()));
                 if scanner.corrupt().is_some() {
                     stream.corrupt();
                 }
-                stream.take_output()
+                onward(then, stream.take_output(), false)
             }
         }
     }
@@ -300,6 +427,7 @@ impl Translator {
                 body,
                 status,
                 over,
+                model,
             } => {
                 let success = (200..300).contains(status);
                 let too_large = "the provider's response is too large to translate";
@@ -332,7 +460,7 @@ impl Translator {
                     Translation::ChatViaConverse { .. } if *over => {
                         chat_via_converse::error_to_openai(500, b"", too_large)
                     }
-                    Translation::ChatViaConverse { .. } if success => converse_to_chat(body)
+                    Translation::ChatViaConverse { .. } if success => converse_to_chat(body, model)
                         .unwrap_or_else(|e| {
                             chat_via_converse::error_to_openai(
                                 500,
@@ -343,25 +471,72 @@ impl Translator {
                     Translation::ChatViaConverse { .. } => {
                         chat_via_converse::error_to_openai(*status, body, "")
                     }
+                    Translation::MessagesViaGemini { .. }
+                    | Translation::MessagesViaConverse { .. }
+                        if *over =>
+                    {
+                        error_to_anthropic(500, b"", too_large)
+                    }
+                    Translation::MessagesViaGemini { .. } => {
+                        messages_answer(*status, gemini_to_chat(body), || {
+                            chat_via_gemini::error_to_openai(body, "")
+                        })
+                    }
+                    Translation::MessagesViaConverse { .. } => {
+                        messages_answer(*status, converse_to_chat(body, model), || {
+                            chat_via_converse::error_to_openai(*status, body, "")
+                        })
+                    }
                 };
                 Bytes::from(out)
             }
-            Translator::Stream { scanner, stream } => {
+            Translator::Stream {
+                scanner,
+                stream,
+                then,
+            } => {
                 let _ = scanner.finish(true, &mut |ev| {
                     stream.event(ev.name, ev.data);
                     crate::providers::EventKind::UsageOnly
                 });
-                stream.take_output()
+                onward(then, stream.take_output(), true)
             }
-            Translator::EventStream { scanner, stream } => {
+            Translator::EventStream {
+                scanner,
+                stream,
+                then,
+            } => {
                 // A message cut short: the stream did not end whole.
                 if !scanner.finish().is_empty() {
                     stream.corrupt();
                 }
-                stream.take_output()
+                onward(then, stream.take_output(), true)
             }
         }
     }
+}
+
+/// The output of a stream's first leg, through its second leg if it has one.
+fn onward(then: &mut Option<Box<ToMessages>>, out: Bytes, end: bool) -> Bytes {
+    match then {
+        Some(leg) => leg.feed(out, end),
+        None => out,
+    }
+}
+
+/// An Anthropic-format answer through chat: the chat answer `chat` (the first leg's reading
+/// of a success) as a Messages answer, or the provider's error, read by `error_as_chat`, in
+/// Anthropic's shape.
+fn messages_answer(
+    status: u16,
+    chat: Result<Vec<u8>, String>,
+    error_as_chat: impl FnOnce() -> Vec<u8>,
+) -> Vec<u8> {
+    if !(200..300).contains(&status) {
+        return error_to_anthropic(status, &error_as_chat(), "");
+    }
+    chat.and_then(|c| chat_to_message(&c))
+        .unwrap_or_else(|e| error_to_anthropic(500, b"", &format!("the provider's response: {e}")))
 }
 
 #[cfg(test)]

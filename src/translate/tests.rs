@@ -3,6 +3,9 @@ use serde_json::{Value, json};
 
 use super::*;
 
+/// The model the client asked for, as `Translation::response` is given it.
+const ASKED: &str = "model-the-client-asked-for";
+
 fn translate(req: Value) -> Result<Value, Untranslatable> {
     let body = serde_json::to_vec(&req).unwrap();
     let out = Translation::ChatViaMessages.request(&body, None)?;
@@ -149,7 +152,7 @@ fn a_message_becomes_a_chat_completion_with_normalised_usage() {
         "usage": {"input_tokens": 10, "output_tokens": 20, "cache_read_input_tokens": 100,
                   "cache_creation_input_tokens": 5}
     });
-    let mut t = Translation::ChatViaMessages.response(200, false, false);
+    let mut t = Translation::ChatViaMessages.response(200, false, false, ASKED);
     assert!(
         t.feed(Bytes::from(serde_json::to_vec(&body).unwrap()))
             .is_empty()
@@ -174,7 +177,7 @@ fn a_message_becomes_a_chat_completion_with_normalised_usage() {
 
 #[test]
 fn an_error_keeps_its_message_in_the_openai_shape() {
-    let mut t = Translation::ChatViaMessages.response(429, false, false);
+    let mut t = Translation::ChatViaMessages.response(429, false, false, ASKED);
     t.feed(Bytes::from_static(
         br#"{"type":"error","error":{"type":"rate_limit_error","message":"slow down"}}"#,
     ));
@@ -213,13 +216,13 @@ fn chunks(out: &[u8]) -> Vec<Value> {
 fn a_stream_becomes_chat_chunks_split_anywhere() {
     // Every split point of the upstream bytes gives the same client stream.
     let whole = {
-        let mut t = Translation::ChatViaMessages.response(200, true, true);
+        let mut t = Translation::ChatViaMessages.response(200, true, true, ASKED);
         let mut out = t.feed(Bytes::from_static(STREAM.as_bytes())).to_vec();
         out.extend_from_slice(&t.finish());
         out
     };
     for cut in (1..STREAM.len()).step_by(7) {
-        let mut t = Translation::ChatViaMessages.response(200, true, true);
+        let mut t = Translation::ChatViaMessages.response(200, true, true, ASKED);
         let mut out = t
             .feed(Bytes::copy_from_slice(&STREAM.as_bytes()[..cut]))
             .to_vec();
@@ -268,7 +271,7 @@ fn a_stream_becomes_chat_chunks_split_anywhere() {
                "prompt_tokens_details": {"cached_tokens": 3}})
     );
     // Without include_usage there is no usage chunk.
-    let mut t = Translation::ChatViaMessages.response(200, true, false);
+    let mut t = Translation::ChatViaMessages.response(200, true, false, ASKED);
     let mut out = t.feed(Bytes::from_static(STREAM.as_bytes())).to_vec();
     out.extend_from_slice(&t.finish());
     assert!(chunks(&out).iter().all(|c| c.get("usage").is_none()));
@@ -276,7 +279,7 @@ fn a_stream_becomes_chat_chunks_split_anywhere() {
 
 #[test]
 fn an_error_event_ends_the_stream_with_an_openai_error() {
-    let mut t = Translation::ChatViaMessages.response(200, true, false);
+    let mut t = Translation::ChatViaMessages.response(200, true, false, ASKED);
     let out = t.feed(Bytes::from_static(
         b"event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"Overloaded\"}}\n\n",
     ));
@@ -406,7 +409,7 @@ fn a_chat_completion_becomes_a_message_and_errors_get_anthropic_types() {
             "tool_calls": [{"id": "call_1", "type": "function", "function": {"name": "weather", "arguments": "{\"city\":\"Paris\"}"}}]}}],
         "usage": {"prompt_tokens": 100, "completion_tokens": 20, "total_tokens": 120, "prompt_tokens_details": {"cached_tokens": 40}}
     });
-    let mut t = Translation::MessagesViaChat { openai: true }.response(200, false, false);
+    let mut t = Translation::MessagesViaChat { openai: true }.response(200, false, false, ASKED);
     t.feed(Bytes::from(serde_json::to_vec(&body).unwrap()));
     let out: Value = serde_json::from_slice(&t.finish()).unwrap();
     assert_eq!(
@@ -417,7 +420,7 @@ fn a_chat_completion_becomes_a_message_and_errors_get_anthropic_types() {
                "stop_reason": "tool_use", "stop_sequence": null,
                "usage": {"input_tokens": 60, "cache_read_input_tokens": 40, "cache_creation_input_tokens": 0, "output_tokens": 20}})
     );
-    let mut t = Translation::MessagesViaChat { openai: true }.response(429, false, false);
+    let mut t = Translation::MessagesViaChat { openai: true }.response(429, false, false, ASKED);
     t.feed(Bytes::from_static(br#"{"error":{"message":"Rate limit reached","type":"requests","code":"rate_limit_exceeded"}}"#));
     let out: Value = serde_json::from_slice(&t.finish()).unwrap();
     assert_eq!(
@@ -439,24 +442,13 @@ fn chat_chunks_become_a_messages_stream() {
         "[DONE]",
     ];
     let upstream: String = chunks.iter().map(|c| format!("data: {c}\n\n")).collect();
-    let mut t = Translation::MessagesViaChat { openai: true }.response(200, true, false);
+    let mut t = Translation::MessagesViaChat { openai: true }.response(200, true, false, ASKED);
     let mut out = Vec::new();
     for piece in upstream.as_bytes().chunks(11) {
         out.extend_from_slice(&t.feed(Bytes::copy_from_slice(piece)));
     }
     out.extend_from_slice(&t.finish());
-    let text = String::from_utf8(out).unwrap();
-    let events: Vec<(String, Value)> = text
-        .split("\n\n")
-        .filter(|e| !e.is_empty())
-        .map(|e| {
-            let (name, data) = e.split_once('\n').unwrap();
-            (
-                name.strip_prefix("event: ").unwrap().to_string(),
-                serde_json::from_str(data.strip_prefix("data: ").unwrap()).unwrap(),
-            )
-        })
-        .collect();
+    let events = message_events(&out);
     let names: Vec<&str> = events.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(
         names,
@@ -651,9 +643,9 @@ fn the_gemini_translation_picks_the_method_and_sse_query_by_stream() {
         Endpoint::StreamGenerateContent
     );
     assert_eq!(streamed.upstream_query(), Some("alt=sse"));
-    // Only chat completions translate to Gemini.
+    // Embeddings do not translate to Gemini.
     assert_eq!(
-        Translation::between(Endpoint::Messages, ProviderKind::Gemini, gemini, false),
+        Translation::between(Endpoint::Embeddings, ProviderKind::Gemini, gemini, false),
         None
     );
 }
@@ -668,7 +660,7 @@ const GEMINI_ANSWER: &str = r#"{"candidates":[{"content":{"parts":[
 
 #[test]
 fn a_gemini_answer_becomes_a_chat_completion_with_tool_calls_and_exact_usage() {
-    let mut t = Translation::ChatViaGemini { stream: false }.response(200, false, false);
+    let mut t = Translation::ChatViaGemini { stream: false }.response(200, false, false, ASKED);
     assert!(
         t.feed(Bytes::from_static(GEMINI_ANSWER.as_bytes()))
             .is_empty()
@@ -709,13 +701,13 @@ fn gemini_finish_reasons_map_to_openai_ones() {
         let body = format!(
             r#"{{"candidates":[{{"content":{{"parts":[{{"text":"x"}}],"role":"model"}},"finishReason":"{gemini}"}}]}}"#
         );
-        let mut t = Translation::ChatViaGemini { stream: false }.response(200, false, false);
+        let mut t = Translation::ChatViaGemini { stream: false }.response(200, false, false, ASKED);
         t.feed(Bytes::from(body));
         let v: Value = serde_json::from_slice(&t.finish()).unwrap();
         assert_eq!(v["choices"][0]["finish_reason"], openai, "{gemini}");
     }
     // A blocked prompt has no candidate.
-    let mut t = Translation::ChatViaGemini { stream: false }.response(200, false, false);
+    let mut t = Translation::ChatViaGemini { stream: false }.response(200, false, false, ASKED);
     t.feed(Bytes::from_static(
         br#"{"promptFeedback":{"blockReason":"SAFETY"},"usageMetadata":{"promptTokenCount":8}}"#,
     ));
@@ -726,7 +718,7 @@ fn gemini_finish_reasons_map_to_openai_ones() {
 
 #[test]
 fn a_google_error_becomes_an_openai_error() {
-    let mut t = Translation::ChatViaGemini { stream: false }.response(429, false, false);
+    let mut t = Translation::ChatViaGemini { stream: false }.response(429, false, false, ASKED);
     t.feed(Bytes::from_static(
         br#"{"error":{"code":429,"message":"Quota exceeded.","status":"RESOURCE_EXHAUSTED"}}"#,
     ));
@@ -749,7 +741,12 @@ const GEMINI_STREAM: &str = concat!(
 #[test]
 fn a_gemini_stream_becomes_chat_chunks_split_anywhere() {
     let run = |cut: usize, include_usage: bool| {
-        let mut t = Translation::ChatViaGemini { stream: true }.response(200, true, include_usage);
+        let mut t = Translation::ChatViaGemini { stream: true }.response(
+            200,
+            true,
+            include_usage,
+            "gemini-2.5-flash",
+        );
         let b = GEMINI_STREAM.as_bytes();
         let mut out = t.feed(Bytes::copy_from_slice(&b[..cut])).to_vec();
         out.extend_from_slice(&t.feed(Bytes::copy_from_slice(&b[cut..])));
@@ -809,7 +806,7 @@ fn a_gemini_stream_becomes_chat_chunks_split_anywhere() {
 
 #[test]
 fn a_gemini_stream_error_ends_the_stream_with_an_openai_error() {
-    let mut t = Translation::ChatViaGemini { stream: true }.response(200, true, false);
+    let mut t = Translation::ChatViaGemini { stream: true }.response(200, true, false, ASKED);
     let out = t.feed(Bytes::from_static(
         b"data: {\"error\":{\"code\":503,\"message\":\"The model is overloaded.\",\"status\":\"UNAVAILABLE\"}}\r\n\r\n",
     ));
@@ -835,7 +832,7 @@ fn to_converse(req: Value) -> Result<Value, Untranslatable> {
 #[test]
 fn a_chat_request_with_system_images_tools_and_tool_results_becomes_a_converse_request() {
     let out = to_converse(json!({
-        "model": "amazon.nova-lite-v1:0",
+        "model": ASKED,
         "messages": [
             {"role": "system", "content": "Be brief."},
             {"role": "user", "content": [
@@ -940,7 +937,7 @@ fn the_bedrock_translation_picks_the_operation_by_stream() {
 
 #[test]
 fn a_converse_answer_becomes_a_chat_completion() {
-    let mut t = Translation::ChatViaConverse { stream: false }.response(200, false, false);
+    let mut t = Translation::ChatViaConverse { stream: false }.response(200, false, false, ASKED);
     t.feed(Bytes::from_static(
         br#"{"output":{"message":{"role":"assistant","content":[{"text":"Let me check."},
             {"toolUse":{"toolUseId":"tooluse_7","name":"weather","input":{"city":"Paris"}}}]}},
@@ -948,6 +945,8 @@ fn a_converse_answer_becomes_a_chat_completion() {
             "cacheReadInputTokens":25,"cacheWriteInputTokens":5},"metrics":{"latencyMs":300}}"#,
     ));
     let v: Value = serde_json::from_slice(&t.finish()).unwrap();
+    // Converse names no model: the client's is named.
+    assert_eq!(v["model"], ASKED);
     let c = &v["choices"][0];
     assert_eq!(c["finish_reason"], "tool_calls");
     assert_eq!(c["message"]["content"], "Let me check.");
@@ -962,7 +961,7 @@ fn a_converse_answer_becomes_a_chat_completion() {
         json!({"prompt_tokens": 130, "completion_tokens": 20, "total_tokens": 150,
                "prompt_tokens_details": {"cached_tokens": 25}})
     );
-    let mut t = Translation::ChatViaConverse { stream: false }.response(429, false, false);
+    let mut t = Translation::ChatViaConverse { stream: false }.response(429, false, false, ASKED);
     t.feed(Bytes::from_static(
         br#"{"message":"Too many requests, please wait before trying again."}"#,
     ));
@@ -997,7 +996,7 @@ fn converse_stream() -> Vec<u8> {
 fn a_converse_stream_becomes_chat_chunks_split_anywhere() {
     let stream = converse_stream();
     let run = |cut: usize| {
-        let mut t = Translation::ChatViaConverse { stream: true }.response(200, true, true);
+        let mut t = Translation::ChatViaConverse { stream: true }.response(200, true, true, ASKED);
         let mut out = t.feed(Bytes::copy_from_slice(&stream[..cut])).to_vec();
         out.extend_from_slice(&t.feed(Bytes::copy_from_slice(&stream[cut..])));
         out.extend_from_slice(&t.finish());
@@ -1012,6 +1011,7 @@ fn a_converse_stream_becomes_chat_chunks_split_anywhere() {
         );
     }
     let c = chunks(&whole);
+    assert!(c.iter().all(|c| c["model"] == ASKED), "the client's model");
     let text: String = c
         .iter()
         .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
@@ -1037,7 +1037,7 @@ fn a_converse_stream_becomes_chat_chunks_split_anywhere() {
 #[test]
 fn a_converse_stream_exception_or_corrupt_frame_ends_with_an_openai_error() {
     use crate::proxy::eventstream::encode;
-    let mut t = Translation::ChatViaConverse { stream: true }.response(200, true, false);
+    let mut t = Translation::ChatViaConverse { stream: true }.response(200, true, false, ASKED);
     let out = t.feed(Bytes::from(encode(
         &[
             (":message-type", "exception"),
@@ -1053,7 +1053,7 @@ fn a_converse_stream_exception_or_corrupt_frame_ends_with_an_openai_error() {
 
     let mut bad = converse_stream();
     bad[20] ^= 0xff; // inside the first message: its CRC fails
-    let mut t = Translation::ChatViaConverse { stream: true }.response(200, true, false);
+    let mut t = Translation::ChatViaConverse { stream: true }.response(200, true, false, ASKED);
     let mut out = t.feed(Bytes::from(bad)).to_vec();
     out.extend_from_slice(&t.finish());
     let text = std::str::from_utf8(&out).unwrap();
@@ -1083,7 +1083,7 @@ fn empty_assistant_text_beside_tool_calls_is_left_out_for_gemini_and_bedrock() {
 
 #[test]
 fn a_gemini_thought_signature_rides_in_the_tool_call_id_and_comes_back() {
-    let mut t = Translation::ChatViaGemini { stream: true }.response(200, true, false);
+    let mut t = Translation::ChatViaGemini { stream: true }.response(200, true, false, ASKED);
     let out = t.feed(Bytes::from_static(
         b"data: {\"candidates\":[{\"content\":{\"parts\":[{\"functionCall\":{\"name\":\"weather\",\"args\":{}},\"thoughtSignature\":\"CpkBAb4+9vs=\"}],\"role\":\"model\"},\"finishReason\":\"STOP\"}],\"responseId\":\"r\"}\r\n\r\n",
     ));
@@ -1109,4 +1109,219 @@ fn a_gemini_thought_signature_rides_in_the_tool_call_id_and_comes_back() {
         g["contents"][2]["parts"][0]["functionResponse"]["name"],
         "weather"
     );
+}
+
+// ------------------------------------- Anthropic Messages via Gemini and Converse (through chat)
+
+/// The Messages events of a translated stream, as (name, data).
+fn message_events(out: &[u8]) -> Vec<(String, Value)> {
+    std::str::from_utf8(out)
+        .unwrap()
+        .split("\n\n")
+        .filter(|e| !e.is_empty())
+        .map(|e| {
+            let (name, data) = e.split_once('\n').unwrap();
+            (
+                name.strip_prefix("event: ").unwrap().to_string(),
+                serde_json::from_str(data.strip_prefix("data: ").unwrap()).unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn messages_clients_reach_gemini_and_bedrock_through_chat() {
+    use crate::providers::{Endpoint, ProviderKind};
+    let none = |_: Endpoint| false;
+    for (kind, stream, t) in [
+        (
+            ProviderKind::Gemini,
+            false,
+            Translation::MessagesViaGemini { stream: false },
+        ),
+        (
+            ProviderKind::Gemini,
+            true,
+            Translation::MessagesViaGemini { stream: true },
+        ),
+        (
+            ProviderKind::Bedrock,
+            true,
+            Translation::MessagesViaConverse { stream: true },
+        ),
+    ] {
+        assert_eq!(
+            Translation::between(Endpoint::Messages, kind, none, stream),
+            Some(t)
+        );
+    }
+    let t = Translation::MessagesViaGemini { stream: true };
+    assert_eq!(t.upstream_endpoint(), Endpoint::StreamGenerateContent);
+    assert_eq!(t.upstream_query(), Some("alt=sse"));
+    let t = Translation::MessagesViaConverse { stream: false };
+    assert_eq!(t.upstream_endpoint(), Endpoint::BedrockConverse);
+    assert_eq!(t.upstream_query(), None);
+
+    let req = json!({"model": "m", "max_tokens": 50, "system": "Be terse.", "stream": true,
+        "messages": [{"role": "user", "content": [{"type": "text", "text": "Weather in Paris?"}]}],
+        "tools": [{"name": "weather", "input_schema": {"type": "object"}}]});
+    let body = serde_json::to_vec(&req).unwrap();
+    let g: Value = serde_json::from_slice(
+        &Translation::MessagesViaGemini { stream: true }
+            .request(&body, None)
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(g["systemInstruction"]["parts"][0]["text"], "Be terse.");
+    assert_eq!(g["contents"][0]["parts"][0]["text"], "Weather in Paris?");
+    assert_eq!(g["generationConfig"]["maxOutputTokens"], 50);
+    assert_eq!(g["tools"][0]["functionDeclarations"][0]["name"], "weather");
+    let c: Value = serde_json::from_slice(
+        &Translation::MessagesViaConverse { stream: true }
+            .request(&body, None)
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(c["system"][0]["text"], "Be terse.");
+    assert_eq!(c["inferenceConfig"]["maxTokens"], 50);
+    assert_eq!(c["toolConfig"]["tools"][0]["toolSpec"]["name"], "weather");
+
+    // Refused by the first leg, named as the client wrote it; by the second, with a note.
+    let top_k = serde_json::to_vec(&json!({"model": "m", "max_tokens": 5, "top_k": 3,
+        "messages": [{"role": "user", "content": "hi"}]}))
+    .unwrap();
+    let e = Translation::MessagesViaGemini { stream: false }
+        .request(&top_k, None)
+        .unwrap_err();
+    assert_eq!(e.field, "top_k");
+    let url_image = serde_json::to_vec(&json!({"model": "m", "max_tokens": 5,
+        "messages": [{"role": "user", "content": [{"type": "image",
+            "source": {"type": "url", "url": "https://example.com/a.png"}}]}]}))
+    .unwrap();
+    let e = Translation::MessagesViaConverse { stream: false }
+        .request(&url_image, None)
+        .unwrap_err();
+    assert!(e.field.starts_with("messages[0].content"), "{e}");
+    assert!(e.reason.contains("OpenAI's chat format"), "{e}");
+}
+
+#[test]
+fn a_gemini_answer_and_a_google_error_reach_a_messages_client() {
+    let mut t = Translation::MessagesViaGemini { stream: false }.response(200, false, false, ASKED);
+    assert!(
+        t.feed(Bytes::from_static(GEMINI_ANSWER.as_bytes()))
+            .is_empty()
+    );
+    let v: Value = serde_json::from_slice(&t.finish()).unwrap();
+    assert_eq!(v["type"], "message");
+    assert_eq!(v["model"], "gemini-2.5-flash");
+    assert_eq!(v["stop_reason"], "tool_use");
+    assert_eq!(
+        v["content"],
+        json!([{"type": "text", "text": "Let me check."},
+               {"type": "tool_use", "id": "call_0", "name": "weather", "input": {"city": "Paris"}}])
+    );
+    // As metered: input 1225 of which 1000 cached, output 340 (thoughts included).
+    assert_eq!(v["usage"]["input_tokens"], 225);
+    assert_eq!(v["usage"]["cache_read_input_tokens"], 1000);
+    assert_eq!(v["usage"]["output_tokens"], 340);
+
+    let mut t = Translation::MessagesViaGemini { stream: false }.response(429, false, false, ASKED);
+    t.feed(Bytes::from_static(
+        br#"{"error":{"code":429,"message":"Quota exceeded.","status":"RESOURCE_EXHAUSTED"}}"#,
+    ));
+    let v: Value = serde_json::from_slice(&t.finish()).unwrap();
+    assert_eq!(
+        v,
+        json!({"type": "error", "error": {"type": "rate_limit_error", "message": "Quota exceeded."}})
+    );
+    let mut t =
+        Translation::MessagesViaConverse { stream: false }.response(400, false, false, ASKED);
+    t.feed(Bytes::from_static(
+        br#"{"message":"Malformed input request."}"#,
+    ));
+    let v: Value = serde_json::from_slice(&t.finish()).unwrap();
+    assert_eq!(v["error"]["type"], "invalid_request_error");
+    assert_eq!(v["error"]["message"], "Malformed input request.");
+}
+
+#[test]
+fn gemini_and_converse_streams_become_messages_streams_split_anywhere() {
+    let converse = converse_stream();
+    let cases: [(Translation, &[u8], u64, u64, u64); 2] = [
+        // Gemini: input 90 of which 64 cached; output 11 + 20 thoughts.
+        (
+            Translation::MessagesViaGemini { stream: true },
+            GEMINI_STREAM.as_bytes(),
+            26,
+            64,
+            31,
+        ),
+        // Converse: input 100 + 25 read from the cache, output 20.
+        (
+            Translation::MessagesViaConverse { stream: true },
+            &converse,
+            100,
+            25,
+            20,
+        ),
+    ];
+    for (translation, upstream, input, cached, output) in cases {
+        let run = |cut: usize| {
+            let mut t = translation.response(200, true, false, ASKED);
+            let mut out = t.feed(Bytes::copy_from_slice(&upstream[..cut])).to_vec();
+            out.extend_from_slice(&t.feed(Bytes::copy_from_slice(&upstream[cut..])));
+            out.extend_from_slice(&t.finish());
+            out
+        };
+        let whole = run(0);
+        // The same events at every split (Converse's message id is made per stream).
+        let without_id = |out: &[u8]| {
+            let mut e = message_events(out);
+            e[0].1["message"]["id"] = Value::Null;
+            e
+        };
+        let events = without_id(&whole);
+        for cut in (1..upstream.len()).step_by(7) {
+            assert_eq!(
+                without_id(&run(cut)),
+                events,
+                "{translation:?} split at {cut}"
+            );
+        }
+        // Deltas merged: Gemini sends a call's arguments whole, Converse in pieces.
+        let mut names: Vec<&str> = events.iter().map(|(n, _)| n.as_str()).collect();
+        names.dedup();
+        assert_eq!(
+            names,
+            [
+                "message_start",
+                "content_block_start",
+                "content_block_delta",
+                "content_block_stop",
+                "content_block_start",
+                "content_block_delta",
+                "content_block_stop",
+                "message_delta",
+                "message_stop"
+            ],
+            "{translation:?}"
+        );
+        let text: String = events
+            .iter()
+            .filter_map(|(_, e)| e["delta"]["text"].as_str())
+            .collect();
+        assert_eq!(text, "Let me check.");
+        assert_eq!(events[5].1["content_block"]["name"], "weather");
+        let args: String = events
+            .iter()
+            .filter_map(|(_, e)| e["delta"]["partial_json"].as_str())
+            .collect();
+        assert_eq!(args, "{\"city\":\"Paris\"}");
+        let delta = &events[events.len() - 2].1;
+        assert_eq!(delta["delta"]["stop_reason"], "tool_use");
+        assert_eq!(delta["usage"]["input_tokens"], input);
+        assert_eq!(delta["usage"]["cache_read_input_tokens"], cached);
+        assert_eq!(delta["usage"]["output_tokens"], output);
+    }
 }

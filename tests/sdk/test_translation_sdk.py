@@ -6,6 +6,7 @@ calling an OpenAI model. Every number the SDK sees must equal what the gateway c
 
 from __future__ import annotations
 
+import anthropic
 import openai
 import pytest
 
@@ -296,3 +297,96 @@ def test_a_bedrock_error_reaches_the_openai_sdk_as_its_own(oai):
         oai.chat.completions.create(model=BEDROCK_MODEL, messages=MESSAGES, max_tokens=5,
                                     extra_headers={"x-sim-status": "429"})
     assert e.value.status_code == 429
+
+
+# ---------------------------------- the anthropic SDK calling a Gemini and a Bedrock model
+# Two legs through chat: Messages -> chat -> generateContent / Converse, and back.
+
+CLOUD_MODELS = [(GEMINI_MODEL, "sim-gemini"), (BEDROCK_MODEL, "sim-bedrock")]
+CLAUDE_WEATHER = {"name": "get_weather", "description": "The weather in a city.",
+                  "input_schema": {"type": "object", "properties": {"city": {"type": "string"}},
+                                   "required": ["city"]}}
+
+
+@pytest.mark.parametrize("model,provider", CLOUD_MODELS)
+def test_anthropic_sdk_calls_a_gemini_and_a_bedrock_model(claude, metrics, model, provider):
+    before = metrics.scrape()
+    msg = claude.messages.create(model=model, max_tokens=11, system="Be terse.",
+                                 messages=[{"role": "user", "content": "Name three rivers."}])
+    assert msg.type == "message" and msg.role == "assistant"
+    assert msg.model == model
+    assert msg.content[0].type == "text" and msg.content[0].text
+    assert msg.stop_reason == "max_tokens" or msg.stop_reason == "end_turn"
+    assert msg.usage.input_tokens > 0 and msg.usage.output_tokens == 11
+    expected = anthropic_expectation(msg.usage)
+    assert metrics.wait_for_deltas(before, expected, model=model, team=TEAM,
+                                   provider=provider) == expected
+    one = {"requests": 1}
+    assert metrics.wait_for_deltas(before, one, model=model, endpoint="/v1/messages",
+                                   status_code="200") == one
+
+
+@pytest.mark.parametrize("model,provider", CLOUD_MODELS)
+def test_anthropic_sdk_streams_a_gemini_and_a_bedrock_model(claude, metrics, model, provider):
+    before = metrics.scrape()
+    with claude.messages.stream(model=model, max_tokens=8,
+                                messages=[{"role": "user", "content": "Name three rivers."}]) as stream:
+        text = "".join(stream.text_stream)
+        final = stream.get_final_message()
+    assert text.strip() and final.content[0].text == text
+    assert final.model == model
+    assert final.usage.output_tokens == 8 and final.usage.input_tokens > 0
+    expected = anthropic_expectation(final.usage)
+    assert metrics.wait_for_deltas(before, expected, model=model, team=TEAM,
+                                   provider=provider) == expected
+    one = {"requests": 1}
+    assert metrics.wait_for_deltas(before, one, model=model, team=TEAM, status_code="200") == one
+
+
+@pytest.mark.parametrize("model,provider", CLOUD_MODELS)
+@pytest.mark.parametrize("stream", [False, True])
+def test_anthropic_sdk_tool_use_with_a_gemini_and_a_bedrock_model(claude, metrics, model, provider,
+                                                                  stream):
+    before = metrics.scrape()
+    question = [{"role": "user", "content": "What is the weather in Paris?"}]
+    kwargs = dict(model=model, max_tokens=6, tools=[CLAUDE_WEATHER], tool_choice={"type": "any"},
+                  messages=question)
+    if stream:
+        with claude.messages.stream(**kwargs) as s:
+            msg = s.get_final_message()
+    else:
+        msg = claude.messages.create(**kwargs)
+    assert msg.stop_reason == "tool_use"
+    use = [b for b in msg.content if b.type == "tool_use"][0]
+    assert use.name == "get_weather" and use.input == {"city": "sim"}
+    expected = anthropic_expectation(msg.usage)
+    assert metrics.wait_for_deltas(before, expected, model=model, team=TEAM,
+                                   provider=provider) == expected
+
+    followup = question + [
+        {"role": "assistant", "content": [{"type": "tool_use", "id": use.id, "name": use.name,
+                                           "input": use.input}]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": use.id,
+                                      "content": "Sunny, 21 C"}]},
+    ]
+    answer = claude.messages.create(model=model, max_tokens=5, tools=[CLAUDE_WEATHER],
+                                    messages=followup)
+    assert answer.stop_reason in ("end_turn", "max_tokens")
+    assert answer.content[0].type == "text" and answer.content[0].text
+
+
+@pytest.mark.parametrize("model,provider", CLOUD_MODELS)
+def test_a_cloud_error_reaches_the_anthropic_sdk_as_its_own(claude, model, provider):
+    with pytest.raises(anthropic.RateLimitError) as e:
+        claude.messages.create(model=model, max_tokens=5,
+                               messages=[{"role": "user", "content": "hi"}],
+                               extra_headers={"x-sim-status": "429"})
+    assert e.value.status_code == 429
+    assert e.value.body["error"]["type"] == "rate_limit_error"
+
+
+def test_a_field_the_cloud_cannot_take_is_a_400_naming_it(claude):
+    with pytest.raises(anthropic.BadRequestError) as e:
+        claude.messages.create(model=GEMINI_MODEL, max_tokens=5, extra_body={"top_k": 3},
+                               messages=[{"role": "user", "content": "hi"}])
+    assert "`top_k`" in e.value.message

@@ -21,8 +21,9 @@ fn id() -> Value {
     Value::from(format!("chatcmpl-bedrock-{nanos:x}"))
 }
 
-/// The chat completion for a `Converse` response body.
-pub fn converse_to_chat(body: &[u8]) -> Result<Vec<u8>, String> {
+/// The chat completion for a `Converse` response body; `model`: the client's (Converse's
+/// answer names none).
+pub fn converse_to_chat(body: &[u8], model: &str) -> Result<Vec<u8>, String> {
     let r: Value = serde_json::from_slice(body).map_err(|e| format!("not JSON: {e}"))?;
     let mut text = String::new();
     let mut calls = Vec::new();
@@ -57,7 +58,7 @@ pub fn converse_to_chat(body: &[u8]) -> Result<Vec<u8>, String> {
         "id": id(),
         "object": "chat.completion",
         "created": now(),
-        "model": null,
+        "model": model,
         "choices": [{
             "index": 0,
             "message": message,
@@ -130,6 +131,8 @@ pub struct ConverseToChatStream {
     include_usage: bool,
     id: Value,
     created: i64,
+    /// The client's model (Converse's stream names none).
+    model: Value,
     /// Content block index -> tool call index, for tool blocks.
     tools: Vec<(u64, usize)>,
     /// The stop reason of `messageStop`, sent with `metadata` (Converse's last event, with
@@ -141,12 +144,14 @@ pub struct ConverseToChatStream {
 }
 
 impl ConverseToChatStream {
-    /// A translator; `include_usage`: send the final usage chunk (`choices: []`).
-    pub fn new(include_usage: bool) -> ConverseToChatStream {
+    /// A translator; `include_usage`: send the final usage chunk (`choices: []`); `model`:
+    /// the client's, named in each chunk.
+    pub fn new(include_usage: bool, model: &str) -> ConverseToChatStream {
         ConverseToChatStream {
             include_usage,
             id: id(),
             created: now(),
+            model: Value::from(model),
             tools: Vec::new(),
             finish: Value::Null,
             out: Vec::new(),
@@ -182,7 +187,7 @@ impl ConverseToChatStream {
             "id": self.id,
             "object": "chat.completion.chunk",
             "created": self.created,
-            "model": null,
+            "model": self.model,
             "choices": choices,
         });
         if let Some(u) = usage {
