@@ -26,6 +26,7 @@ pub(super) fn route<'c>(
         provider.kind(),
         |e| provider.supports(e),
         facts.stream,
+        route.upstream_model.as_deref().unwrap_or(&facts.model),
     ) {
         Some(t) => Ok((route, Some(t))),
         None => Err(ProxyError::EndpointNotServed {

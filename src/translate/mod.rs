@@ -91,37 +91,58 @@ pub enum Translation {
         /// The client asked for a stream.
         stream: bool,
     },
+    /// OpenAI chat completions from the client, Claude on Vertex AI upstream (`rawPredict`,
+    /// `streamRawPredict`: a Messages body with `anthropic_version` and no `model`).
+    ChatViaVertexClaude {
+        /// The client asked for a stream.
+        stream: bool,
+    },
+    /// Anthropic Messages from the client, Claude on Vertex AI upstream: only the body's
+    /// `model` moves to the path and `anthropic_version` is set; the answer is the client's
+    /// format already.
+    MessagesViaVertexClaude {
+        /// The client asked for a stream.
+        stream: bool,
+    },
 }
 
 impl Translation {
     /// The translation that lets a provider of `kind` serving the endpoints `serves` answer
-    /// `endpoint`, if there is one; `stream`: the client asked for a stream.
+    /// `endpoint` for `model` (the upstream's name), if there is one; `stream`: the client
+    /// asked for a stream.
     pub fn between(
         endpoint: Endpoint,
         kind: ProviderKind,
         serves: impl Fn(Endpoint) -> bool,
         stream: bool,
+        model: &str,
     ) -> Option<Translation> {
         // OpenAI's and Azure's reasoning models take only `max_completion_tokens`.
         let openai = matches!(kind, ProviderKind::OpenAi | ProviderKind::AzureOpenAi);
+        // Vertex AI serves Gemini (`publishers/google`, the Gemini API's bodies) and Claude
+        // (`publishers/anthropic`, Messages bodies) of one project; its Claude ids all start
+        // with `claude-` (`claude-sonnet-4-5@20250929`), its Gemini ones never do.
+        let vertex_claude = kind == ProviderKind::Vertex && model.starts_with("claude-");
+        let gemini =
+            kind == ProviderKind::Gemini || (kind == ProviderKind::Vertex && !vertex_claude);
         match endpoint {
             Endpoint::ChatCompletions if serves(Endpoint::Messages) => {
                 Some(Translation::ChatViaMessages)
             }
-            // The Gemini API only: Vertex AI serves Gemini and Claude on different paths, and
-            // its translation is not built yet.
-            Endpoint::ChatCompletions if kind == ProviderKind::Gemini => {
-                Some(Translation::ChatViaGemini { stream })
+            Endpoint::ChatCompletions if vertex_claude => {
+                Some(Translation::ChatViaVertexClaude { stream })
             }
+            Endpoint::Messages if vertex_claude => {
+                Some(Translation::MessagesViaVertexClaude { stream })
+            }
+            Endpoint::ChatCompletions if gemini => Some(Translation::ChatViaGemini { stream }),
             Endpoint::ChatCompletions if kind == ProviderKind::Bedrock => {
                 Some(Translation::ChatViaConverse { stream })
             }
             Endpoint::Messages if serves(Endpoint::ChatCompletions) => {
                 Some(Translation::MessagesViaChat { openai })
             }
-            Endpoint::Messages if kind == ProviderKind::Gemini => {
-                Some(Translation::MessagesViaGemini { stream })
-            }
+            Endpoint::Messages if gemini => Some(Translation::MessagesViaGemini { stream }),
             Endpoint::Messages if kind == ProviderKind::Bedrock => {
                 Some(Translation::MessagesViaConverse { stream })
             }
@@ -133,6 +154,12 @@ impl Translation {
     pub fn upstream_endpoint(self) -> Endpoint {
         match self {
             Translation::ChatViaMessages => Endpoint::Messages,
+            Translation::ChatViaVertexClaude { stream: false }
+            | Translation::MessagesViaVertexClaude { stream: false } => Endpoint::VertexRawPredict,
+            Translation::ChatViaVertexClaude { stream: true }
+            | Translation::MessagesViaVertexClaude { stream: true } => {
+                Endpoint::VertexStreamRawPredict
+            }
             Translation::MessagesViaChat { .. } => Endpoint::ChatCompletions,
             Translation::ChatViaGemini { stream: false }
             | Translation::MessagesViaGemini { stream: false } => Endpoint::GenerateContent,
@@ -178,6 +205,13 @@ impl Translation {
             Translation::MessagesViaGemini { .. } => {
                 through_chat(body, upstream_model, chat_to_gemini)
             }
+            Translation::ChatViaVertexClaude { .. } => {
+                let messages = chat_to_messages(body, None, DEFAULT_MAX_TOKENS)?;
+                vertex_claude_body(&messages).map(Bytes::from)
+            }
+            Translation::MessagesViaVertexClaude { .. } => {
+                vertex_claude_body(body).map(Bytes::from)
+            }
             Translation::MessagesViaConverse { .. } => {
                 through_chat(body, upstream_model, chat_to_converse)
             }
@@ -195,6 +229,9 @@ impl Translation {
         include_usage: bool,
         model: &str,
     ) -> Translator {
+        if let Translation::MessagesViaVertexClaude { .. } = self {
+            return Translator::Unchanged;
+        }
         let success = (200..300).contains(&status);
         if !(streamed && success) {
             return Translator::Whole {
@@ -206,6 +243,7 @@ impl Translation {
             };
         }
         let stream = match self {
+            Translation::MessagesViaVertexClaude { .. } => return Translator::Unchanged,
             Translation::ChatViaConverse { .. } => {
                 return Translator::EventStream {
                     scanner: EventStreamScanner::new(MAX_EVENT_BYTES),
@@ -228,7 +266,7 @@ impl Translation {
                     then: Some(ToMessages::new()),
                 };
             }
-            Translation::ChatViaMessages => {
+            Translation::ChatViaMessages | Translation::ChatViaVertexClaude { .. } => {
                 EventTranslator::ToChat(MessagesToChatStream::new(include_usage))
             }
             Translation::MessagesViaChat { .. } => {
@@ -350,6 +388,8 @@ const MAX_EVENT_BYTES: usize = 16 << 20;
 
 /// Turns the provider's response bytes into the client's, as they pass.
 pub enum Translator {
+    /// The provider answers in the client's format (Claude on Vertex AI to a Messages client).
+    Unchanged,
     /// A whole body (an answer or an error), translated at its end.
     Whole {
         translation: Translation,
@@ -379,6 +419,7 @@ impl Translator {
     /// The client's bytes for the next upstream bytes (possibly none yet).
     pub fn feed(&mut self, data: Bytes) -> Bytes {
         match self {
+            Translator::Unchanged => data,
             Translator::Whole { body, over, .. } => {
                 if body.len() + data.len() > MAX_EVENT_BYTES {
                     *over = true;
@@ -422,6 +463,7 @@ impl Translator {
     /// The client's last bytes, once the upstream body ended.
     pub fn finish(&mut self) -> Bytes {
         match self {
+            Translator::Unchanged => Bytes::new(),
             Translator::Whole {
                 translation,
                 body,
@@ -432,12 +474,23 @@ impl Translator {
                 let success = (200..300).contains(status);
                 let too_large = "the provider's response is too large to translate";
                 let out = match translation {
-                    Translation::ChatViaMessages if *over => error_to_openai(b"", too_large),
-                    Translation::ChatViaMessages if success => message_to_chat(body)
-                        .unwrap_or_else(|e| {
+                    Translation::ChatViaMessages | Translation::ChatViaVertexClaude { .. }
+                        if *over =>
+                    {
+                        error_to_openai(b"", too_large)
+                    }
+                    Translation::ChatViaMessages | Translation::ChatViaVertexClaude { .. }
+                        if success =>
+                    {
+                        message_to_chat(body).unwrap_or_else(|e| {
                             error_to_openai(b"", &format!("the provider's response: {e}"))
-                        }),
-                    Translation::ChatViaMessages => error_to_openai(body, ""),
+                        })
+                    }
+                    // Vertex's own errors (a 404 for a model not enabled) are Google's
+                    // shape, Claude's are Anthropic's: both carry `error.message`.
+                    Translation::ChatViaMessages | Translation::ChatViaVertexClaude { .. } => {
+                        error_to_openai(body, "")
+                    }
                     Translation::MessagesViaChat { .. } if *over => {
                         error_to_anthropic(500, b"", too_large)
                     }
@@ -471,6 +524,8 @@ impl Translator {
                     Translation::ChatViaConverse { .. } => {
                         chat_via_converse::error_to_openai(*status, body, "")
                     }
+                    // Not reached: its translator is `Unchanged`.
+                    Translation::MessagesViaVertexClaude { .. } => std::mem::take(body),
                     Translation::MessagesViaGemini { .. }
                     | Translation::MessagesViaConverse { .. }
                         if *over =>
@@ -514,6 +569,21 @@ impl Translator {
             }
         }
     }
+}
+
+/// The `anthropic_version` Vertex AI's Claude models take (Google's docs; `AnthropicVertex`
+/// sends the same).
+const VERTEX_ANTHROPIC_VERSION: &str = "vertex-2023-10-16";
+
+/// A Messages request `body` as Vertex AI's Claude models take it: the model is in the path,
+/// so no `model`, and an `anthropic_version` (the client's, when it set one).
+fn vertex_claude_body(body: &[u8]) -> Result<Vec<u8>, Untranslatable> {
+    let mut req: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(body)
+        .map_err(|e| Untranslatable::new("(body)", format!("not a JSON object: {e}")))?;
+    req.remove("model");
+    req.entry("anthropic_version")
+        .or_insert_with(|| VERTEX_ANTHROPIC_VERSION.into());
+    serde_json::to_vec(&req).map_err(|e| Untranslatable::new("(body)", e.to_string()))
 }
 
 /// The output of a stream's first leg, through its second leg if it has one.

@@ -295,15 +295,15 @@ fn only_chat_completions_translate_and_only_to_a_messages_provider() {
     let anthropic = |e: Endpoint| matches!(e, Endpoint::Messages | Endpoint::CountTokens);
     let kind = ProviderKind::Anthropic;
     assert_eq!(
-        Translation::between(Endpoint::ChatCompletions, kind, anthropic, false),
+        Translation::between(Endpoint::ChatCompletions, kind, anthropic, false, "m"),
         Some(Translation::ChatViaMessages)
     );
     assert_eq!(
-        Translation::between(Endpoint::Embeddings, kind, anthropic, false),
+        Translation::between(Endpoint::Embeddings, kind, anthropic, false, "m"),
         None
     );
     assert_eq!(
-        Translation::between(Endpoint::ChatCompletions, kind, |_| false, false),
+        Translation::between(Endpoint::ChatCompletions, kind, |_| false, false, "m"),
         None
     );
 }
@@ -627,6 +627,7 @@ fn the_gemini_translation_picks_the_method_and_sse_query_by_stream() {
         ProviderKind::Gemini,
         gemini,
         false,
+        "m",
     )
     .unwrap();
     assert_eq!(plain.upstream_endpoint(), Endpoint::GenerateContent);
@@ -636,6 +637,7 @@ fn the_gemini_translation_picks_the_method_and_sse_query_by_stream() {
         ProviderKind::Gemini,
         gemini,
         true,
+        "m",
     )
     .unwrap();
     assert_eq!(
@@ -645,7 +647,13 @@ fn the_gemini_translation_picks_the_method_and_sse_query_by_stream() {
     assert_eq!(streamed.upstream_query(), Some("alt=sse"));
     // Embeddings do not translate to Gemini.
     assert_eq!(
-        Translation::between(Endpoint::Embeddings, ProviderKind::Gemini, gemini, false),
+        Translation::between(
+            Endpoint::Embeddings,
+            ProviderKind::Gemini,
+            gemini,
+            false,
+            "m"
+        ),
         None
     );
 }
@@ -927,6 +935,7 @@ fn the_bedrock_translation_picks_the_operation_by_stream() {
             ProviderKind::Bedrock,
             bedrock,
             stream,
+            "m",
         )
         .unwrap()
         .upstream_endpoint()
@@ -1151,7 +1160,7 @@ fn messages_clients_reach_gemini_and_bedrock_through_chat() {
         ),
     ] {
         assert_eq!(
-            Translation::between(Endpoint::Messages, kind, none, stream),
+            Translation::between(Endpoint::Messages, kind, none, stream, "m"),
             Some(t)
         );
     }
@@ -1324,4 +1333,90 @@ fn gemini_and_converse_streams_become_messages_streams_split_anywhere() {
         assert_eq!(delta["usage"]["cache_read_input_tokens"], cached);
         assert_eq!(delta["usage"]["output_tokens"], output);
     }
+}
+
+// ------------------------------------------------------- models of a Vertex AI provider
+
+#[test]
+fn vertex_models_translate_by_publisher_claude_as_messages_gemini_as_generate_content() {
+    use crate::providers::{Endpoint, ProviderKind};
+    let vertex = |e: Endpoint| {
+        matches!(
+            e,
+            Endpoint::GenerateContent
+                | Endpoint::StreamGenerateContent
+                | Endpoint::VertexRawPredict
+                | Endpoint::VertexStreamRawPredict
+                | Endpoint::CountTokens
+        )
+    };
+    let claude = "claude-sonnet-4-5@20250929";
+    let between = |e, stream, model| {
+        Translation::between(e, ProviderKind::Vertex, vertex, stream, model).unwrap()
+    };
+    let t = between(Endpoint::ChatCompletions, false, claude);
+    assert_eq!(t, Translation::ChatViaVertexClaude { stream: false });
+    assert_eq!(t.upstream_endpoint(), Endpoint::VertexRawPredict);
+    let t = between(Endpoint::Messages, true, claude);
+    assert_eq!(t, Translation::MessagesViaVertexClaude { stream: true });
+    assert_eq!(t.upstream_endpoint(), Endpoint::VertexStreamRawPredict);
+    assert_eq!(
+        between(Endpoint::ChatCompletions, true, "gemini-2.5-flash"),
+        Translation::ChatViaGemini { stream: true }
+    );
+    assert_eq!(
+        between(Endpoint::Messages, false, "gemini-2.5-flash"),
+        Translation::MessagesViaGemini { stream: false }
+    );
+
+    // Chat to Claude on Vertex: a Messages body without `model`, with Vertex's version.
+    let chat = serde_json::to_vec(&json!({"model": "claude-sonnet-4-5@20250929",
+        "messages": [{"role": "system", "content": "Be terse."}, {"role": "user", "content": "hi"}],
+        "stream": true}))
+    .unwrap();
+    let b: Value = serde_json::from_slice(
+        &Translation::ChatViaVertexClaude { stream: true }
+            .request(&chat, None)
+            .unwrap(),
+    )
+    .unwrap();
+    assert!(b.get("model").is_none(), "{b}");
+    assert_eq!(b["anthropic_version"], "vertex-2023-10-16");
+    assert_eq!(b["system"][0]["text"], "Be terse.");
+    assert_eq!(b["max_tokens"], DEFAULT_MAX_TOKENS);
+    assert_eq!(b["stream"], true);
+    // A Messages client's own body: only the model leaves, its version stays.
+    let messages = serde_json::to_vec(&json!({"model": "claude-sonnet-4-5@20250929",
+        "anthropic_version": "vertex-2023-10-16", "max_tokens": 5,
+        "messages": [{"role": "user", "content": "hi"}]}))
+    .unwrap();
+    let b: Value = serde_json::from_slice(
+        &Translation::MessagesViaVertexClaude { stream: false }
+            .request(&messages, None)
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        b,
+        json!({"anthropic_version": "vertex-2023-10-16", "max_tokens": 5,
+               "messages": [{"role": "user", "content": "hi"}]})
+    );
+    // Its answer is the client's format already: passed as it comes.
+    let mut t =
+        Translation::MessagesViaVertexClaude { stream: true }.response(200, true, false, ASKED);
+    let event = Bytes::from_static(b"event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n");
+    assert_eq!(t.feed(event.clone()), event);
+    assert!(t.finish().is_empty());
+    // Claude's answer on Vertex to a chat client: as from the Messages API.
+    let mut t =
+        Translation::ChatViaVertexClaude { stream: false }.response(200, false, false, ASKED);
+    t.feed(Bytes::from_static(
+        br#"{"id":"msg_vrtx_1","type":"message","role":"assistant","model":"claude-sonnet-4-5-20250929",
+            "content":[{"type":"text","text":"Bonjour."}],"stop_reason":"end_turn",
+            "usage":{"input_tokens":17,"output_tokens":9}}"#,
+    ));
+    let v: Value = serde_json::from_slice(&t.finish()).unwrap();
+    assert_eq!(v["choices"][0]["message"]["content"], "Bonjour.");
+    assert_eq!(v["usage"]["prompt_tokens"], 17);
+    assert_eq!(v["usage"]["completion_tokens"], 9);
 }

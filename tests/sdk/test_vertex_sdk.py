@@ -22,6 +22,7 @@ from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import anthropic
+import openai
 import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
@@ -185,6 +186,9 @@ def make_handler(g: Google):
                     "stop_reason": "end_turn", "stop_sequence": None,
                     "usage": CLAUDE_USAGE}).encode())
             elif path == f"{prefix}us-east5/publishers/anthropic/models/{CLAUDE}:streamRawPredict":
+                if "model" in req or not req.get("anthropic_version") or req.get("stream") is not True:
+                    self.google_error(400, "INVALID_ARGUMENT", f"bad Claude stream body {req}")
+                    return
                 self.reply(200, claude_stream(), "text/event-stream; charset=utf-8")
             elif path == f"{prefix}us-east5/publishers/anthropic/models/count-tokens:rawPredict":
                 self.reply(200, b'{"input_tokens": 12}')
@@ -420,3 +424,109 @@ def test_a_wrong_virtual_key_is_refused_in_googles_shape(vertex):
         bad.messages.create(model=CLAUDE, max_tokens=8,
                             messages=[{"role": "user", "content": "hi"}])
     bad.close()
+
+
+# ------------------------------------------- other formats' clients calling Vertex's models
+# An OpenAI-format client reaches Gemini on Vertex through generateContent and Claude on Vertex
+# through rawPredict; a plain Anthropic client (not AnthropicVertex) reaches both through
+# /v1/messages. The mock checks Claude's bodies (no `model`, an `anthropic_version`).
+
+@pytest.fixture(scope="module")
+def oai_client(vertex):
+    url, _ = vertex
+    client = openai.OpenAI(base_url=f"{url}/v1", api_key=KEY, timeout=30)
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="module")
+def plain_claude(vertex):
+    url, _ = vertex
+    client = anthropic.Anthropic(base_url=url, api_key=KEY, timeout=30)
+    yield client
+    client.close()
+
+
+QUESTION = [{"role": "user", "content": "Name three rivers in Europe."}]
+
+
+@pytest.mark.parametrize("model,provider,text,usage,method", [
+    (GEMINI, "vertex-global", "Rhine, Danube, Loire.", (11, 10), "generateContent"),
+    (CLAUDE, "vertex-us-east5", "Bonjour.", (17, 9), "rawPredict"),
+])
+def test_openai_sdk_calls_gemini_and_claude_on_vertex(vertex, oai_client, model, provider, text,
+                                                      usage, method):
+    url, google = vertex
+    metrics = Metrics(url)
+    before = metrics.scrape()
+    resp = oai_client.chat.completions.create(model=model, messages=QUESTION, max_tokens=32)
+    assert resp.object == "chat.completion"
+    assert resp.choices[0].message.content == text
+    assert resp.choices[0].finish_reason == "stop"
+    assert (resp.usage.prompt_tokens, resp.usage.completion_tokens) == usage
+    want = {"prompt": usage[0], "completion": usage[1], "requests": 1}
+    assert metrics.wait_for_deltas(before, want, team=TEAM, provider=provider) == want
+    one = {"requests": 1}
+    assert metrics.wait_for_deltas(before, one, provider=provider,
+                                   endpoint="/v1/chat/completions") == one
+    assert google.upstream[-1]["path"].endswith(f"/models/{model}:{method}")
+
+
+@pytest.mark.parametrize("model,provider,text,usage", [
+    (GEMINI, "vertex-global", "Rain on the roof.", (11, 10)),
+    (CLAUDE, "vertex-us-east5", "Bonjour le monde.", (17, 9)),
+])
+def test_openai_sdk_streams_gemini_and_claude_on_vertex(vertex, oai_client, model, provider, text,
+                                                        usage):
+    url, _ = vertex
+    metrics = Metrics(url)
+    before = metrics.scrape()
+    chunks = list(oai_client.chat.completions.create(
+        model=model, messages=QUESTION, max_tokens=32, stream=True,
+        stream_options={"include_usage": True}))
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == text
+    last = chunks[-1]
+    assert last.choices == [] and (last.usage.prompt_tokens, last.usage.completion_tokens) == usage
+    want = {"prompt": usage[0], "completion": usage[1], "requests": 1}
+    assert metrics.wait_for_deltas(before, want, team=TEAM, provider=provider) == want
+    ok = {"requests": 1}
+    assert metrics.wait_for_deltas(before, ok, provider=provider, status_code="200") == ok
+
+
+@pytest.mark.parametrize("model,provider,text,usage", [
+    (GEMINI, "vertex-global", "Rhine, Danube, Loire.", (11, 10)),
+    (CLAUDE, "vertex-us-east5", "Bonjour.", (17, 9)),
+])
+def test_a_plain_anthropic_client_calls_gemini_and_claude_on_vertex(vertex, plain_claude, model,
+                                                                    provider, text, usage):
+    url, google = vertex
+    metrics = Metrics(url)
+    before = metrics.scrape()
+    msg = plain_claude.messages.create(model=model, max_tokens=32, messages=QUESTION)
+    assert msg.type == "message" and msg.content[0].text == text
+    assert (msg.usage.input_tokens, msg.usage.output_tokens) == usage
+    want = {"prompt": usage[0], "completion": usage[1], "requests": 1}
+    assert metrics.wait_for_deltas(before, want, team=TEAM, provider=provider) == want
+    one = {"requests": 1}
+    assert metrics.wait_for_deltas(before, one, provider=provider, endpoint="/v1/messages") == one
+    if model == CLAUDE:
+        assert google.upstream[-1]["body"]["anthropic_version"] == "vertex-2023-10-16"
+
+
+@pytest.mark.parametrize("model,provider,text", [
+    (GEMINI, "vertex-global", "Rain on the roof."),
+    (CLAUDE, "vertex-us-east5", "Bonjour le monde."),
+])
+def test_a_plain_anthropic_client_streams_gemini_and_claude_on_vertex(vertex, plain_claude, model,
+                                                                      provider, text):
+    url, _ = vertex
+    metrics = Metrics(url)
+    before = metrics.scrape()
+    with plain_claude.messages.stream(model=model, max_tokens=32, messages=QUESTION) as s:
+        got = "".join(s.text_stream)
+        final = s.get_final_message()
+    assert got == text
+    want = {"prompt": final.usage.input_tokens + (final.usage.cache_read_input_tokens or 0),
+            "completion": final.usage.output_tokens, "requests": 1}
+    assert want["prompt"] > 0 and want["completion"] > 0
+    assert metrics.wait_for_deltas(before, want, team=TEAM, provider=provider) == want
