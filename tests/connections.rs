@@ -244,13 +244,20 @@ async fn the_connection_caps_refuse_extra_connections_at_once_and_free_their_pla
     for ip in ["127.0.0.4", "127.0.0.4"] {
         others.push(connect_from(ip, gw.addr).await);
     }
-    // Generous: under a loaded machine the acceptor takes a while to count them all.
-    tokio::time::sleep(Duration::from_millis(1000)).await;
-    let mut eleventh = connect_from("127.0.0.5", gw.addr).await;
-    assert!(
-        closed_within(&mut eleventh, Duration::from_secs(2)).await,
-        "an eleventh connection was kept"
-    );
+    // The kernel completes a handshake before the gateway's acceptor counts the connection:
+    // under a loaded machine (the whole suite on 2 cores) counting the ten took over 1 s. An
+    // eleventh that was kept because the ten were not all counted yet is let go and tried
+    // again; with the cap broken every try is kept.
+    let mut refused = false;
+    for _ in 0..10 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let mut eleventh = connect_from("127.0.0.5", gw.addr).await;
+        if closed_within(&mut eleventh, Duration::from_secs(2)).await {
+            refused = true;
+            break;
+        }
+    }
+    assert!(refused, "an eleventh connection was kept");
     for s in &mut first {
         assert!(
             !closed_within(s, Duration::from_millis(10)).await,
