@@ -117,23 +117,9 @@ fn ws(b: &[u8], mut i: usize) -> usize {
     i
 }
 
-/// Bytes of a string read one at a time before `memchr2` takes over.
-const SHORT_STRING: usize = 16;
-
 /// The end (after the closing quote) of the string opening at `i`, and whether it has escapes.
 fn string(b: &[u8], i: usize) -> Result<(usize, bool), String> {
     let mut j = i + 1;
-    // Most strings of a body's structure are short (keys, roles): a plain loop over their
-    // first bytes is cheaper than starting a vector search, ~100 instructions a call under
-    // callgrind, 23 calls a request at 850 B (bench/results/2026-12-03-worker-profile.md).
-    let short = b.len().min(j + SHORT_STRING);
-    while j < short {
-        match b[j] {
-            b'"' => return Ok((j + 1, false)),
-            b'\\' => break,
-            _ => j += 1,
-        }
-    }
     let mut escaped = false;
     loop {
         match memchr2(b'"', b'\\', &b[j.min(b.len())..]) {
