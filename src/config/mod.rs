@@ -1,8 +1,10 @@
 //! The config file: TOML read into plain serde structs ([`raw`]), then validated into the
 //! runtime [`Config`] by [`validate`], which reports every error with its key path.
 //! Secrets are written as `${ENV_VAR}` and resolved during validation ([`env`]).
+//! `keycache` remembers, per thread, the keys the validated key store authenticated.
 
 pub mod env;
+mod keycache;
 pub mod raw;
 pub(crate) mod validate;
 

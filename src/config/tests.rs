@@ -70,6 +70,32 @@ fn a_valid_config_routes_and_authenticates() {
 }
 
 #[test]
+fn a_key_removed_from_a_rebuilt_config_stops_working_at_once() {
+    let before = Config::from_toml(GOOD, &vars()).expect("valid");
+    for _ in 0..3 {
+        // Twice and more: the second comes from this thread's cache of authenticated keys.
+        let key = before.keys.authenticate(Some("tg-app-secret"));
+        assert_eq!(key.map(|k| k.team.clone()).as_deref(), Some("search"));
+    }
+    // The same key under another team, and then no longer configured: the cache answers only
+    // for the store that filled it.
+    let moved = Config::from_toml(
+        &GOOD.replace("team = \"search\"", "team = \"ads\""),
+        &vars(),
+    )
+    .expect("valid");
+    let key = moved.keys.authenticate(Some("tg-app-secret"));
+    assert_eq!(key.map(|k| k.team.clone()).as_deref(), Some("ads"));
+    let mut other = vars();
+    other.insert("APP_KEY".into(), "tg-another-secret".into());
+    let after = Config::from_toml(GOOD, &other).expect("valid");
+    assert!(after.keys.authenticate(Some("tg-app-secret")).is_none());
+    assert!(after.keys.authenticate(Some("tg-another-secret")).is_some());
+    // The old store still knows its own key (a request already under way keeps its gateway).
+    assert!(before.keys.authenticate(Some("tg-app-secret")).is_some());
+}
+
+#[test]
 fn without_keys_the_gateway_is_open_as_team_default() {
     let text = "[[providers]]\nname = \"v\"\nkind = \"openai-compatible\"\nbase_url = \"http://127.0.0.1:1/v1\"\nmodels = [\"*\"]\n";
     let cfg = Config::from_toml(text, &vars()).expect("valid");

@@ -68,10 +68,24 @@ impl KeyInfo {
 }
 
 /// Virtual keys, stored as SHA-256 hashes: the secrets themselves are not kept in memory.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct KeyStore {
     by_hash: HashMap<[u8; 32], Arc<KeyInfo>>,
     open: Option<Arc<KeyInfo>>,
+    /// Unique to this store in the process: what a thread's cache of authenticated keys
+    /// (`keycache.rs`) checks, so that it answers only for the store that filled it.
+    generation: u64,
+}
+
+impl Default for KeyStore {
+    fn default() -> KeyStore {
+        static GENERATIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        KeyStore {
+            by_hash: HashMap::new(),
+            open: None,
+            generation: GENERATIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+        }
+    }
 }
 
 impl KeyStore {
@@ -81,8 +95,12 @@ impl KeyStore {
         if let Some(open) = &self.open {
             return Some(open.clone());
         }
-        let hash: [u8; 32] = Sha256::digest(presented?.as_bytes()).into();
-        self.by_hash.get(&hash).cloned()
+        let presented = presented?.as_bytes();
+        // SHA-256 only for a key this thread has not authenticated yet in this store.
+        super::keycache::authenticate(self.generation, presented, || {
+            let hash: [u8; 32] = Sha256::digest(presented).into();
+            self.by_hash.get(&hash).cloned()
+        })
     }
 
     /// True when no keys are configured and the gateway admits everyone.

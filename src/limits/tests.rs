@@ -270,6 +270,31 @@ fn quota_headers_use_openai_names_and_formats() {
     assert_eq!(get("x-ratelimit-reset-requests").as_deref(), Some("1s"));
     assert_eq!(get("x-ratelimit-remaining-tokens").as_deref(), Some("0"));
     assert_eq!(get("x-ratelimit-reset-tokens").as_deref(), Some("1m31s"));
+    assert_eq!(get("x-ratelimit-limit-tokens").as_deref(), Some("1000"));
+    assert_eq!(h.len(), 6);
+    // Only the kinds limited; the upstream's own headers stay.
+    let mut h = http::HeaderMap::new();
+    h.insert("x-request-id", http::HeaderValue::from_static("req-1"));
+    Quota {
+        requests: None,
+        tokens: Some((u64::MAX, i64::MAX, 0.02)),
+    }
+    .write_headers(&mut h);
+    let get = |n: &str| h.get(n).and_then(|v| v.to_str().ok()).map(String::from);
+    assert_eq!(
+        get("x-ratelimit-limit-tokens").as_deref(),
+        Some("18446744073709551615")
+    );
+    assert_eq!(
+        get("x-ratelimit-remaining-tokens").as_deref(),
+        Some("9223372036854775807")
+    );
+    assert_eq!(get("x-ratelimit-reset-tokens").as_deref(), Some("20ms"));
+    assert_eq!(get("x-request-id").as_deref(), Some("req-1"));
+    assert_eq!(h.len(), 4);
+    let mut h = http::HeaderMap::new();
+    Quota::default().write_headers(&mut h);
+    assert!(h.is_empty());
     assert_eq!(format_duration(0.02), "20ms");
     assert_eq!(format_duration(3723.0), "1h2m3s");
     assert_eq!(format_duration(0.0), "0ms");

@@ -222,6 +222,37 @@ mod tests {
     }
 
     #[test]
+    fn strings_end_at_their_unescaped_quote_however_long() {
+        // Escapes before, at and after the bytes read one at a time, and a quote right at
+        // their end.
+        for text in [
+            r#"\"a"#,
+            r#"abc\"def"#,
+            r#"0123456789abcde\"f"#,
+            r#"0123456789abcdef\"g"#,
+            "0123456789abcdef",
+            "0123456789abcde",
+            r#"\\"#,
+            r#"0123456789abcd\\"#,
+            "",
+        ] {
+            let body = format!(r#"{{"k":"{text}","k\"{text}":[{{"x":"{text}"}}],"z":1}}"#);
+            let got = members(&body).expect("valid");
+            assert_eq!(got.len(), 3, "{body}");
+            assert_eq!(got[0].1, format!(r#""{text}""#), "{body}");
+            assert_eq!(got[1].1, format!(r#"[{{"x":"{text}"}}]"#), "{body}");
+            assert_eq!(got[2].1, "1", "{body}");
+        }
+        for cut in [
+            r#"{"a":"abc"#,
+            r#"{"a":"abc\"#,
+            r#"{"a":"0123456789abcdefgh"#,
+        ] {
+            assert!(members(cut).is_err(), "{cut:?} was accepted");
+        }
+    }
+
+    #[test]
     fn the_top_level_grammar_is_checked() {
         for bad in [
             "",

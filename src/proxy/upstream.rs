@@ -10,8 +10,8 @@
 //! client: HTTP/2 by ALPN where the provider offers it, TLS by rustls.
 
 use std::cell::{OnceCell, RefCell};
-use std::collections::HashMap;
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -90,7 +90,9 @@ impl std::error::Error for SendError {
 /// response body has been read to its end; dropping it instead closes the connection (a body
 /// left half-read cannot be followed by another request).
 pub struct Lease {
-    authority: Authority,
+    /// The pool it came from ([`Pool::id`]) and its upstream's place there.
+    pool: u64,
+    host: usize,
     sender: SendRequest<Full<Bytes>>,
 }
 
@@ -102,7 +104,8 @@ impl Lease {
         }
         POOL.with(|p| {
             if let Some(pool) = p.borrow_mut().as_mut()
-                && let Some(host) = pool.hosts.get_mut(&self.authority)
+                && pool.id == self.pool
+                && let Some(host) = pool.hosts.get_mut(self.host)
                 && host.idle.len() < MAX_IDLE_PER_HOST
             {
                 host.idle.push(Idle {
@@ -121,15 +124,49 @@ struct Idle {
 
 /// What the pool keeps for one upstream `host:port`.
 struct Host {
+    authority: Authority,
     /// The `Host` header of its requests.
     header: HeaderValue,
     /// Most recently used last.
     idle: Vec<Idle>,
 }
 
-#[derive(Default)]
+/// A worker's upstreams, each at a fixed place in `hosts` for the life of the thread: a
+/// lease remembers the place, so giving a connection back hashes nothing. Checkout finds the
+/// place by the authority's text, hashed in one pass (foldhash); keyed by `Authority` the
+/// map hashed it with SipHash a byte at a time (its `Hash` lowercases each byte), 38 hash
+/// writes a request between checkout and release.
 struct Pool {
-    hosts: HashMap<Authority, Host>,
+    /// Unique in the process, so a lease is never given back to another thread's pool.
+    id: u64,
+    index: hashbrown::HashMap<Box<str>, usize>,
+    hosts: Vec<Host>,
+}
+
+impl Pool {
+    fn new() -> Pool {
+        static IDS: AtomicU64 = AtomicU64::new(1);
+        Pool {
+            id: IDS.fetch_add(1, Ordering::Relaxed),
+            index: hashbrown::HashMap::new(),
+            hosts: Vec::new(),
+        }
+    }
+
+    /// The place of `authority`'s connections, made on its first request.
+    fn place(&mut self, authority: &Authority) -> usize {
+        if let Some(&i) = self.index.get(authority.as_str()) {
+            return i;
+        }
+        let i = self.hosts.len();
+        self.hosts.push(Host {
+            authority: authority.clone(),
+            header: host_header(authority),
+            idle: Vec::new(),
+        });
+        self.index.insert(authority.as_str().into(), i);
+        i
+    }
 }
 
 thread_local! {
@@ -143,7 +180,7 @@ thread_local! {
 /// Gives the calling thread its own upstream connections, used by every request it handles.
 /// For threads that each run a single-threaded runtime.
 pub fn use_worker_pool() {
-    POOL.with(|p| *p.borrow_mut() = Some(Pool::default()));
+    POOL.with(|p| *p.borrow_mut() = Some(Pool::new()));
     TLS_CLIENT.with(|c| {
         let _ = c.set(tls_client());
     });
@@ -154,7 +191,7 @@ pub fn use_worker_pool() {
 pub fn sweep() {
     POOL.with(|p| {
         if let Some(pool) = p.borrow_mut().as_mut() {
-            for host in pool.hosts.values_mut() {
+            for host in &mut pool.hosts {
                 host.idle
                     .retain(|i| !i.sender.is_closed() && i.since.elapsed() < IDLE_TIMEOUT);
             }
@@ -168,50 +205,46 @@ pub async fn send(
     fallback: &UpstreamClient,
     mut req: Request<Full<Bytes>>,
 ) -> Result<(Response<Incoming>, Option<Lease>), SendError> {
-    let authority = match req.uri().authority() {
-        Some(a)
-            if req.uri().scheme() == Some(&Scheme::HTTP) && POOL.with(|p| p.borrow().is_some()) =>
-        {
-            a.clone()
+    let pooled = match req.uri().authority() {
+        Some(a) if req.uri().scheme() == Some(&Scheme::HTTP) => {
+            POOL.with(|p| p.borrow_mut().as_mut().map(|pool| (pool.id, pool.place(a))))
         }
-        _ => {
-            let call = TLS_CLIENT.with(|c| c.get().unwrap_or(fallback).request(req));
-            return call.await.map(|r| (r, None)).map_err(SendError::Client);
-        }
+        _ => None,
+    };
+    let Some((pool, place)) = pooled else {
+        let call = TLS_CLIENT.with(|c| c.get().unwrap_or(fallback).request(req));
+        return call.await.map(|r| (r, None)).map_err(SendError::Client);
     };
     *req.uri_mut() = origin_form(req.uri());
     loop {
-        // The pool is borrowed only between awaits.
-        let (idle, host) = POOL.with(|p| {
-            let mut p = p.borrow_mut();
-            let hosts = &mut p.get_or_insert_with(Pool::default).hosts;
-            // Looked up by reference: `entry` would clone the authority on every request.
-            let Some(host) = hosts.get_mut(&authority) else {
-                let header = host_header(&authority);
-                let idle = Vec::new();
-                hosts.insert(
-                    authority.clone(),
-                    Host {
-                        header: header.clone(),
-                        idle,
-                    },
-                );
-                return (None, header);
-            };
-            let mut found = None;
-            while let Some(i) = host.idle.pop() {
-                if !i.sender.is_closed() {
-                    found = Some(i.sender);
-                    break;
+        // The pool is borrowed only between awaits; `place` stays valid in it (hosts are only
+        // ever added), and the authority is cloned only to connect.
+        let (idle, host) = POOL
+            .with(|p| {
+                let mut p = p.borrow_mut();
+                let host = p
+                    .as_mut()
+                    .filter(|p| p.id == pool)
+                    .and_then(|p| p.hosts.get_mut(place))?;
+                let mut found = None;
+                while let Some(i) = host.idle.pop() {
+                    if !i.sender.is_closed() {
+                        found = Some(i.sender);
+                        break;
+                    }
                 }
-            }
-            (found, host.header.clone())
-        });
+                let checkout = match found {
+                    Some(s) => Checkout::Idle(s),
+                    None => Checkout::Connect(host.authority.clone()),
+                };
+                Some((checkout, host.header.clone()))
+            })
+            .ok_or_else(|| SendError::Connect("the worker's upstream pool is gone".into()))?;
         req.headers_mut().insert(header::HOST, host);
-        let reused = idle.is_some();
+        let reused = matches!(idle, Checkout::Idle(_));
         let mut sender = match idle {
-            Some(s) => s,
-            None => connect(&authority).await?,
+            Checkout::Idle(s) => s,
+            Checkout::Connect(authority) => connect(&authority).await?,
         };
         if let Err(e) = sender.ready().await {
             if reused {
@@ -220,7 +253,14 @@ pub async fn send(
             return Err(SendError::Http(e));
         }
         match sender.try_send_request(req).await {
-            Ok(resp) => return Ok((resp, Some(Lease { authority, sender }))),
+            Ok(resp) => {
+                let lease = Lease {
+                    pool,
+                    host: place,
+                    sender,
+                };
+                return Ok((resp, Some(lease)));
+            }
             Err(mut e) => match e.take_message() {
                 // Never written: the idle connection was closing. Safe to send again.
                 Some(r) if reused => req = r,
@@ -228,6 +268,12 @@ pub async fn send(
             },
         }
     }
+}
+
+/// What a request takes from the pool: an idle connection, or the address to connect to.
+enum Checkout {
+    Idle(SendRequest<Full<Bytes>>),
+    Connect(Authority),
 }
 
 /// `/path?query` of an absolute URI: what goes on an HTTP/1.1 request line to an origin.
