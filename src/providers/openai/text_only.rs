@@ -6,7 +6,11 @@
 //! unescaped `"error"` or non-null `"usage"` key takes the one-pass text read, or on anything
 //! unusual serde's read of the whole chunk, which could find more than text only through an
 //! escaped key (`"\u0075sage"`) or a top-level array (serde reads a struct from one, by
-//! position): events with a `\u` escape or not starting with `{` are read at once.
+//! position): events with a `\u` escape or not starting with `{` are read at once. One
+//! difference remains: serde's read also takes the service tier, and a held chunk the
+//! one-pass read leaves to serde (nested over 100 deep) is read only for the estimate, so its
+//! tier is not taken; the tier comes from the first chunk and the usage chunk, as for every
+//! ordinary chunk already.
 
 use memchr::memmem::Finder;
 use std::sync::LazyLock;
