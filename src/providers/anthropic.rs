@@ -12,6 +12,7 @@ use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Request, Uri, header};
 use serde::Deserialize;
 
+use super::json;
 use super::{
     BodyFacts, Build, BuildError, Endpoint, EventKind, HeaderPolicy, KindSpec, Provider,
     ProviderKind, Str, StreamFacts, Target, find_key_value, first_key_value, join_uri,
@@ -276,20 +277,38 @@ impl Provider for Anthropic {
         read_event(data, facts);
         EventKind::Content
     }
+
+    fn text_only_event(
+        &self,
+        _endpoint: Endpoint,
+        _event: Option<&[u8]>,
+        data: &[u8],
+        _facts: &StreamFacts,
+    ) -> Option<EventKind> {
+        text_only_event(data)
+    }
+}
+
+/// Whether a Messages stream event only adds text: a `content_block_delta` (`type` first, as
+/// Anthropic writes it), whose read takes nothing but its delta's text (or, with a repeated
+/// field, nothing at all, read now or later).
+pub(super) fn text_only_event(data: &[u8]) -> Option<EventKind> {
+    let rest = data.strip_prefix(br#"{"type":"content_block_delta""#)?;
+    matches!(rest.first(), Some(b',' | b'}')).then_some(EventKind::Content)
 }
 
 /// Usage, model and id of a whole Messages response (Anthropic's API, and Claude on Vertex
 /// AI and Bedrock, which answer in the same shape).
 pub(super) fn read_body(body: &[u8]) -> BodyFacts {
-    let usage = find_key_value::<AnthropicUsage>(body, "usage");
+    let usage = find_key_value::<AnthropicUsage>(body, &json::USAGE);
     BodyFacts {
         billing: usage
             .as_ref()
             .map(AnthropicUsage::billing)
             .unwrap_or_default(),
         usage: usage.map(|u| u.normalise()),
-        model: first_key_value::<String>(body, "model"),
-        response_id: first_key_value::<String>(body, "id"),
+        model: first_key_value::<String>(body, &json::MODEL),
+        response_id: first_key_value::<String>(body, &json::ID),
         error: None,
     }
 }

@@ -22,6 +22,7 @@ use http::{HeaderName, HeaderValue, Request, Uri, header};
 use memchr::memmem;
 use serde::Deserialize;
 
+use super::json;
 use super::openai::OPERATIONS;
 use super::{
     BodyFacts, Build, BuildError, Endpoint, EventKind, HeaderPolicy, KindSpec, Provider,
@@ -226,7 +227,7 @@ impl Provider for Azure {
     fn body_facts(&self, _endpoint: Endpoint, body: &[u8]) -> BodyFacts {
         let mut facts = super::openai::body_facts(body);
         if facts.usage.is_none() && memmem::find(body, b"content_filter").is_some() {
-            let filtered = find_key_value::<AzureError>(body, "error").is_some_and(|e| {
+            let filtered = find_key_value::<AzureError>(body, &json::ERROR).is_some_and(|e| {
                 e.code.as_deref() == Some("content_filter")
                     || e.innererror.and_then(|i| i.code).as_deref()
                         == Some("ResponsibleAIPolicyViolation")
@@ -246,6 +247,16 @@ impl Provider for Azure {
         facts: &mut StreamFacts,
     ) -> EventKind {
         super::openai::stream_event(endpoint, data, facts)
+    }
+
+    fn text_only_event(
+        &self,
+        endpoint: Endpoint,
+        _event: Option<&[u8]>,
+        data: &[u8],
+        facts: &StreamFacts,
+    ) -> Option<EventKind> {
+        super::openai::text_only_event(endpoint, data, facts)
     }
 }
 

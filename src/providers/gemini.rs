@@ -18,6 +18,7 @@ use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Request, Uri, header};
 use serde::Deserialize;
 
+use super::json::{self, Key};
 use super::{
     BodyFacts, Build, BuildError, Endpoint, EventKind, Framing, HeaderPolicy, KindSpec, Provider,
     ProviderKind, Str, StreamFacts, Target, find_key_value, first_key_value, join_uri,
@@ -283,18 +284,23 @@ impl Provider for Gemini {
 
 /// The bounded `error_type` of a body in Google's error shape (`{"error": {"status": ...}}`).
 pub(super) fn google_error(body: &[u8]) -> Option<&'static str> {
-    find_key_value::<OwnedError>(body, "error")
+    find_key_value::<OwnedError>(body, &json::ERROR)
         .and_then(|e| e.status)
         .map(|s| error_type(&s))
 }
+
+/// The keys a `GenerateContentResponse` reports its usage, model and id under.
+static USAGE_METADATA: Key = Key::new(r#""usageMetadata""#);
+static MODEL_VERSION: Key = Key::new(r#""modelVersion""#);
+static RESPONSE_ID: Key = Key::new(r#""responseId""#);
 
 /// Usage, model, id and error of a whole `GenerateContentResponse` (the Gemini API's and
 /// Vertex AI's are the same shape).
 pub(super) fn read_body(body: &[u8]) -> BodyFacts {
     BodyFacts {
-        usage: find_key_value::<UsageMetadata>(body, "usageMetadata").map(|u| u.normalise()),
-        model: first_key_value::<String>(body, "modelVersion"),
-        response_id: first_key_value::<String>(body, "responseId"),
+        usage: find_key_value::<UsageMetadata>(body, &USAGE_METADATA).map(|u| u.normalise()),
+        model: first_key_value::<String>(body, &MODEL_VERSION),
+        response_id: first_key_value::<String>(body, &RESPONSE_ID),
         error: google_error(body),
         billing: Default::default(),
     }

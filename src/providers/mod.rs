@@ -558,6 +558,20 @@ pub trait Provider: Send + Sync + 'static {
         data: &[u8],
         facts: &mut StreamFacts,
     ) -> EventKind;
+    /// Asked for each event once the stream's first output text has passed: `Some(kind)` when
+    /// [`stream_event`](Provider::stream_event) would only append output text to `facts` and
+    /// return `kind` (no usage, error, model, tier or end in it), so the tap may keep the
+    /// event unread and read it only if the stream needs an estimate (`proxy/lazy.rs`).
+    /// `None`, the default: read it now. Must be cheaper than the read it spares.
+    fn text_only_event(
+        &self,
+        _endpoint: Endpoint,
+        _event: Option<&[u8]>,
+        _data: &[u8],
+        _facts: &StreamFacts,
+    ) -> Option<EventKind> {
+        None
+    }
     /// Why the provider cannot authorise a request now, if it cannot: a token source with no
     /// valid token (none fetched yet, or every refresh failed past the last one's expiry).
     /// The gateway then answers itself instead of sending a request the provider refuses.

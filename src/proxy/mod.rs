@@ -2,7 +2,7 @@
 //! authenticate (`auth.rs`), read (`body.rs`), parse (`request.rs`), route (`route.rs`),
 //! admit (`admit.rs`), rewrite (`rewrite.rs`), send (`send.rs`), observe (`observe.rs`, then
 //! `tap.rs` as the body passes, with `sse.rs`, `jsonarray.rs` and `eventstream.rs` reading
-//! the stream framings). One `context::RequestContext` is made when
+//! the stream framings and `lazy.rs` keeping events unread past the first token). One `context::RequestContext` is made when
 //! a request arrives and moved to its settlement (`settle.rs`), the one place that builds ledger
 //! rows and metrics, for finished and refused requests alike.
 
@@ -14,6 +14,7 @@ mod deferred;
 pub mod error;
 pub mod eventstream;
 pub mod jsonarray;
+pub mod lazy;
 mod loglimit;
 mod observe;
 mod request;

@@ -15,6 +15,7 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use super::Gateway;
+use super::lazy::Held;
 use super::tap::JsonBody;
 use crate::config::KeyInfo;
 use crate::ledger::UsageRow;
@@ -39,6 +40,9 @@ pub struct Facts {
     pub error: Option<&'static str>,
     /// Service tier, audio and server-tool counts, for the price.
     pub billing: crate::metering::BillingFacts,
+    /// Stream events kept unread after the first token (text only): their text follows
+    /// `text`, read only for an estimate.
+    pub held: Held,
 }
 
 /// What a response said, as settlement receives it.
@@ -189,9 +193,16 @@ impl Closing {
             return;
         }
         let job = move || {
+            let mut text = facts.text;
+            if let Some(p) = self.provider.as_deref().filter(|_| !facts.held.is_empty()) {
+                let endpoint = self.upstream_endpoint.unwrap_or(self.endpoint);
+                facts
+                    .held
+                    .read_into(p, endpoint, model.as_deref(), &mut text);
+            }
             let said = facts.usage.unwrap_or_default();
             let reported = !said.is_zero();
-            let (usage, estimated) = estimated_usage(facts.usage, &self.request_body, &facts.text);
+            let (usage, estimated) = estimated_usage(facts.usage, &self.request_body, &text);
             // Partial: the provider reported some of it (Anthropic's input in `message_start`
             // of a stream cut before its end) and the rest is estimated.
             let source = match (estimated, reported) {

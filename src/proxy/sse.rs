@@ -251,12 +251,12 @@ impl SseScanner {
 
 /// An event's bytes without the `usage` member of its JSON (see [`EventKind::CarriesUsage`]).
 fn without_usage(event: &[u8]) -> Option<Vec<u8>> {
-    crate::providers::json::without_member(event, "usage")
+    crate::providers::json::without_member(event, &crate::providers::json::USAGE)
 }
 
 /// The range of an event's bytes that [`without_usage`] cuts.
 fn usage_span(event: &[u8]) -> Option<(usize, usize)> {
-    crate::providers::json::member_span(event, "usage")
+    crate::providers::json::member_span(event, &crate::providers::json::USAGE)
 }
 
 /// Parses the lines of one event and calls `on_event` if it carries data.
@@ -264,7 +264,18 @@ fn dispatch(raw: &[u8], on_event: &mut dyn FnMut(Event<'_>) -> EventKind) -> Eve
     let mut name = None;
     let mut single: Option<&[u8]> = None;
     let mut joined: Option<Vec<u8>> = None;
-    for line in raw.split(|b| *b == b'\n') {
+    // Lines found with memchr: split by a byte predicate, a 250-byte chunk's one line cost
+    // ~1,800 instructions.
+    let mut rest = raw;
+    while !rest.is_empty() {
+        let line = match memchr(b'\n', rest) {
+            Some(end) => {
+                let line = &rest[..end];
+                rest = &rest[end + 1..];
+                line
+            }
+            None => std::mem::take(&mut rest),
+        };
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         if line.is_empty() || line[0] == b':' {
             continue;

@@ -16,11 +16,12 @@ use hyper::body::Incoming;
 use super::context::PendingRequest;
 use super::eventstream::EventStreamScanner;
 use super::jsonarray::ArrayScanner;
+use super::lazy::StreamRead;
 use super::settle::{Ending, Facts, Said};
 use super::sse::SseScanner;
 use super::upstream::Lease;
 use crate::config::StreamPolicy;
-use crate::providers::{Endpoint, Provider, StreamFacts};
+use crate::providers::{Endpoint, Provider};
 use crate::translate::Translator;
 
 /// How much of a large JSON body is kept for reading usage: the first chunk (model, id) and
@@ -96,6 +97,7 @@ impl JsonBody {
             finished: complete,
             error: f.error,
             billing: f.billing,
+            held: Default::default(),
         }
     }
 }
@@ -104,18 +106,18 @@ enum Mode {
     Json(JsonBody),
     Sse {
         scanner: SseScanner,
-        facts: StreamFacts,
+        read: StreamRead,
         strip_usage: bool,
     },
     /// A JSON-array stream: the bytes pass unchanged, each element is read as an event.
     Array {
         scanner: ArrayScanner,
-        facts: StreamFacts,
+        read: StreamRead,
     },
     /// An AWS event stream: whole messages pass, each read as an event.
     Events {
         scanner: EventStreamScanner,
-        facts: StreamFacts,
+        read: StreamRead,
     },
 }
 
@@ -166,7 +168,7 @@ impl TapBody {
     ) -> TapBody {
         let mode = Mode::Sse {
             scanner: SseScanner::new(policy.max_event_bytes),
-            facts: StreamFacts::default(),
+            read: StreamRead::default(),
             strip_usage,
         };
         TapBody::new(inner, mode, pending, lease, policy)
@@ -181,7 +183,7 @@ impl TapBody {
     ) -> TapBody {
         let mode = Mode::Array {
             scanner: ArrayScanner::new(policy.max_event_bytes),
-            facts: StreamFacts::default(),
+            read: StreamRead::default(),
         };
         TapBody::new(inner, mode, pending, lease, policy)
     }
@@ -195,7 +197,7 @@ impl TapBody {
     ) -> TapBody {
         let mode = Mode::Events {
             scanner: EventStreamScanner::new(policy.max_event_bytes),
-            facts: StreamFacts::default(),
+            read: StreamRead::default(),
         };
         TapBody::new(inner, mode, pending, lease, policy)
     }
@@ -263,46 +265,41 @@ impl TapBody {
         if let Some(c) = self.pending.ctx.cache.as_mut() {
             c.capture(&data);
         }
-        let provider = &self.pending.provider;
+        let provider = &*self.pending.provider;
         let endpoint = self.pending.ctx.upstream_endpoint();
-        match &mut self.mode {
+        let (out, read) = match &mut self.mode {
             Mode::Json(body) => {
                 body.push(&data);
-                data
+                return data;
             }
             Mode::Sse {
                 scanner,
-                facts,
+                read,
                 strip_usage,
             } => {
                 let out = scanner.feed(data, *strip_usage, &mut |ev| {
-                    provider.stream_event(endpoint, ev.name, ev.data, facts)
+                    read.event(provider, endpoint, ev.name, ev.data)
                 });
-                // Time to first token: the first event carrying output, not `message_start`.
-                if self.pending.first_token.is_none() && !facts.text.is_empty() {
-                    self.pending.first_token = Some(Instant::now());
-                }
-                out
+                (out, read)
             }
-            Mode::Array { scanner, facts } => {
+            Mode::Array { scanner, read } => {
                 scanner.feed(&data, &mut |el| {
-                    provider.stream_event(endpoint, None, el, facts);
+                    read.event(provider, endpoint, None, el);
                 });
-                if self.pending.first_token.is_none() && !facts.text.is_empty() {
-                    self.pending.first_token = Some(Instant::now());
-                }
-                data
+                (data, read)
             }
-            Mode::Events { scanner, facts } => {
+            Mode::Events { scanner, read } => {
                 let out = scanner.feed(data, &mut |m| {
-                    provider.stream_event(endpoint, m.name(), m.data(), facts);
+                    read.event(provider, endpoint, m.name(), m.data());
                 });
-                if self.pending.first_token.is_none() && !facts.text.is_empty() {
-                    self.pending.first_token = Some(Instant::now());
-                }
-                out
+                (out, read)
             }
+        };
+        // Time to first token: the first event carrying output, not `message_start`.
+        if read.first_token() {
+            self.pending.first_token = Some(Instant::now());
         }
+        out
     }
 
     /// Gives the upstream connection back: the body was read to its end.
@@ -315,7 +312,7 @@ impl TapBody {
     /// What the body said, for settlement, and the bytes a stream still held back. Consumes
     /// the tap's buffers; a JSON body is read later, after the client has it.
     fn take_said(&mut self, ended: bool) -> (Said, Bytes) {
-        let provider = &self.pending.provider;
+        let provider = &*self.pending.provider;
         let endpoint = self.pending.ctx.upstream_endpoint();
         match &mut self.mode {
             Mode::Json(body) => (
@@ -327,25 +324,26 @@ impl TapBody {
             ),
             Mode::Sse {
                 scanner,
-                facts,
+                read,
                 strip_usage,
             } => {
                 let rest = scanner.finish(*strip_usage, &mut |ev| {
-                    provider.stream_event(endpoint, ev.name, ev.data, facts)
+                    read.event(provider, endpoint, ev.name, ev.data)
                 });
-                (stream_said(std::mem::take(facts), ended), rest)
+                (stream_said(std::mem::take(read), ended), rest)
             }
-            Mode::Array { facts, .. } => (stream_said(std::mem::take(facts), ended), Bytes::new()),
+            Mode::Array { read, .. } => (stream_said(std::mem::take(read), ended), Bytes::new()),
             // A message cut short passes as it came (the client's decoder sees the cut).
-            Mode::Events { scanner, facts } => {
-                (stream_said(std::mem::take(facts), ended), scanner.finish())
+            Mode::Events { scanner, read } => {
+                (stream_said(std::mem::take(read), ended), scanner.finish())
             }
         }
     }
 }
 
-/// What a stream said, for settlement (`ended`: read to its end).
-fn stream_said(facts: StreamFacts, ended: bool) -> Said {
+/// What a stream said, for settlement (`ended`: read to its end); the events held unread
+/// are read there only if the stream needs an estimate.
+fn stream_said(StreamRead { facts, held, .. }: StreamRead, ended: bool) -> Said {
     Said::Facts(Facts {
         usage: facts.usage,
         model: facts.model,
@@ -353,6 +351,7 @@ fn stream_said(facts: StreamFacts, ended: bool) -> Said {
         finished: facts.error.is_none() && (facts.finished || (ended && facts.usage.is_some())),
         error: facts.error,
         billing: facts.billing,
+        held,
     })
 }
 
@@ -498,8 +497,8 @@ impl Drop for TapBody {
         }
         let at_end = self.inner.as_ref().is_none_or(Body::is_end_stream);
         let terminal_seen = match &self.mode {
-            Mode::Sse { facts, .. } | Mode::Array { facts, .. } | Mode::Events { facts, .. } => {
-                facts.finished
+            Mode::Sse { read, .. } | Mode::Array { read, .. } | Mode::Events { read, .. } => {
+                read.facts.finished
             }
             Mode::Json(_) => false,
         };

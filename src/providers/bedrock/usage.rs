@@ -15,7 +15,11 @@ use base64::Engine;
 use serde::Deserialize;
 
 use super::super::anthropic::AnthropicUsage;
+use super::super::json::{self, Key};
 use super::super::{BodyFacts, Str, StreamFacts, find_key_value, first_key_value};
+
+/// The invocation metrics InvokeModel's stream adds to its last event.
+static INVOCATION_METRICS: Key = Key::new(r#""amazon-bedrock-invocationMetrics""#);
 use crate::metering::Usage;
 
 /// Converse's `usage` (Nova's InvokeModel bodies use the same names).
@@ -81,16 +85,16 @@ struct LlamaUsage {
 /// Usage of a whole Converse body.
 pub(super) fn converse_body(body: &[u8]) -> BodyFacts {
     BodyFacts {
-        usage: find_key_value::<ConverseUsage>(body, "usage").map(|u| u.normalise()),
+        usage: find_key_value::<ConverseUsage>(body, &json::USAGE).map(|u| u.normalise()),
         ..BodyFacts::default()
     }
 }
 
 /// Usage, model and id of a whole InvokeModel body (the model's own response).
 pub(super) fn invoke_body(body: &[u8]) -> BodyFacts {
-    let usage = match find_key_value::<ConverseUsage>(body, "usage") {
+    let usage = match find_key_value::<ConverseUsage>(body, &json::USAGE) {
         Some(u) => Some(u.normalise()),
-        None => find_key_value::<AnthropicUsage>(body, "usage")
+        None => find_key_value::<AnthropicUsage>(body, &json::USAGE)
             .map(|u| u.normalise())
             .or_else(|| llama(body)),
     };
@@ -100,7 +104,7 @@ pub(super) fn invoke_body(body: &[u8]) -> BodyFacts {
         // metered and priced under the Bedrock id it asked for (a `us.` profile costs 10 %
         // more than the same model in the body's name).
         model: None,
-        response_id: first_key_value::<String>(body, "id"),
+        response_id: first_key_value::<String>(body, &json::ID),
         error: None,
         billing: Default::default(),
     }
@@ -208,8 +212,8 @@ pub(super) fn invoke_chunk(data: &[u8]) -> Option<(Vec<u8>, Option<Usage>)> {
     let event = base64::engine::general_purpose::STANDARD
         .decode(chunk.bytes.as_bytes())
         .ok()?;
-    let metrics = find_key_value::<InvocationMetrics>(&event, "amazon-bedrock-invocationMetrics")
-        .map(|m| m.normalise());
+    let metrics =
+        find_key_value::<InvocationMetrics>(&event, &INVOCATION_METRICS).map(|m| m.normalise());
     Some((event, metrics))
 }
 

@@ -7,6 +7,7 @@
 //! `prompt_cache_hit_tokens`.
 
 mod stream;
+mod text_only;
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -15,6 +16,7 @@ use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Request, Uri, header};
 use serde::Deserialize;
 
+use super::json::{self, Key};
 use super::{
     BodyFacts, Build, BuildError, ENDPOINTS, Endpoint, EventKind, HeaderPolicy, KindSpec, Provider,
     ProviderKind, Str, StreamFacts, Target, find_key_value, first_key_value, join_uri,
@@ -329,20 +331,49 @@ impl Provider for OpenAi {
     ) -> EventKind {
         stream_event(endpoint, data, facts)
     }
+
+    fn text_only_event(
+        &self,
+        endpoint: Endpoint,
+        _event: Option<&[u8]>,
+        data: &[u8],
+        facts: &StreamFacts,
+    ) -> Option<EventKind> {
+        text_only_event(endpoint, data, facts)
+    }
 }
+
+/// Whether an OpenAI-format stream event only adds text (Azure OpenAI's too; see
+/// [`Provider::text_only_event`]).
+pub(crate) fn text_only_event(
+    endpoint: Endpoint,
+    data: &[u8],
+    facts: &StreamFacts,
+) -> Option<EventKind> {
+    match endpoint {
+        Endpoint::Responses => text_only::response_event(data),
+        _ => text_only::chunk(data, facts),
+    }
+}
+
+/// The tier an answer names.
+static SERVICE_TIER: Key = Key::new(r#""service_tier""#);
+
+/// Each web search a Responses API answer ran is one output item of this type.
+static WEB_SEARCH_CALL: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+    std::sync::LazyLock::new(|| memchr::memmem::Finder::new(br#""type":"web_search_call""#));
 
 /// Usage, model and id of an OpenAI-format body (Azure OpenAI's too).
 pub(crate) fn body_facts(body: &[u8]) -> BodyFacts {
-    let usage = find_key_value::<OpenAiUsage>(body, "usage");
+    let usage = find_key_value::<OpenAiUsage>(body, &json::USAGE);
     let mut billing = usage.as_ref().map(OpenAiUsage::billing).unwrap_or_default();
-    billing.service_tier = named_tier(find_key_value::<String>(body, "service_tier").as_deref());
+    billing.service_tier = named_tier(find_key_value::<String>(body, &SERVICE_TIER).as_deref());
     // The Responses API lists each web search the model ran as an output item.
-    billing.web_search_calls =
-        memchr::memmem::find_iter(body, br#""type":"web_search_call""#).count() as u64;
+    billing.web_search_calls = WEB_SEARCH_CALL.find_iter(body).count() as u64;
     BodyFacts {
         usage: usage.map(|u| u.normalise()),
-        model: first_key_value::<String>(body, "model"),
-        response_id: first_key_value::<String>(body, "id"),
+        model: first_key_value::<String>(body, &json::MODEL),
+        response_id: first_key_value::<String>(body, &json::ID),
         error: None,
         billing,
     }

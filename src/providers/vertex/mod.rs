@@ -360,6 +360,21 @@ impl Provider for Vertex {
         EventKind::Content
     }
 
+    fn text_only_event(
+        &self,
+        endpoint: Endpoint,
+        _event: Option<&[u8]>,
+        data: &[u8],
+        _facts: &StreamFacts,
+    ) -> Option<EventKind> {
+        match endpoint {
+            Endpoint::VertexRawPredict | Endpoint::VertexStreamRawPredict => {
+                anthropic::text_only_event(data)
+            }
+            _ => None,
+        }
+    }
+
     fn unavailable(&self) -> Option<String> {
         match &self.auth {
             Auth::Static(_) => None,
