@@ -477,7 +477,7 @@ async fn a_draining_gateway_reads_a_left_stream_to_the_providers_usage() {
     // Six events 250 ms apart: the stream lasts ~1.5 s after the client left at the first.
     let up = raw_upstream(Raw {
         head: sse_head(),
-        pieces,
+        pieces: pieces.clone(),
         gap: Duration::from_millis(250),
         end_delay: Some(Duration::ZERO),
         chunked: true,
@@ -542,9 +542,20 @@ async fn a_draining_gateway_reads_a_left_stream_to_the_providers_usage() {
     assert_eq!(draining(&s), 0.0);
     drop(gw);
 
-    // Drain bounded at 1 s, shorter than the stream: cut at the bound, what was seen estimated.
+    // Drain bounded at 1 s, far shorter than a stream of events 600 ms apart (3.6 s): cut at
+    // the bound, what was seen estimated. (With 250 ms apart, a client slowed by the whole
+    // suite's load left so late that the rest of the stream fit in the bound.)
+    let slow = raw_upstream(Raw {
+        head: sse_head(),
+        pieces: pieces.clone(),
+        gap: Duration::from_millis(600),
+        end_delay: Some(Duration::ZERO),
+        chunked: true,
+        cuts: vec![],
+    })
+    .await;
     let gw = TestGateway::start(&config(
-        up,
+        slow,
         "openai",
         "on_client_disconnect = \"drain\"\ndrain_timeout_secs = 1",
     ))
@@ -553,10 +564,10 @@ async fn a_draining_gateway_reads_a_left_stream_to_the_providers_usage() {
     let _ = close_at(gw.addr, "/v1/chat/completions", CHAT_STREAM, b"Hello").await;
     let s = gw.wait_requests(1.0).await;
     let took = started.elapsed();
-    // The client left at the first event (250 ms); the drain read for its 1 s bound after
-    // that. The stream would have ended with its usage at 1.5 s: estimated means it was cut.
+    // The client left at the first event (600 ms); the drain read for its 1 s bound after
+    // that. The stream would have ended with its usage at 3.6 s: estimated means it was cut.
     assert!(
-        took >= Duration::from_millis(1150) && took < Duration::from_secs(5),
+        took >= Duration::from_millis(1500) && took < Duration::from_secs(10),
         "settled at the drain bound: {took:?}"
     );
     assert_eq!(
