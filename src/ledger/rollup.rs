@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::sync::OnceLock;
 
 use super::row::{UsageRow, tokens};
-use super::sqlite_thread::{Binder, STATEMENT_ROWS};
+use super::sqlite_thread::Binder;
 use chrono::{DateTime, Utc};
 
 const HOUR_MICROS: i64 = 3_600_000_000;
@@ -193,9 +193,9 @@ impl<'a> Rollups<'a> {
     }
 }
 
-/// Group upserts per SQLite statement, largest first, as for the rows: a connection
-/// prepares at most seven per rollup.
-const UPSERT_ROWS: [usize; 7] = STATEMENT_ROWS;
+/// Group upserts per SQLite statement, largest first: a connection prepares at most seven per
+/// rollup. (A batch has few groups, so their texts stay within SQLite's lookaside.)
+const UPSERT_ROWS: [usize; 7] = [64, 32, 16, 8, 4, 2, 1];
 
 /// `items` cut into chunks of the sizes of `UPSERT_ROWS`.
 fn fixed_chunks<'s, T>(mut items: &'s [T]) -> impl Iterator<Item = &'s [T]> + 's {

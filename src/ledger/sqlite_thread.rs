@@ -9,7 +9,8 @@
 //! were parsed anew, and every check opened a new connection (`sqlite3_open_v2`, ~100,000
 //! instructions). Here every statement is prepared once per connection (`prepare_cached`,
 //! `BEGIN IMMEDIATE` and `COMMIT` too), values are bound straight from the row's fields (SQLite
-//! copies a text once), and the checks reuse a second connection kept open beside the first.
+//! copies a text once, into its lookaside), and the checks reuse a second connection kept open
+//! beside the first.
 //!
 //! The async side sends a job through a bounded channel and awaits the answer on a oneshot:
 //! nothing blocks the runtime. A full channel (the thread stalled behind a locked database)
@@ -34,14 +35,9 @@ use super::store::{COLUMNS, FileId, ResetMark};
 /// thread is stuck (a database locked for longer than the writer's timeout).
 const QUEUE: usize = 4;
 
-/// Statements a connection keeps prepared: `BEGIN IMMEDIATE`, `COMMIT`, `ROLLBACK`, seven row
-/// inserts, seven upserts per rollup, the check's lookup (rusqlite's default is 16; an
-/// evicted 64-row insert is ~9 KB of SQL to parse again).
+/// Statements a connection keeps prepared: `BEGIN IMMEDIATE`, `COMMIT`, the row insert, seven
+/// upserts per rollup, the check's lookup (rusqlite's default is 16).
 const PREPARED: usize = 32;
-
-/// Rows per insert statement, largest first: a batch is cut into these, so a connection
-/// prepares at most these seven.
-pub(super) const STATEMENT_ROWS: [usize; 7] = [64, 32, 16, 8, 4, 2, 1];
 
 /// The handle: cheap to clone; the thread ends when the last clone is dropped.
 #[derive(Clone)]
@@ -208,53 +204,29 @@ impl Target {
     }
 }
 
-/// Inserts `rows`: one attempt in statements of `STATEMENT_ROWS` rows; if a statement's rows
-/// were partly stored already (the retry of a batch that had committed, with rows queued
-/// since), which ones only a row at a time says, so a second attempt a row at a time.
+/// One transaction: the rows, one execution of one prepared single-row insert each, then the
+/// rollup sums of the rows the executions added. Each execution's change count says whether
+/// its row was new (0: stored already, a retried batch), so a row counts in the rollups
+/// exactly once however often its batch is retried.
+///
+/// A row a statement, not 64: a 64-row statement held 640 texts bound at once, past SQLite's
+/// lookaside slots, so each went through `malloc` (behind SQLite's memory-statistics mutex) and
+/// came back through `sqlite3_clear_bindings`: 10,900 of the 26,400 instructions a row on this
+/// thread (callgrind, bench/results/2026-12-03-ledger-profile.md). A row's ten texts fit in
+/// the lookaside, and rebinding a parameter frees the previous row's value there.
 fn insert(conn: &Connection, rows: &[UsageRow]) -> rusqlite::Result<u64> {
-    match attempt(conn, rows, false)? {
-        Some(n) => Ok(n),
-        None => Ok(attempt(conn, rows, true)?.unwrap_or(0)),
-    }
-}
-
-/// One transaction: the rows (`one_by_one`: a statement each), then the rollup sums of the
-/// rows the statements added. A statement's change count tells which rows were new when it is
-/// all or none of them; otherwise the transaction is rolled back and `Ok(None)` returned.
-fn attempt(
-    conn: &Connection,
-    rows: &[UsageRow],
-    one_by_one: bool,
-) -> rusqlite::Result<Option<u64>> {
     conn.prepare_cached("BEGIN IMMEDIATE")?.raw_execute()?;
     let mut sums = Rollups::default();
     let mut added = 0;
-    let mut rest = rows;
-    while !rest.is_empty() {
-        let n = if one_by_one {
-            1
-        } else {
-            STATEMENT_ROWS
-                .iter()
-                .copied()
-                .find(|&n| n <= rest.len())
-                .unwrap_or(1)
-        };
-        let (chunk, tail) = rest.split_at(n.min(rest.len()));
-        let mut stmt = conn.prepare_cached(insert_sql(chunk.len()))?;
-        let mut b = Binder::new(&mut stmt);
-        for r in chunk {
-            bind_row(&mut b, r)?;
+    {
+        let mut stmt = conn.prepare_cached(insert_sql())?;
+        for r in rows {
+            bind_row(&mut Binder::new(&mut stmt), r)?;
+            if stmt.raw_execute()? == 1 {
+                sums.add(r);
+                added += 1;
+            }
         }
-        let new = stmt.raw_execute()? as u64;
-        if new == chunk.len() as u64 {
-            sums.add_all(chunk);
-        } else if new != 0 {
-            conn.prepare_cached("ROLLBACK")?.raw_execute()?;
-            return Ok(None);
-        }
-        added += new;
-        rest = tail;
     }
     sums.upsert_sqlite(conn)?;
     conn.prepare_cached("COMMIT")?.raw_execute()?;
@@ -266,7 +238,7 @@ fn attempt(
             Some("still inside a transaction after COMMIT".into()),
         ));
     }
-    Ok(Some(added))
+    Ok(added)
 }
 
 /// Of `ids`, those present: one prepared point lookup each (a check covers a few batches'
@@ -342,25 +314,13 @@ fn bind_row(b: &mut Binder<'_, '_>, r: &UsageRow) -> rusqlite::Result<()> {
     Ok(())
 }
 
-/// The `INSERT OR IGNORE` into `tollgate_usage` of `n` rows (one of `STATEMENT_ROWS`), one
-/// `VALUES` tuple a row. Built once: building the text at every flush cost the writer ~6,000
-/// instructions a row (bench profile, 2026-11-30).
-fn insert_sql(n: usize) -> &'static str {
-    static SQL: OnceLock<[String; STATEMENT_ROWS.len()]> = OnceLock::new();
-    let all = SQL.get_or_init(|| {
-        STATEMENT_ROWS.map(|n| {
-            let tuple = format!("({})", vec!["?"; COLUMNS.split(',').count()].join(", "));
-            format!(
-                "INSERT OR IGNORE INTO tollgate_usage ({COLUMNS}) VALUES {}",
-                vec![tuple; n].join(", ")
-            )
-        })
-    });
-    let i = STATEMENT_ROWS
-        .iter()
-        .position(|&m| m == n)
-        .unwrap_or(STATEMENT_ROWS.len() - 1);
-    &all[i]
+/// The `INSERT OR IGNORE` of one row into `tollgate_usage`; built once.
+fn insert_sql() -> &'static str {
+    static SQL: OnceLock<String> = OnceLock::new();
+    SQL.get_or_init(|| {
+        let params = vec!["?"; COLUMNS.split(',').count()].join(", ");
+        format!("INSERT OR IGNORE INTO tollgate_usage ({COLUMNS}) VALUES ({params})")
+    })
 }
 
 #[cfg(test)]
