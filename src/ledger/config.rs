@@ -88,7 +88,7 @@ impl Default for LedgerConfig {
     }
 }
 
-/// The largest batch (rows per transaction; SQLite statements are cut to 64 rows whatever it is).
+/// The largest batch (rows per transaction).
 pub const MAX_BATCH: usize = 1400;
 
 impl RawLedger {

@@ -211,8 +211,8 @@ impl Target {
 ///
 /// A row a statement, not 64: a 64-row statement held 640 texts bound at once, past SQLite's
 /// lookaside slots, so each went through `malloc` (behind SQLite's memory-statistics mutex) and
-/// came back through `sqlite3_clear_bindings`: 10,900 of the 26,400 instructions a row on this
-/// thread (callgrind, bench/results/2026-12-03-ledger-profile.md). A row's ten texts fit in
+/// came back through `sqlite3_clear_bindings`: the two were 10,900 of the 26,400 instructions a
+/// row on this thread (callgrind, bench/results/2026-12-03-ledger-profile.md). A row's ten texts fit in
 /// the lookaside, and rebinding a parameter frees the previous row's value there.
 fn insert(conn: &Connection, rows: &[UsageRow]) -> rusqlite::Result<u64> {
     conn.prepare_cached("BEGIN IMMEDIATE")?.raw_execute()?;

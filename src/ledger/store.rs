@@ -341,8 +341,8 @@ impl Store {
         Ok(())
     }
 
-    /// Inserts `rows` in one transaction: multi-row `VALUES` statements of fixed sizes on
-    /// SQLite, `UNNEST` of one array per column on PostgreSQL. Rows already present (a
+    /// Inserts `rows` in one transaction: on SQLite's thread a prepared single-row insert per
+    /// row, on PostgreSQL `UNNEST` of one array per column. Rows already present (a
     /// retried batch) are skipped; returns how many were new. The rollups get the sums of the
     /// new rows only, in the same transaction ([`Rollups`]), so a row counts in them exactly
     /// once however often its batch is retried. A connection that saw an error is closed,
