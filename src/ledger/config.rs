@@ -35,7 +35,7 @@ pub struct RawLedger {
     pub write_timeout_secs: Option<u64>,
     /// At shutdown, how long the writer may take to write what it holds (default 15 s).
     pub drain_timeout_secs: Option<u64>,
-    /// How often written rows are checked from a new connection (default 1000 ms).
+    /// How often written rows are checked from another connection (default 1000 ms).
     pub verify_interval_ms: Option<u64>,
 }
 
@@ -64,7 +64,7 @@ pub struct LedgerConfig {
     pub write_timeout: Duration,
     /// Drain deadline at shutdown.
     pub drain_timeout: Duration,
-    /// How often the rows written since the last check are looked up from a new connection
+    /// How often the rows written since the last check are looked up from another connection
     /// (and the SQLite file's identity checked); rows not found are written again.
     pub verify_interval: Duration,
 }
@@ -88,7 +88,7 @@ impl Default for LedgerConfig {
     }
 }
 
-/// The largest batch (rows per transaction; SQLite statements are cut to 64 rows whatever it is).
+/// The largest batch (rows per transaction).
 pub const MAX_BATCH: usize = 1400;
 
 impl RawLedger {

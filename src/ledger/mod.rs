@@ -12,6 +12,7 @@ pub mod report;
 pub mod reprice;
 pub mod rollup;
 pub mod row;
+mod sqlite_thread;
 pub mod store;
 pub mod window;
 mod writer;
@@ -49,6 +50,18 @@ pub enum LedgerError {
     /// The database answered with an error (or could not be reached).
     #[error("ledger database: {0}")]
     Database(#[from] sqlx::Error),
+    /// SQLite answered with an error (the writes, on the ledger's SQLite thread).
+    #[error("ledger database: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// The SQLite thread could not be started.
+    #[error("could not start the ledger's SQLite thread: {0}")]
+    Thread(std::io::Error),
+    /// The SQLite thread still has jobs waiting (stuck behind a locked database).
+    #[error("the ledger's SQLite thread is busy")]
+    Busy,
+    /// The SQLite thread is gone (it panicked).
+    #[error("the ledger's SQLite thread is gone")]
+    Gone,
     /// The database did not answer in time.
     #[error("the ledger database did not answer within {0:?}")]
     Timeout(Duration),

@@ -11,11 +11,9 @@
 use std::collections::BTreeMap;
 use std::sync::OnceLock;
 
-use chrono::{DateTime, Utc};
-use sqlx::query::Query;
-use sqlx::sqlite::SqliteArguments;
-
 use super::row::{UsageRow, tokens};
+use super::sqlite_thread::Binder;
+use chrono::{DateTime, Utc};
 
 const HOUR_MICROS: i64 = 3_600_000_000;
 
@@ -96,39 +94,40 @@ impl<'a> Rollups<'a> {
         self.hourly.is_empty()
     }
 
-    /// Executes the SQLite upserts on `conn` (inside the batch's transaction).
-    pub async fn upsert_sqlite(&self, conn: &mut sqlx::SqliteConnection) -> sqlx::Result<()> {
+    /// Executes the SQLite upserts on `conn` (inside the batch's transaction, on the ledger's
+    /// SQLite thread), each statement prepared once per connection.
+    pub(super) fn upsert_sqlite(&self, conn: &rusqlite::Connection) -> rusqlite::Result<()> {
         let hourly: Vec<_> = self.hourly.iter().collect();
         for chunk in fixed_chunks(&hourly) {
-            let mut q = sqlx::query(sqlite_upsert_sql(Table::Hourly, chunk.len()));
+            let mut stmt = conn.prepare_cached(sqlite_upsert_sql(Table::Hourly, chunk.len()))?;
+            let mut b = Binder::new(&mut stmt);
             for ((hour, team, provider, model), s) in chunk {
-                q = q
-                    .bind(*hour)
-                    .bind(*team)
-                    .bind(*provider)
-                    .bind(*model)
-                    .bind(s.requests)
-                    .bind(s.input_tokens)
-                    .bind(s.output_tokens)
-                    .bind(s.cached_read_tokens)
-                    .bind(s.cache_write_tokens)
-                    .bind(s.reasoning_tokens)
-                    .bind(s.cost_nanos);
+                b.bind(*hour)?;
+                b.bind(*team)?;
+                b.bind(*provider)?;
+                b.bind(*model)?;
+                b.bind(s.requests)?;
+                b.bind(s.input_tokens)?;
+                b.bind(s.output_tokens)?;
+                b.bind(s.cached_read_tokens)?;
+                b.bind(s.cache_write_tokens)?;
+                b.bind(s.reasoning_tokens)?;
+                b.bind(s.cost_nanos)?;
             }
-            execute(q, conn).await?;
+            stmt.raw_execute()?;
         }
         let spend: Vec<_> = self.spend.iter().collect();
         for chunk in fixed_chunks(&spend) {
-            let mut q = sqlx::query(sqlite_upsert_sql(Table::Spend, chunk.len()));
+            let mut stmt = conn.prepare_cached(sqlite_upsert_sql(Table::Spend, chunk.len()))?;
+            let mut b = Binder::new(&mut stmt);
             for ((hour, team, key, model), cost) in chunk {
-                q = q
-                    .bind(*hour)
-                    .bind(*team)
-                    .bind(*key)
-                    .bind(*model)
-                    .bind(**cost);
+                b.bind(*hour)?;
+                b.bind(*team)?;
+                b.bind(*key)?;
+                b.bind(*model)?;
+                b.bind(**cost)?;
             }
-            execute(q, conn).await?;
+            stmt.raw_execute()?;
         }
         Ok(())
     }
@@ -194,15 +193,8 @@ impl<'a> Rollups<'a> {
     }
 }
 
-async fn execute<'a>(
-    q: Query<'a, sqlx::Sqlite, SqliteArguments<'a>>,
-    conn: &mut sqlx::SqliteConnection,
-) -> sqlx::Result<()> {
-    q.execute(conn).await.map(|_| ())
-}
-
-/// Group upserts per SQLite statement, largest first, as for the rows
-/// (`store::SQLITE_STATEMENT_ROWS`): a connection prepares at most seven per rollup.
+/// Group upserts per SQLite statement, largest first: a connection prepares at most seven per
+/// rollup. (A batch has few groups, so their texts stay within SQLite's lookaside.)
 const UPSERT_ROWS: [usize; 7] = [64, 32, 16, 8, 4, 2, 1];
 
 /// `items` cut into chunks of the sizes of `UPSERT_ROWS`.

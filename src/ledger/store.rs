@@ -5,16 +5,14 @@ use std::collections::HashSet;
 use std::ops::DerefMut;
 use std::path::PathBuf;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
-use sqlx::query::Query;
 use sqlx::sqlite::{
-    SqliteArguments, SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
-    SqliteSynchronous,
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 use sqlx::{ConnectOptions, Connection, Executor, Row};
 
@@ -23,6 +21,7 @@ use super::config::redact;
 use super::report::{GroupKey, Report, ReportQuery, ReportRow, Totals};
 use super::rollup::Rollups;
 use super::row::{UsageRow, micros, tokens};
+use super::sqlite_thread::{SqliteThread, Target};
 
 /// Schema migrations, in order: (version, SQL).
 const SQLITE_MIGRATIONS: &[(i64, &str)] = &[
@@ -77,7 +76,7 @@ const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
 ];
 
 /// Columns of `tollgate_usage`, in insert order.
-const COLUMNS: &str = "id, started_at, duration_us, ttft_us, key_name, team, customer, provider, \
+pub(super) const COLUMNS: &str = "id, started_at, duration_us, ttft_us, key_name, team, customer, provider, \
     requested_model, model, endpoint, stream, status_code, error_type, input_tokens, \
     output_tokens, cached_read_tokens, cache_write_tokens, cache_write_1h_tokens, \
     reasoning_tokens, cost_nanos, estimated, upstream_request_id, price_id, cost_source, \
@@ -108,19 +107,22 @@ pub enum Store {
 #[derive(Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
-    /// For connections outside the pool (the verifier's): never creates the file.
-    opts: SqliteConnectOptions,
+    /// The writes and the writer's checks (sqlite_thread.rs).
+    thread: SqliteThread,
     /// The database file; `None` for an in-memory database.
     path: Option<PathBuf>,
     reset: Arc<ResetMark>,
 }
 
 /// Pooled connections opened before the last [`Store::reset_connections`] are closed when
-/// next acquired instead of being used (a replaced file, rows found missing).
-struct ResetMark {
+/// next acquired instead of being used (a replaced file, rows found missing); so are the
+/// SQLite thread's, by generation.
+pub(super) struct ResetMark {
     base: std::time::Instant,
     /// Microseconds after `base` of the last reset; 0: never.
     at_us: AtomicU64,
+    /// Resets so far.
+    generation: AtomicU64,
 }
 
 impl SqliteStore {
@@ -131,6 +133,11 @@ impl SqliteStore {
 }
 
 impl ResetMark {
+    /// Resets so far: a connection opened in an older generation is closed, not used.
+    pub(super) fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
     fn opened_before_reset(&self, age: Duration) -> bool {
         let at = self.at_us.load(Ordering::Acquire);
         if at == 0 {
@@ -149,6 +156,18 @@ impl ResetMark {
 pub struct FileId {
     dev: u64,
     ino: u64,
+}
+
+impl FileId {
+    /// The identity of the file at `path` (one `stat`).
+    pub(super) fn of(path: &std::path::Path) -> std::io::Result<FileId> {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::metadata(path)?;
+        Ok(FileId {
+            dev: m.dev(),
+            ino: m.ino(),
+        })
+    }
 }
 
 /// A pooled connection closed, not returned to the pool, unless the operation using it
@@ -196,7 +215,15 @@ impl Store {
             let reset = Arc::new(ResetMark {
                 base: std::time::Instant::now(),
                 at_us: AtomicU64::new(0),
+                generation: AtomicU64::new(0),
             });
+            let thread = SqliteThread::start(Target {
+                filename: opts.get_filename().to_path_buf(),
+                memory,
+                busy_timeout: timeout,
+                reset: reset.clone(),
+            })
+            .map_err(LedgerError::Thread)?;
             let mark = reset.clone();
             let pool = SqlitePoolOptions::new()
                 .max_connections(4)
@@ -208,7 +235,7 @@ impl Store {
                 .connect_lazy_with(opts.clone());
             Ok(Store::Sqlite(Box::new(SqliteStore {
                 pool,
-                opts: opts.create_if_missing(false),
+                thread,
                 path,
                 reset,
             })))
@@ -314,131 +341,28 @@ impl Store {
         Ok(())
     }
 
-    /// Inserts `rows` in one transaction: multi-row `VALUES` statements of fixed sizes on
-    /// SQLite, `UNNEST` of one array per column on PostgreSQL. Rows already present (a
+    /// Inserts `rows` in one transaction: on SQLite's thread a prepared single-row insert per
+    /// row, on PostgreSQL `UNNEST` of one array per column. Rows already present (a
     /// retried batch) are skipped; returns how many were new. The rollups get the sums of the
     /// new rows only, in the same transaction ([`Rollups`]), so a row counts in them exactly
     /// once however often its batch is retried. A connection that saw an error is closed,
     /// never reused.
     pub async fn insert(&self, rows: &[UsageRow]) -> Result<u64, LedgerError> {
-        if rows.is_empty() {
-            return Ok(0);
-        }
-        let added;
         match self {
-            Store::Sqlite(s) => {
-                let conn = s.pool.acquire().await?;
-                let mut guard = CloseUnlessDone(Some(conn), |c| c.close_on_drop());
-                let Some(conn) = guard.0.as_mut() else {
-                    return Ok(0);
-                };
-                added = match sqlite_insert_batch(conn, rows, false).await? {
-                    Some(n) => n,
-                    // Some rows of a statement were stored already (a retried batch that had
-                    // committed, with rows queued since): which ones, only a row at a time says.
-                    None => sqlite_insert_batch(conn, rows, true).await?.unwrap_or(0),
-                };
-                guard.done();
-            }
-            Store::Postgres(pool) => {
-                let conn = pool.acquire().await?;
-                let mut guard = CloseUnlessDone(Some(conn), |c| c.close_on_drop());
-                let Some(conn) = guard.0.as_mut() else {
-                    return Ok(0);
-                };
-                let sql = format!(
-                    "INSERT INTO tollgate_usage ({COLUMNS}) SELECT * FROM UNNEST(\
-                     $1::uuid[], $2::timestamptz[], $3::int8[], $4::int8[], $5::text[], \
-                     $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], \
-                     $12::bool[], $13::int4[], $14::text[], $15::int8[], $16::int8[], \
-                     $17::int8[], $18::int8[], $19::int8[], $20::int8[], $21::int8[], \
-                     $22::bool[], $23::text[], $24::text[], $25::text[], $26::text[], $27::text[], \
-                     $28::text[], $29::text[], $30::int8[], $31::text[], $32::int8[]) \
-                     ON CONFLICT (id) DO NOTHING RETURNING id"
-                );
-                let mut tx = conn.begin().await?;
-                let col = |f: &dyn Fn(&UsageRow) -> i64| rows.iter().map(f).collect::<Vec<i64>>();
-                let new = sqlx::query(&sql)
-                    .bind(rows.iter().map(|r| r.id).collect::<Vec<_>>())
-                    .bind(rows.iter().map(|r| r.started_at).collect::<Vec<_>>())
-                    .bind(col(&|r| micros(r.duration)))
-                    .bind(
-                        rows.iter()
-                            .map(|r| r.time_to_first_token.map(micros))
-                            .collect::<Vec<_>>(),
-                    )
-                    .bind(rows.iter().map(|r| &*r.key_name).collect::<Vec<_>>())
-                    .bind(rows.iter().map(|r| &*r.team).collect::<Vec<_>>())
-                    .bind(
-                        rows.iter()
-                            .map(|r| r.customer.as_deref())
-                            .collect::<Vec<_>>(),
-                    )
-                    .bind(rows.iter().map(|r| &*r.provider).collect::<Vec<_>>())
-                    .bind(rows.iter().map(|r| &*r.requested_model).collect::<Vec<_>>())
-                    .bind(rows.iter().map(|r| &*r.model).collect::<Vec<_>>())
-                    .bind(rows.iter().map(|r| r.endpoint).collect::<Vec<_>>())
-                    .bind(rows.iter().map(|r| r.stream).collect::<Vec<_>>())
-                    .bind(
-                        rows.iter()
-                            .map(|r| i32::from(r.status_code))
-                            .collect::<Vec<_>>(),
-                    )
-                    .bind(rows.iter().map(|r| r.error_type).collect::<Vec<_>>())
-                    .bind(col(&|r| tokens(r.usage.input)))
-                    .bind(col(&|r| tokens(r.usage.output)))
-                    .bind(col(&|r| tokens(r.usage.cached_read)))
-                    .bind(col(&|r| tokens(r.usage.cache_write)))
-                    .bind(col(&|r| tokens(r.usage.cache_write_1h)))
-                    .bind(col(&|r| tokens(r.usage.reasoning)))
-                    .bind(col(&|r| r.cost_nanos))
-                    .bind(rows.iter().map(|r| r.estimated()).collect::<Vec<_>>())
-                    .bind(
-                        rows.iter()
-                            .map(|r| r.upstream_request_id.as_deref())
-                            .collect::<Vec<_>>(),
-                    )
-                    .bind(
-                        rows.iter()
-                            .map(|r| r.price_id.as_deref())
-                            .collect::<Vec<_>>(),
-                    )
-                    .bind(rows.iter().map(UsageRow::cost_source).collect::<Vec<_>>())
-                    .bind(
-                        rows.iter()
-                            .map(|r| r.service_tier.as_str())
-                            .collect::<Vec<_>>(),
-                    )
-                    .bind(
-                        rows.iter()
-                            .map(|r| r.usage_source.as_str())
-                            .collect::<Vec<_>>(),
-                    )
-                    .bind(rows.iter().map(|r| r.upstream_endpoint).collect::<Vec<_>>())
-                    .bind(rows.iter().map(|r| r.cache_status).collect::<Vec<_>>())
-                    .bind(rows.iter().map(|r| r.saved_cost_nanos).collect::<Vec<_>>())
-                    .bind(rows.iter().map(|r| r.mcp_outcome).collect::<Vec<_>>())
-                    .bind(rows.iter().map(|r| r.response_bytes).collect::<Vec<_>>())
-                    .fetch_all(&mut *tx)
-                    .await?;
-                // Only the rows this statement added (RETURNING skips the conflicts).
-                let mut sums = Rollups::default();
-                if new.len() == rows.len() {
-                    sums.add_all(rows);
-                } else if !new.is_empty() {
-                    let new: HashSet<uuid::Uuid> =
-                        new.iter().map(|r| r.get::<uuid::Uuid, _>(0)).collect();
-                    for r in rows.iter().filter(|r| new.contains(&r.id)) {
-                        sums.add(r);
-                    }
-                }
-                sums.upsert_postgres(&mut tx).await?;
-                tx.commit().await?;
-                added = new.len() as u64;
-                guard.done();
-            }
+            _ if rows.is_empty() => Ok(0),
+            Store::Sqlite(s) => s.thread.insert(Arc::new(rows.to_vec())).await,
+            Store::Postgres(pool) => insert_postgres(pool, rows).await,
         }
-        Ok(added)
+    }
+
+    /// [`Store::insert`] of rows the SQLite thread may hold without a copy (the writer's
+    /// batches); the caller takes them back from the `Arc` once answered.
+    pub(super) async fn insert_shared(&self, rows: Arc<Vec<UsageRow>>) -> Result<u64, LedgerError> {
+        match self {
+            _ if rows.is_empty() => Ok(0),
+            Store::Sqlite(s) => s.thread.insert(rows).await,
+            Store::Postgres(pool) => insert_postgres(pool, &rows).await,
+        }
     }
 
     /// Adds per-minute counts of requests refused before a key was known, one transaction:
@@ -521,10 +445,11 @@ impl Store {
         Ok(rows)
     }
 
-    /// Of `ids`, those whose rows a new connection finds committed: on SQLite a connection
-    /// outside the pool (one inside a broken transaction sees its own uncommitted rows), on
-    /// PostgreSQL the pool (a batch is one transaction, committed or not). Fails when the
-    /// SQLite file is gone.
+    /// Of `ids`, those whose rows another connection than the writer's finds committed: on
+    /// SQLite the SQLite thread's second connection (the writing one inside a broken
+    /// transaction would see its own uncommitted rows; both are reopened after every reset,
+    /// and the file's identity is checked before, [`Store::file_id`]), on PostgreSQL the pool
+    /// (a batch is one transaction, committed or not).
     pub async fn committed_ids(
         &self,
         ids: &[uuid::Uuid],
@@ -533,24 +458,7 @@ impl Store {
         // SQLite's default limit is 32,766 parameters; 500 keeps each query small.
         for chunk in ids.chunks(500) {
             match self {
-                Store::Sqlite(s) => {
-                    let mut conn = sqlx::SqliteConnection::connect_with(&s.opts).await?;
-                    let sql = format!(
-                        "SELECT id FROM tollgate_usage WHERE id IN ({})",
-                        vec!["?"; chunk.len()].join(", ")
-                    );
-                    let mut q = sqlx::query_scalar::<_, String>(&sql);
-                    for id in chunk {
-                        q = q.bind(id.hyphenated().to_string());
-                    }
-                    let present = q.fetch_all(&mut conn).await;
-                    let _ = conn.close().await;
-                    for id in present? {
-                        if let Ok(u) = uuid::Uuid::parse_str(&id) {
-                            found.insert(u);
-                        }
-                    }
-                }
+                Store::Sqlite(s) => found.extend(s.thread.committed(chunk.to_vec()).await?),
                 Store::Postgres(pool) => {
                     let present: Vec<uuid::Uuid> =
                         sqlx::query_scalar("SELECT id FROM tollgate_usage WHERE id = ANY($1)")
@@ -567,15 +475,11 @@ impl Store {
     /// The SQLite file's identity now; `Ok(None)` for PostgreSQL and in-memory databases.
     /// A missing file is an error.
     pub async fn file_id(&self) -> std::io::Result<Option<FileId>> {
-        use std::os::unix::fs::MetadataExt;
-        let Some(p) = self.path() else {
-            return Ok(None);
-        };
-        let m = tokio::fs::metadata(p).await?;
-        Ok(Some(FileId {
-            dev: m.dev(),
-            ino: m.ino(),
-        }))
+        match self {
+            // On the SQLite thread: a `stat` that never blocks the runtime.
+            Store::Sqlite(s) => s.thread.file_id().await,
+            Store::Postgres(_) => Ok(None),
+        }
     }
 
     /// The SQLite file, when there is one.
@@ -594,6 +498,7 @@ impl Store {
                 .unwrap_or(u64::MAX)
                 .max(1);
             s.reset.at_us.store(us, Ordering::Release);
+            s.reset.generation.fetch_add(1, Ordering::AcqRel);
         }
     }
 
@@ -764,7 +669,10 @@ impl Store {
     /// Closes the pool's connections.
     pub async fn close(&self) {
         match self {
-            Store::Sqlite(s) => s.pool.close().await,
+            Store::Sqlite(s) => {
+                s.pool.close().await;
+                s.thread.close().await;
+            }
             Store::Postgres(p) => p.close().await,
         }
     }
@@ -815,111 +723,101 @@ impl RowLike for sqlx::postgres::PgRow {
     }
 }
 
-/// Rows per SQLite insert statement, largest first: a batch is cut into these, so a
-/// connection prepares at most these seven statements.
-const SQLITE_STATEMENT_ROWS: [usize; 7] = [64, 32, 16, 8, 4, 2, 1];
-
-/// The `INSERT OR IGNORE` into SQLite's `tollgate_usage` of `n` rows (one of
-/// `SQLITE_STATEMENT_ROWS`), one `VALUES` tuple a row. Built once: building the text at every
-/// flush cost the writer ~6,000 instructions a row (bench profile, 2026-11-30).
-fn sqlite_insert_sql(n: usize) -> &'static str {
-    static SQL: OnceLock<[String; SQLITE_STATEMENT_ROWS.len()]> = OnceLock::new();
-    let all = SQL.get_or_init(|| {
-        SQLITE_STATEMENT_ROWS.map(|n| {
-            let tuple = format!("({})", vec!["?"; COLUMNS.split(',').count()].join(", "));
-            format!(
-                "INSERT OR IGNORE INTO tollgate_usage ({COLUMNS}) VALUES {}",
-                vec![tuple; n].join(", ")
-            )
-        })
-    });
-    let i = SQLITE_STATEMENT_ROWS
-        .iter()
-        .position(|&m| m == n)
-        .unwrap_or(SQLITE_STATEMENT_ROWS.len() - 1);
-    &all[i]
-}
-
-/// One attempt at inserting `rows` and their rollup sums in one SQLite transaction, in
-/// statements of `SQLITE_STATEMENT_ROWS` rows (`one_by_one`: a row each). A statement's
-/// change count tells which rows were new when it is all or none of them; otherwise the
-/// transaction is rolled back and `Ok(None)` returned, for an attempt one row at a time.
-async fn sqlite_insert_batch(
-    conn: &mut sqlx::SqliteConnection,
-    rows: &[UsageRow],
-    one_by_one: bool,
-) -> sqlx::Result<Option<u64>> {
+/// The PostgreSQL insert of `rows` (not empty) and their rollup sums, one transaction; how
+/// many rows were new. A connection that saw an error is closed, never reused.
+async fn insert_postgres(pool: &PgPool, rows: &[UsageRow]) -> Result<u64, LedgerError> {
+    let conn = pool.acquire().await?;
+    let mut guard = CloseUnlessDone(Some(conn), |c| c.close_on_drop());
+    let Some(conn) = guard.0.as_mut() else {
+        return Ok(0);
+    };
+    let sql = format!(
+        "INSERT INTO tollgate_usage ({COLUMNS}) SELECT * FROM UNNEST(\
+             $1::uuid[], $2::timestamptz[], $3::int8[], $4::int8[], $5::text[], \
+             $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], \
+             $12::bool[], $13::int4[], $14::text[], $15::int8[], $16::int8[], \
+             $17::int8[], $18::int8[], $19::int8[], $20::int8[], $21::int8[], \
+             $22::bool[], $23::text[], $24::text[], $25::text[], $26::text[], $27::text[], \
+             $28::text[], $29::text[], $30::int8[], $31::text[], $32::int8[]) \
+             ON CONFLICT (id) DO NOTHING RETURNING id"
+    );
     let mut tx = conn.begin().await?;
+    let col = |f: &dyn Fn(&UsageRow) -> i64| rows.iter().map(f).collect::<Vec<i64>>();
+    let new = sqlx::query(&sql)
+        .bind(rows.iter().map(|r| r.id).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.started_at).collect::<Vec<_>>())
+        .bind(col(&|r| micros(r.duration)))
+        .bind(
+            rows.iter()
+                .map(|r| r.time_to_first_token.map(micros))
+                .collect::<Vec<_>>(),
+        )
+        .bind(rows.iter().map(|r| &*r.key_name).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| &*r.team).collect::<Vec<_>>())
+        .bind(
+            rows.iter()
+                .map(|r| r.customer.as_deref())
+                .collect::<Vec<_>>(),
+        )
+        .bind(rows.iter().map(|r| &*r.provider).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| &*r.requested_model).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| &*r.model).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.endpoint).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.stream).collect::<Vec<_>>())
+        .bind(
+            rows.iter()
+                .map(|r| i32::from(r.status_code))
+                .collect::<Vec<_>>(),
+        )
+        .bind(rows.iter().map(|r| r.error_type).collect::<Vec<_>>())
+        .bind(col(&|r| tokens(r.usage.input)))
+        .bind(col(&|r| tokens(r.usage.output)))
+        .bind(col(&|r| tokens(r.usage.cached_read)))
+        .bind(col(&|r| tokens(r.usage.cache_write)))
+        .bind(col(&|r| tokens(r.usage.cache_write_1h)))
+        .bind(col(&|r| tokens(r.usage.reasoning)))
+        .bind(col(&|r| r.cost_nanos))
+        .bind(rows.iter().map(|r| r.estimated()).collect::<Vec<_>>())
+        .bind(
+            rows.iter()
+                .map(|r| r.upstream_request_id.as_deref())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            rows.iter()
+                .map(|r| r.price_id.as_deref())
+                .collect::<Vec<_>>(),
+        )
+        .bind(rows.iter().map(UsageRow::cost_source).collect::<Vec<_>>())
+        .bind(
+            rows.iter()
+                .map(|r| r.service_tier.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            rows.iter()
+                .map(|r| r.usage_source.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(rows.iter().map(|r| r.upstream_endpoint).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.cache_status).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.saved_cost_nanos).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.mcp_outcome).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.response_bytes).collect::<Vec<_>>())
+        .fetch_all(&mut *tx)
+        .await?;
+    // Only the rows this statement added (RETURNING skips the conflicts).
     let mut sums = Rollups::default();
-    let mut added = 0;
-    let mut rest = rows;
-    while !rest.is_empty() {
-        let n = if one_by_one {
-            1
-        } else {
-            SQLITE_STATEMENT_ROWS
-                .iter()
-                .copied()
-                .find(|&n| n <= rest.len())
-                .unwrap_or(1)
-        };
-        let (chunk, tail) = rest.split_at(n.min(rest.len()));
-        let new = sqlite_insert(chunk)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-        if new == chunk.len() as u64 {
-            sums.add_all(chunk);
-        } else if new != 0 {
-            tx.rollback().await?;
-            return Ok(None);
+    if new.len() == rows.len() {
+        sums.add_all(rows);
+    } else if !new.is_empty() {
+        let new: HashSet<uuid::Uuid> = new.iter().map(|r| r.get::<uuid::Uuid, _>(0)).collect();
+        for r in rows.iter().filter(|r| new.contains(&r.id)) {
+            sums.add(r);
         }
-        added += new;
-        rest = tail;
     }
-    sums.upsert_sqlite(&mut tx).await?;
+    sums.upsert_postgres(&mut tx).await?;
     tx.commit().await?;
-    Ok(Some(added))
-}
-
-/// The insert of `rows` (as many as one of `SQLITE_STATEMENT_ROWS`), with their values bound.
-fn sqlite_insert(rows: &[UsageRow]) -> Query<'_, sqlx::Sqlite, SqliteArguments<'_>> {
-    let mut q = sqlx::query(sqlite_insert_sql(rows.len()));
-    for r in rows {
-        let mut id = [0u8; uuid::fmt::Hyphenated::LENGTH];
-        q = q
-            .bind(r.id.hyphenated().encode_lower(&mut id).to_owned())
-            .bind(r.started_at_micros())
-            .bind(micros(r.duration))
-            .bind(r.time_to_first_token.map(micros))
-            .bind(&*r.key_name)
-            .bind(&*r.team)
-            .bind(r.customer.as_deref())
-            .bind(&*r.provider)
-            .bind(&*r.requested_model)
-            .bind(&*r.model)
-            .bind(r.endpoint)
-            .bind(r.stream)
-            .bind(i32::from(r.status_code))
-            .bind(r.error_type)
-            .bind(tokens(r.usage.input))
-            .bind(tokens(r.usage.output))
-            .bind(tokens(r.usage.cached_read))
-            .bind(tokens(r.usage.cache_write))
-            .bind(tokens(r.usage.cache_write_1h))
-            .bind(tokens(r.usage.reasoning))
-            .bind(r.cost_nanos)
-            .bind(r.estimated())
-            .bind(r.upstream_request_id.as_deref())
-            .bind(r.price_id.as_deref())
-            .bind(r.cost_source())
-            .bind(r.service_tier.as_str())
-            .bind(r.usage_source.as_str())
-            .bind(r.upstream_endpoint)
-            .bind(r.cache_status)
-            .bind(r.saved_cost_nanos)
-            .bind(r.mcp_outcome)
-            .bind(r.response_bytes);
-    }
-    q
+    guard.done();
+    Ok(new.len() as u64)
 }

@@ -6,12 +6,15 @@
 //! dropped. On stop it drains the channel and writes everything, within `drain_timeout`.
 //!
 //! What it counts as written it checks: every `verify_interval` the first and last row of each
-//! batch committed since the last check are looked up from a new connection (a batch commits
-//! whole or not at all), and the SQLite file's device and inode are compared with those it
-//! opened. Batches are kept in memory until checked; a batch not found is written again and
-//! the pool's connections are replaced, so a fault that slips past the error handling (a file
-//! deleted or replaced under the gateway, a connection left inside a transaction) costs no row
-//! that was still held, and says so loudly.
+//! batch committed since the last check are looked up from another connection than the one
+//! that wrote them (SQLite: a second connection the ledger's SQLite thread keeps open; it sees
+//! only what was committed; a batch commits whole or not at all), and the SQLite file's device
+//! and inode are compared with those it opened (one `stat`: what a deleted or replaced file
+//! changes). Batches are kept in memory until checked; a batch not found is written again and
+//! every connection is replaced, so a fault that slips past the error handling (a file deleted
+//! or replaced under the gateway, a connection left inside a transaction) costs no row that was
+//! still held, and says so loudly. (The check opened a new SQLite connection each time until
+//! 2026-12-03: ~100,000 instructions, every 4 batches or every second.)
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -54,7 +57,7 @@ struct State {
     failures: u64,
     /// Rows at the front of `buf` already counted as written once (found missing since).
     recounted: usize,
-    /// Batches committed and not yet found from a new connection, oldest first.
+    /// Batches committed and not yet found from another connection, oldest first.
     unverified: VecDeque<Vec<UsageRow>>,
     unverified_rows: usize,
     verify_at: Instant,
@@ -197,7 +200,7 @@ impl Writer {
         if st.unverified_rows > 0 {
             tracing::warn!(
                 rows = st.unverified_rows,
-                "ledger: rows written just before exit could not be checked from a new connection"
+                "ledger: rows written just before exit could not be checked from another connection"
             );
         }
         if !st.buf.is_empty() {
@@ -239,20 +242,28 @@ impl Writer {
             if n < self.cfg.batch_size && !due {
                 return;
             }
-            let result =
-                tokio::time::timeout(self.cfg.write_timeout, self.store.insert(&st.buf[..n])).await;
+            // The batch moves out of the buffer to the SQLite thread, which binds it where it
+            // is; it comes back from the Arc once answered (a copy only after a timeout, the
+            // thread still holding it).
+            let batch = if n == st.buf.len() {
+                let next = st
+                    .spare
+                    .pop()
+                    .unwrap_or_else(|| Vec::with_capacity(self.cfg.batch_size));
+                std::mem::replace(&mut st.buf, next)
+            } else {
+                st.buf.drain(..n).collect()
+            };
+            let batch = Arc::new(batch);
+            let result = tokio::time::timeout(
+                self.cfg.write_timeout,
+                self.store.insert_shared(batch.clone()),
+            )
+            .await;
+            let batch = Arc::try_unwrap(batch).unwrap_or_else(|shared| shared.to_vec());
             match result {
                 Ok(Ok(_)) => {
                     // Counted once its commit succeeded; kept until a check finds it.
-                    let batch = if n == st.buf.len() {
-                        let next = st
-                            .spare
-                            .pop()
-                            .unwrap_or_else(|| Vec::with_capacity(self.cfg.batch_size));
-                        std::mem::replace(&mut st.buf, next)
-                    } else {
-                        st.buf.drain(..n).collect()
-                    };
                     let again = st.recounted.min(n);
                     st.recounted -= again;
                     self.metrics.ledger_written.add((n - again) as u64);
@@ -273,10 +284,23 @@ impl Writer {
                     };
                     self.set_buffered(st);
                 }
-                Ok(Err(e)) => return self.failed(st, &e.to_string()),
-                Err(_) => return self.failed(st, "timed out"),
+                Ok(Err(e)) => {
+                    self.put_back(st, batch);
+                    return self.failed(st, &e.to_string());
+                }
+                Err(_) => {
+                    self.put_back(st, batch);
+                    return self.failed(st, "timed out");
+                }
             }
         }
+    }
+
+    /// A batch that failed goes back to the front of the buffer, in order.
+    fn put_back(&self, st: &mut State, mut batch: Vec<UsageRow>) {
+        let rest = std::mem::take(&mut st.buf);
+        batch.extend(rest);
+        st.buf = batch;
     }
 
     fn failed(&self, st: &mut State, error: &str) {
@@ -300,7 +324,7 @@ impl Writer {
     }
 
     /// Checks the SQLite file's identity and looks up the batches written since the last
-    /// check from a new connection; batches not found go back to the front of the buffer.
+    /// check from another connection; batches not found go back to the front of the buffer.
     async fn verify(&self, st: &mut State) {
         st.verify_at = Instant::now() + self.cfg.verify_interval;
         self.store_unauthenticated().await;
@@ -377,7 +401,7 @@ impl Writer {
             st,
             LedgerFault::RowsMissing,
             path.as_deref(),
-            "ledger: rows counted as written were NOT FOUND from a new connection: writing them again on new connections (llm_gateway_ledger_integrity_errors_total)",
+            "ledger: rows counted as written were NOT FOUND from another connection: writing them again on new connections (llm_gateway_ledger_integrity_errors_total)",
         );
         tracing::error!(rows = n, "ledger: rows written again after a failed check");
         st.recounted += n;
